@@ -1,0 +1,64 @@
+# zks top-level build. CMake does the work; these targets name the jobs.
+#   make test    install dependencies, build, run every test (unit, cross, fuzz smoke)
+#   make run     run the relay (until it exists: build and report the version)
+#   make asan    the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make fuzz    every libFuzzer target for FUZZ_SECONDS each
+#   make bench   build and run the benchmarks (figures, not tests)
+
+JOBS ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 4
+CTEST = ctest --output-on-failure -j $(JOBS)
+
+.PHONY: all deps build test asan tsan fuzz fuzz-smoke bench run format format-check clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build -j $(JOBS)
+
+test: build format-check fuzz-smoke
+	cd build && $(CTEST)
+
+asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DZKS_SANITIZE=ON >/dev/null
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 $(CTEST)
+
+tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DZKS_TSAN=ON >/dev/null
+	cmake --build build-tsan -j $(JOBS)
+	cd build-tsan && $(CTEST)
+
+build-fuzz: deps
+	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZKS_FUZZ=ON \
+	    -DZKS_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
+	cmake --build build-fuzz -j $(JOBS)
+
+fuzz: build-fuzz
+	cd build-fuzz && ctest --output-on-failure -j 1 -L fuzz
+
+fuzz-smoke:
+	$(MAKE) --no-print-directory build-fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+	cd build-fuzz && ctest --output-on-failure -j $(JOBS) -L fuzz
+
+bench: build
+	@for b in build/bench_*; do [ -x "$$b" ] && "$$b"; done
+
+run: build
+	./build/zks --version
+	@echo "The relay (zks-relay) is not part of this build yet; see README.md for the status of each part."
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h') && echo "format: ok"
+
+clean:
+	rm -rf build build-asan build-tsan build-fuzz
