@@ -1,0 +1,1579 @@
+/*
+ * The SQLite backend of the store (docs/STORAGE.md has the schema and the
+ * reasoning). One connection per handle, every statement prepared once at
+ * open and reused, every write in an explicit IMMEDIATE transaction.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "store/store.h"
+
+/* "zksR" in the database header marks a file as a zks relay store. */
+#define APPLICATION_ID 0x7a6b7352
+#define DB_FILE_NAME   "relay.db"
+#define LOCK_SUFFIX    "-lock"
+
+/*
+ * Schema migrations. Entry i takes the database from user_version i to i + 1;
+ * the schema version is the number of entries. Entries are never edited once
+ * released, only appended.
+ */
+static const char *const migrations[] = {
+    /* 1: the first schema. */
+    "CREATE TABLE groups ("
+    "  gid INTEGER PRIMARY KEY,"
+    "  group_id BLOB NOT NULL UNIQUE CHECK (length(group_id) = 32),"
+    "  max_cursor INTEGER NOT NULL DEFAULT 0,"
+    "  blob_count INTEGER NOT NULL DEFAULT 0,"
+    "  bytes_used INTEGER NOT NULL DEFAULT 0,"
+    "  created_ms INTEGER NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE envelopes ("
+    "  id INTEGER PRIMARY KEY,"
+    "  data BLOB NOT NULL"
+    ") STRICT;"
+    "CREATE TABLE blobs ("
+    "  gid INTEGER NOT NULL REFERENCES groups (gid),"
+    "  cursor INTEGER NOT NULL,"
+    "  blob_id BLOB NOT NULL CHECK (length(blob_id) = 16),"
+    "  sender BLOB NOT NULL CHECK (length(sender) = 32),"
+    "  kind INTEGER NOT NULL CHECK (kind BETWEEN 0 AND 2),"
+    "  size INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL,"
+    "  expires_ms INTEGER NOT NULL,"
+    "  envelope_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (gid, cursor),"
+    "  UNIQUE (gid, blob_id)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE INDEX blobs_by_expiry ON blobs (expires_ms);"
+    "CREATE TABLE devices ("
+    "  gid INTEGER NOT NULL REFERENCES groups (gid),"
+    "  device_id BLOB NOT NULL CHECK (length(device_id) = 32),"
+    "  name TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL,"
+    "  last_seen_ms INTEGER NOT NULL,"
+    "  acked_cursor INTEGER NOT NULL DEFAULT 0,"
+    "  revoked INTEGER NOT NULL DEFAULT 0,"
+    "  revoked_ms INTEGER NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (gid, device_id)"
+    ") STRICT, WITHOUT ROWID;"
+    "CREATE TABLE push_tokens ("
+    "  gid INTEGER NOT NULL,"
+    "  device_id BLOB NOT NULL,"
+    "  platform TEXT NOT NULL,"
+    "  token BLOB NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  PRIMARY KEY (gid, device_id, platform),"
+    "  FOREIGN KEY (gid, device_id) REFERENCES devices (gid, device_id) ON DELETE CASCADE"
+    ") STRICT, WITHOUT ROWID;"
+    /* The group's counters follow every insert and delete of a blob, whichever
+     * statement did it, and an envelope lives exactly as long as its blob. */
+    "CREATE TRIGGER blobs_counted AFTER INSERT ON blobs BEGIN"
+    "  UPDATE groups SET blob_count = blob_count + 1, bytes_used = bytes_used + NEW.size"
+    "   WHERE gid = NEW.gid;"
+    "END;"
+    "CREATE TRIGGER blobs_uncounted AFTER DELETE ON blobs BEGIN"
+    "  DELETE FROM envelopes WHERE id = OLD.envelope_id;"
+    "  UPDATE groups SET blob_count = blob_count - 1, bytes_used = bytes_used - OLD.size"
+    "   WHERE gid = OLD.gid;"
+    "END;",
+};
+
+#define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* Every statement the store runs, prepared once for the life of the handle. */
+#define STMT_MAP(X)                                                                                \
+    X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
+    X(COMMIT, "COMMIT")                                                                            \
+    X(ROLLBACK, "ROLLBACK")                                                                        \
+    X(GROUP_FIND, "SELECT gid, max_cursor, blob_count, bytes_used, created_ms FROM groups"         \
+                  " WHERE group_id = ?1")                                                          \
+    X(GROUP_ADD, "INSERT INTO groups (group_id, created_ms) VALUES (?1, ?2)")                      \
+    X(GROUP_NEXT, "UPDATE groups SET max_cursor = max_cursor + 1"                                  \
+                  " WHERE gid = ?1 AND bytes_used + ?2 <= ?3 RETURNING max_cursor")                \
+    X(GROUPS_WITH_BLOBS, "SELECT gid FROM groups WHERE blob_count > 0 ORDER BY gid")               \
+    X(BLOB_FIND, "SELECT cursor, sender FROM blobs WHERE gid = ?1 AND blob_id = ?2")               \
+    X(ENVELOPE_ADD, "INSERT INTO envelopes (data) VALUES (?1)")                                    \
+    X(BLOB_ADD, "INSERT INTO blobs (gid, cursor, blob_id, sender, kind, size, created_ms,"         \
+                " expires_ms, envelope_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")           \
+    X(BLOB_DELETE, "DELETE FROM blobs WHERE gid = ?1 AND cursor = ?2")                             \
+    X(PULL_CONTEXT, "SELECT g.gid, g.max_cursor, d.revoked FROM groups AS g"                       \
+                    " LEFT JOIN devices AS d ON d.gid = g.gid AND d.device_id = ?2"                \
+                    " WHERE g.group_id = ?1")                                                      \
+    X(PULL, "SELECT b.cursor, b.size, b.blob_id, b.sender, b.kind, b.created_ms, b.expires_ms,"    \
+            " e.data FROM blobs AS b CROSS JOIN envelopes AS e ON e.id = b.envelope_id"            \
+            " WHERE b.gid = ?1 AND b.cursor > ?2 AND b.expires_ms > ?3"                            \
+            " ORDER BY b.cursor LIMIT ?4")                                                         \
+    X(PEEK, "SELECT b.cursor, b.size, b.blob_id, b.sender, b.kind, b.created_ms, b.expires_ms"     \
+            " FROM groups AS g JOIN blobs AS b ON b.gid = g.gid"                                   \
+            " WHERE g.group_id = ?1 AND b.cursor = ?2 AND b.expires_ms > ?3")                      \
+    X(PENDING, "SELECT count(*) FROM blobs"                                                        \
+               " WHERE gid = ?1 AND cursor > ?2 AND sender <> ?3 AND expires_ms > ?4")             \
+    X(UNDELIVERED, "SELECT EXISTS (SELECT 1 FROM devices WHERE gid = ?1 AND revoked = 0"           \
+                   " AND device_id <> ?2 AND acked_cursor < ?3)")                                  \
+    X(DEVICE_FIND, "SELECT acked_cursor, revoked FROM devices WHERE gid = ?1 AND device_id = ?2")  \
+    X(DEVICE_UPSERT, "INSERT INTO devices (gid, device_id, name, created_ms, last_seen_ms)"        \
+                     " VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (gid, device_id) DO UPDATE"         \
+                     " SET name = excluded.name,"                                                  \
+                     " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)")                   \
+    X(DEVICE_ACK, "UPDATE devices SET acked_cursor = ?3"                                           \
+                  " WHERE gid = ?1 AND device_id = ?2 AND acked_cursor < ?3")                      \
+    X(DEVICE_TOUCH, "UPDATE devices SET last_seen_ms = max(last_seen_ms, ?3)"                      \
+                    " WHERE gid = ?1 AND device_id = ?2")                                          \
+    X(DEVICE_LIST, "SELECT device_id, name, created_ms, last_seen_ms, acked_cursor, revoked,"      \
+                   " revoked_ms FROM devices WHERE gid = ?1 ORDER BY device_id")                   \
+    X(DEVICE_REVOKE, "INSERT INTO devices (gid, device_id, created_ms, last_seen_ms, revoked,"     \
+                     " revoked_ms) VALUES (?1, ?2, ?3, 0, 1, ?3)"                                  \
+                     " ON CONFLICT (gid, device_id) DO UPDATE SET revoked = 1,"                    \
+                     " revoked_ms = excluded.revoked_ms")                                          \
+    X(DEVICE_LOWEST, "SELECT device_id, acked_cursor FROM devices"                                 \
+                     " WHERE gid = ?1 AND revoked = 0 ORDER BY acked_cursor LIMIT 2")              \
+    X(DELIVERED_DELETE, "DELETE FROM blobs WHERE gid = ?1 AND cursor IN (SELECT cursor FROM blobs" \
+                        " WHERE gid = ?1 AND cursor > ?2 AND (?3 IS NULL OR sender <> ?3)"         \
+                        " AND (cursor <= ?4 OR (cursor <= ?5 AND sender = ?6))"                    \
+                        " ORDER BY cursor LIMIT ?7)")                                              \
+    X(EXPIRE, "DELETE FROM blobs WHERE (gid, cursor) IN (SELECT gid, cursor FROM blobs"            \
+              " WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2)")                             \
+    X(TOKEN_PUT, "INSERT INTO push_tokens (gid, device_id, platform, token, updated_ms)"           \
+                 " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (gid, device_id, platform)"             \
+                 " DO UPDATE SET token = excluded.token, updated_ms = excluded.updated_ms")        \
+    X(TOKEN_DELETE, "DELETE FROM push_tokens WHERE gid = ?1 AND device_id = ?2 AND platform = ?3") \
+    X(TOKEN_DELETE_ALL, "DELETE FROM push_tokens WHERE gid = ?1 AND device_id = ?2")               \
+    X(TOKEN_GET, "SELECT device_id, platform, token, updated_ms FROM push_tokens"                  \
+                 " WHERE gid = ?1 AND device_id = ?2 ORDER BY platform")                           \
+    X(TOKEN_GET_GROUP, "SELECT t.device_id, t.platform, t.token, t.updated_ms"                     \
+                       " FROM push_tokens AS t JOIN devices AS d"                                  \
+                       " ON d.gid = t.gid AND d.device_id = t.device_id"                           \
+                       " WHERE t.gid = ?1 AND d.revoked = 0 ORDER BY t.device_id, t.platform")     \
+    X(STATS, "SELECT count(*), total(blob_count), total(bytes_used),"                              \
+             " (SELECT count(*) FROM devices) FROM groups")                                        \
+    X(PAGES, "SELECT (SELECT page_count FROM pragma_page_count()),"                                \
+             " (SELECT freelist_count FROM pragma_freelist_count()),"                              \
+             " (SELECT page_size FROM pragma_page_size())")
+
+enum stmt_id {
+#define STMT_ENUM(name, sql) ST_##name,
+    STMT_MAP(STMT_ENUM)
+#undef STMT_ENUM
+        ST__COUNT
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+#define STMT_SQL(name, sql) [ST_##name] = sql,
+    STMT_MAP(STMT_SQL)
+#undef STMT_SQL
+};
+
+typedef struct sq_store {
+    zks_store base; /* first: the wrappers hand us a pointer to it */
+    sqlite3 *db;
+    sqlite3_stmt *st[ST__COUNT];
+    zks_store_config cfg;
+    int lock_fd;
+} sq_store;
+
+/* The group row as the store reads it. */
+typedef struct sq_group {
+    int64_t gid;
+    int64_t max_cursor;
+    int64_t blobs;
+    int64_t bytes;
+    int64_t created_ms;
+} sq_group;
+
+static sq_store *from_base(zks_store *base)
+{
+    return (sq_store *)base;
+}
+
+/*
+ * Maps a SQLite failure to a zks code, logging the database's own message.
+ * Only what failed is logged, never a bound value, so no envelope or token
+ * can reach the log.
+ */
+static int fail(sq_store *s, int rc, const char *what)
+{
+    ZKS_LOGE("store: %s: %s (%s)", what, sqlite3_errmsg(s->db), sqlite3_errstr(rc));
+    return (rc & 0xff) == SQLITE_NOMEM ? ZKS_ENOMEM : ZKS_ESTORE;
+}
+
+/* SQLite integers are signed; cursors and byte counts above INT64_MAX saturate. */
+static int64_t to_i64(uint64_t v)
+{
+    return v > (uint64_t)INT64_MAX ? INT64_MAX : (int64_t)v;
+}
+
+static uint64_t to_u64(int64_t v)
+{
+    return v < 0 ? 0 : (uint64_t)v;
+}
+
+static sqlite3_stmt *stmt(sq_store *s, enum stmt_id id)
+{
+    return s->st[id];
+}
+
+/* Binding with SQLITE_STATIC (no copy) is safe: SQLite reads bound values
+ * only while a statement is stepped, and every statement is stepped in the
+ * same call that bound all of its parameters. */
+static int bind_blob(sqlite3_stmt *st, int i, const void *p, size_t n)
+{
+    return sqlite3_bind_blob64(st, i, p, n, SQLITE_STATIC);
+}
+
+static int bind_text(sqlite3_stmt *st, int i, const char *p, size_t n)
+{
+    return sqlite3_bind_text64(st, i, p, n, SQLITE_STATIC, SQLITE_UTF8);
+}
+
+static int bind_id(sqlite3_stmt *st, int i, const uint8_t *id)
+{
+    return bind_blob(st, i, id, ZKS_STORE_ID_LEN);
+}
+
+/* Runs a statement that returns no rows (all parameters bound), then resets it. */
+static int run(sq_store *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : fail(s, rc, what);
+}
+
+/*
+ * Steps a statement expecting at most one row. Returns 1 with the row
+ * current (the caller reads it, then resets), 0 when there is none (already
+ * reset), or a negative zks code (already reset).
+ */
+static int step_one(sq_store *s, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        return 1;
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : fail(s, rc, what);
+}
+
+static int tx_begin(sq_store *s)
+{
+    return run(s, stmt(s, ST_BEGIN), "begin transaction");
+}
+
+static int tx_commit(sq_store *s)
+{
+    return run(s, stmt(s, ST_COMMIT), "commit");
+}
+
+/* Rolls back if a transaction is still open (a failed COMMIT may have ended it). */
+static void tx_rollback(sq_store *s)
+{
+    if (!sqlite3_get_autocommit(s->db))
+        (void)run(s, stmt(s, ST_ROLLBACK), "rollback");
+}
+
+/* Ends the transaction: commit when rc is 0, roll back otherwise. Returns the outcome. */
+static int tx_end(sq_store *s, int rc)
+{
+    if (rc == 0) {
+        rc = tx_commit(s);
+        if (rc == 0)
+            return 0;
+    }
+    tx_rollback(s);
+    return rc;
+}
+
+/* Reads the group's row. Returns 1 found, 0 unknown, or a negative code. */
+static int group_find(sq_store *s, const uint8_t *group_id, sq_group *g)
+{
+    sqlite3_stmt *st = stmt(s, ST_GROUP_FIND);
+    memset(g, 0, sizeof *g);
+    if (bind_id(st, 1, group_id) != SQLITE_OK)
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc = step_one(s, st, "find group");
+    if (rc == 1) {
+        g->gid = sqlite3_column_int64(st, 0);
+        g->max_cursor = sqlite3_column_int64(st, 1);
+        g->blobs = sqlite3_column_int64(st, 2);
+        g->bytes = sqlite3_column_int64(st, 3);
+        g->created_ms = sqlite3_column_int64(st, 4);
+        sqlite3_reset(st);
+    }
+    return rc;
+}
+
+/* Reads the group's row, creating the group first if it is new (inside a transaction). */
+static int group_ensure(sq_store *s, const uint8_t *group_id, int64_t now_ms, sq_group *g)
+{
+    int rc = group_find(s, group_id, g);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    sqlite3_stmt *st = stmt(s, ST_GROUP_ADD);
+    if (bind_id(st, 1, group_id) || sqlite3_bind_int64(st, 2, now_ms))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    rc = run(s, st, "create group");
+    if (rc != 0)
+        return rc;
+    g->gid = sqlite3_last_insert_rowid(s->db);
+    g->created_ms = now_ms;
+    return 0;
+}
+
+/* Reads a device. Returns 1 found, 0 unknown, or a negative code. */
+static int device_find(sq_store *s, int64_t gid, const uint8_t *device_id, int64_t *acked,
+                       int *revoked)
+{
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_FIND);
+    *acked = 0;
+    *revoked = 0;
+    if (sqlite3_bind_int64(st, 1, gid) || bind_id(st, 2, device_id))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc = step_one(s, st, "find device");
+    if (rc == 1) {
+        *acked = sqlite3_column_int64(st, 0);
+        *revoked = sqlite3_column_int(st, 1) != 0;
+        sqlite3_reset(st);
+    }
+    return rc;
+}
+
+/* Unexpired blobs after `acked` that `device_id` did not send. */
+static int pending_count(sq_store *s, int64_t gid, const uint8_t *device_id, int64_t acked,
+                         int64_t now_ms, uint64_t *out)
+{
+    sqlite3_stmt *st = stmt(s, ST_PENDING);
+    *out = 0;
+    if (sqlite3_bind_int64(st, 1, gid) || sqlite3_bind_int64(st, 2, acked) ||
+        bind_id(st, 3, device_id) || sqlite3_bind_int64(st, 4, now_ms))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc = step_one(s, st, "count pending");
+    if (rc == 1) {
+        *out = to_u64(sqlite3_column_int64(st, 0));
+        sqlite3_reset(st);
+        rc = 0;
+    }
+    return rc;
+}
+
+/* Raises the device's acked_cursor to `cursor` (never lowers it). */
+static int device_ack(sq_store *s, int64_t gid, const uint8_t *device_id, int64_t cursor)
+{
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_ACK);
+    if (sqlite3_bind_int64(st, 1, gid) || bind_id(st, 2, device_id) ||
+        sqlite3_bind_int64(st, 3, cursor))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    return run(s, st, "record delivery");
+}
+
+/*
+ * Deletes, in one group, the blobs after `after` (not sent by `exclude`, when
+ * given) that every non-revoked device other than their sender has pulled,
+ * at most `max_rows` (negative: all). Only the two lowest acked cursors
+ * matter: with D1 the device furthest behind at a1 and a2 the next lowest
+ * (unbounded when D1 is alone), a blob at cursor c from S is delivered to all
+ * when c <= a1, or when S is D1 itself and c <= a2. With no devices at all,
+ * every blob qualifies.
+ */
+static int delete_delivered_in(sq_store *s, int64_t gid, int64_t after, const uint8_t *exclude,
+                               int64_t max_rows, uint64_t *deleted)
+{
+    uint8_t d1[ZKS_STORE_ID_LEN];
+    int have_d1 = 0;
+    int64_t a1 = INT64_MAX, a2 = INT64_MAX;
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_LOWEST);
+    if (sqlite3_bind_int64(st, 1, gid))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc, rows = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (rows++ == 0) {
+            const void *p = sqlite3_column_blob(st, 0);
+            if (p == NULL || sqlite3_column_bytes(st, 0) != ZKS_STORE_ID_LEN) {
+                sqlite3_reset(st);
+                ZKS_LOGE("store: a device id of the wrong length is stored");
+                return ZKS_ESTORE;
+            }
+            memcpy(d1, p, sizeof d1);
+            have_d1 = 1;
+            a1 = sqlite3_column_int64(st, 1);
+        } else {
+            a2 = sqlite3_column_int64(st, 1);
+        }
+    }
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return fail(s, rc, "find lowest delivery");
+
+    st = stmt(s, ST_DELIVERED_DELETE);
+    if (sqlite3_bind_int64(st, 1, gid) || sqlite3_bind_int64(st, 2, after) ||
+        (exclude ? bind_id(st, 3, exclude) : sqlite3_bind_null(st, 3)) ||
+        sqlite3_bind_int64(st, 4, a1) || sqlite3_bind_int64(st, 5, a2) ||
+        (have_d1 ? bind_id(st, 6, d1) : sqlite3_bind_null(st, 6)) ||
+        sqlite3_bind_int64(st, 7, max_rows))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    rc = run(s, st, "delete delivered blobs");
+    if (rc == 0)
+        *deleted += (uint64_t)sqlite3_changes64(s->db);
+    return rc;
+}
+
+/* ---- push ---- */
+
+static int64_t expiry(const sq_store *s, const zks_store_push *it, int64_t now_ms)
+{
+    uint32_t ttl = it->ttl_s ? it->ttl_s : s->cfg.default_ttl_s;
+    if (s->cfg.max_ttl_s && ttl > s->cfg.max_ttl_s)
+        ttl = s->cfg.max_ttl_s;
+    int64_t span = (int64_t)ttl * 1000;
+    return now_ms > INT64_MAX - span ? INT64_MAX : now_ms + span;
+}
+
+/*
+ * One item inside the batch transaction. Returns 0 with r filled (r->err may
+ * hold a refusal that leaves the database untouched), or a negative code for
+ * a database failure that dooms the whole batch.
+ */
+static int push_one(sq_store *s, const zks_store_push *it, const sq_group *g, int sender_revoked,
+                    int64_t now_ms, zks_store_push_result *r)
+{
+    if (it->kind > ZKS_STORE_KIND_CONTENT_ACK || it->envelope == NULL || it->envelope_len == 0) {
+        r->err = ZKS_EINVAL;
+        return 0;
+    }
+    if (sender_revoked) {
+        r->err = ZKS_STORE_EREVOKED;
+        return 0;
+    }
+
+    /* An idempotent retry must find its original cursor even if the limits changed since. */
+    sqlite3_stmt *st = stmt(s, ST_BLOB_FIND);
+    if (sqlite3_bind_int64(st, 1, g->gid) || bind_blob(st, 2, it->blob_id, ZKS_STORE_BLOB_ID_LEN))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc = step_one(s, st, "find blob id");
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        const void *sender = sqlite3_column_blob(st, 1);
+        int same = sender != NULL && sqlite3_column_bytes(st, 1) == ZKS_STORE_ID_LEN &&
+                   memcmp(sender, it->sender, ZKS_STORE_ID_LEN) == 0;
+        uint64_t cursor = to_u64(sqlite3_column_int64(st, 0));
+        sqlite3_reset(st);
+        if (same) {
+            r->cursor = cursor;
+            r->duplicate = 1;
+        } else {
+            r->err = ZKS_STORE_EIDTAKEN;
+        }
+        return 0;
+    }
+
+    uint32_t limit = it->max_envelope ? it->max_envelope : s->cfg.max_envelope;
+    if (it->envelope_len > limit) {
+        r->err = ZKS_ETOOBIG;
+        return 0;
+    }
+    uint64_t quota = it->quota_bytes ? it->quota_bytes : s->cfg.group_quota;
+
+    /* The quota check and the cursor assignment are one statement, so the
+     * cursor is taken only by a blob that is then stored. */
+    st = stmt(s, ST_GROUP_NEXT);
+    if (sqlite3_bind_int64(st, 1, g->gid) || sqlite3_bind_int64(st, 2, (int64_t)it->envelope_len) ||
+        sqlite3_bind_int64(st, 3, to_i64(quota)))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    rc = step_one(s, st, "assign cursor");
+    if (rc < 0)
+        return rc;
+    if (rc == 0) {
+        r->err = ZKS_STORE_EQUOTA;
+        return 0;
+    }
+    int64_t cursor = sqlite3_column_int64(st, 0);
+    /* Stepping to the end lets the RETURNING statement finish its update. */
+    rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    if (rc != SQLITE_DONE)
+        return fail(s, rc, "assign cursor");
+
+    st = stmt(s, ST_ENVELOPE_ADD);
+    if (bind_blob(st, 1, it->envelope, it->envelope_len))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    rc = run(s, st, "store envelope");
+    if (rc != 0)
+        return rc;
+    int64_t envelope_id = sqlite3_last_insert_rowid(s->db);
+
+    st = stmt(s, ST_BLOB_ADD);
+    if (sqlite3_bind_int64(st, 1, g->gid) || sqlite3_bind_int64(st, 2, cursor) ||
+        bind_blob(st, 3, it->blob_id, ZKS_STORE_BLOB_ID_LEN) || bind_id(st, 4, it->sender) ||
+        sqlite3_bind_int(st, 5, it->kind) || sqlite3_bind_int64(st, 6, (int64_t)it->envelope_len) ||
+        sqlite3_bind_int64(st, 7, now_ms) || sqlite3_bind_int64(st, 8, expiry(s, it, now_ms)) ||
+        sqlite3_bind_int64(st, 9, envelope_id))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    rc = run(s, st, "store blob");
+    if (rc != 0)
+        return rc;
+    r->cursor = (uint64_t)cursor;
+    return 0;
+}
+
+static int sq_push_batch(zks_store *base, zks_store_push_result *results,
+                         const zks_store_push *items, size_t n, int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    int rc = tx_begin(s);
+    if (rc != 0)
+        goto failed;
+
+    /* Batches usually hold runs of one group and one sender: look each up once per run. */
+    const uint8_t *group = NULL, *sender = NULL;
+    sq_group g = {0};
+    int sender_revoked = 0;
+    for (size_t i = 0; i < n; i++) {
+        const zks_store_push *it = &items[i];
+        if (group == NULL || memcmp(group, it->group_id, ZKS_STORE_ID_LEN) != 0) {
+            rc = group_ensure(s, it->group_id, now_ms, &g);
+            if (rc != 0)
+                goto failed;
+            group = it->group_id;
+            sender = NULL;
+        }
+        if (sender == NULL || memcmp(sender, it->sender, ZKS_STORE_ID_LEN) != 0) {
+            int64_t acked;
+            rc = device_find(s, g.gid, it->sender, &acked, &sender_revoked);
+            if (rc < 0)
+                goto failed;
+            sender = it->sender;
+        }
+        rc = push_one(s, it, &g, sender_revoked, now_ms, &results[i]);
+        if (rc != 0)
+            goto failed;
+    }
+    rc = tx_commit(s);
+    if (rc == 0)
+        return 0;
+
+failed:
+    tx_rollback(s);
+    for (size_t i = 0; i < n; i++) {
+        results[i].cursor = 0;
+        results[i].duplicate = 0;
+        results[i].err = rc;
+    }
+    return rc;
+}
+
+/* ---- pull ---- */
+
+/* Reads columns 0-6 of a PULL or PEEK row (envelope fields left empty). */
+static int read_blob_meta(sqlite3_stmt *st, zks_store_blob *b)
+{
+    memset(b, 0, sizeof *b);
+    b->cursor = to_u64(sqlite3_column_int64(st, 0));
+    const void *id = sqlite3_column_blob(st, 2);
+    const void *sender = sqlite3_column_blob(st, 3);
+    if (id == NULL || sqlite3_column_bytes(st, 2) != ZKS_STORE_BLOB_ID_LEN || sender == NULL ||
+        sqlite3_column_bytes(st, 3) != ZKS_STORE_ID_LEN) {
+        ZKS_LOGE("store: a blob row with malformed ids is stored");
+        return ZKS_ESTORE;
+    }
+    memcpy(b->blob_id, id, sizeof b->blob_id);
+    memcpy(b->sender, sender, sizeof b->sender);
+    b->kind = (uint8_t)sqlite3_column_int(st, 4);
+    b->created_ms = sqlite3_column_int64(st, 5);
+    b->expires_ms = sqlite3_column_int64(st, 6);
+    return 0;
+}
+
+/*
+ * Copies rows into the result: metadata into the blob array, every envelope
+ * back to back into one growing buffer. Both are sized on the first row from
+ * the limits (an empty pull allocates nothing), so a typical pull makes two
+ * allocations. Pointers into the buffer are set at the end, once it has
+ * stopped moving.
+ */
+static int pull_rows(sq_store *s, sqlite3_stmt *st, zks_store_pull_result *out, uint32_t limit,
+                     size_t max_bytes)
+{
+    zks_buf arena;
+    size_t cap = 0;
+    int rc;
+    zks_buf_init(&arena, 0);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        size_t size = (size_t)sqlite3_column_int64(st, 1);
+        if (out->n == limit || (out->n > 0 && max_bytes &&
+                                (out->bytes >= max_bytes || size > max_bytes - out->bytes))) {
+            out->has_more = 1;
+            break;
+        }
+        if (out->n == cap) {
+            /* Untouched pages of a large allocation cost nothing, so the first
+             * reservation is generous; later growth doubles. */
+            size_t ncap = cap ? cap * 2 : (limit < 1024 ? limit : 1024);
+            zks_store_blob *p = realloc(out->blobs, ncap * sizeof *p);
+            size_t guess = max_bytes && max_bytes < (4u << 20) ? max_bytes : (4u << 20);
+            if (p != NULL)
+                out->blobs = p;
+            if (p == NULL || (cap == 0 && zks_buf_reserve(&arena, guess) != 0)) {
+                rc = ZKS_ENOMEM;
+                goto out;
+            }
+            cap = ncap;
+        }
+        zks_store_blob *b = &out->blobs[out->n];
+        rc = read_blob_meta(st, b);
+        if (rc != 0)
+            goto out;
+        const void *env = sqlite3_column_blob(st, 7);
+        int len = sqlite3_column_bytes(st, 7);
+        if (env == NULL || len <= 0) {
+            rc = sqlite3_errcode(s->db) == SQLITE_NOMEM ? ZKS_ENOMEM : ZKS_ESTORE;
+            ZKS_LOGE("store: reading an envelope failed: %s", sqlite3_errmsg(s->db));
+            goto out;
+        }
+        uint8_t *dst = zks_buf_extend(&arena, (size_t)len);
+        if (dst == NULL) {
+            rc = ZKS_ENOMEM;
+            goto out;
+        }
+        memcpy(dst, env, (size_t)len);
+        b->envelope_len = (size_t)len;
+        out->bytes += (size_t)len;
+        out->n++;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        rc = fail(s, rc, "read blobs");
+        goto out;
+    }
+    rc = 0;
+    size_t off = 0;
+    for (size_t i = 0; i < out->n; i++) {
+        out->blobs[i].envelope = arena.data + off;
+        off += out->blobs[i].envelope_len;
+    }
+    out->storage = arena.data;
+    arena.data = NULL;
+out:
+    sqlite3_reset(st);
+    zks_buf_free(&arena);
+    return rc;
+}
+
+static int sq_pull(zks_store *base, zks_store_pull_result *out, const uint8_t *group_id,
+                   const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
+                   int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    int rc = tx_begin(s);
+    if (rc != 0)
+        return rc;
+
+    sqlite3_stmt *st = stmt(s, ST_PULL_CONTEXT);
+    if (bind_id(st, 1, group_id) || bind_id(st, 2, device_id)) {
+        rc = fail(s, sqlite3_errcode(s->db), "bind");
+        goto out;
+    }
+    rc = step_one(s, st, "find group and device");
+    if (rc <= 0) {
+        rc = rc < 0 ? rc : ZKS_ENOENT;
+        goto out;
+    }
+    int64_t gid = sqlite3_column_int64(st, 0);
+    out->max_cursor = to_u64(sqlite3_column_int64(st, 1));
+    int known = sqlite3_column_type(st, 2) != SQLITE_NULL;
+    int revoked = sqlite3_column_int(st, 2) != 0;
+    sqlite3_reset(st);
+    if (!known || revoked) {
+        rc = known ? ZKS_STORE_EREVOKED : ZKS_ENOENT;
+        goto out;
+    }
+
+    st = stmt(s, ST_PULL);
+    /* One row past the limit tells whether more follow. */
+    if (sqlite3_bind_int64(st, 1, gid) || sqlite3_bind_int64(st, 2, to_i64(after)) ||
+        sqlite3_bind_int64(st, 3, now_ms) || sqlite3_bind_int64(st, 4, (int64_t)limit + 1)) {
+        rc = fail(s, sqlite3_errcode(s->db), "bind");
+        goto out;
+    }
+    rc = pull_rows(s, st, out, limit, max_bytes);
+    /* A pull after X confirms that the device holds everything up to X. What
+     * this pull hands out is confirmed by the device's next pull (or its next
+     * HELLO), so a response lost on the way never lets cleanup delete a blob
+     * the device did not get. */
+    int64_t confirmed = to_i64(after);
+    if (confirmed > to_i64(out->max_cursor))
+        confirmed = to_i64(out->max_cursor);
+    if (rc == 0 && confirmed > 0)
+        rc = device_ack(s, gid, device_id, confirmed);
+out:
+    rc = tx_end(s, rc);
+    if (rc != 0)
+        zks_store_pull_result_free(out);
+    return rc;
+}
+
+static int sq_peek(zks_store *base, zks_store_blob *out, const uint8_t *group_id, uint64_t cursor,
+                   int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sqlite3_stmt *st = stmt(s, ST_PEEK);
+    if (bind_id(st, 1, group_id) || sqlite3_bind_int64(st, 2, to_i64(cursor)) ||
+        sqlite3_bind_int64(st, 3, now_ms))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc = step_one(s, st, "peek blob");
+    if (rc <= 0)
+        return rc < 0 ? rc : ZKS_ENOENT;
+    rc = read_blob_meta(st, out);
+    if (rc == 0)
+        out->envelope_len = (size_t)sqlite3_column_int64(st, 1);
+    else
+        memset(out, 0, sizeof *out);
+    sqlite3_reset(st);
+    return rc;
+}
+
+/* ---- groups and devices ---- */
+
+/* Fills `info` from the group row and, with a device, its pending count. */
+static int fill_info(sq_store *s, zks_store_group *info, const sq_group *g,
+                     const uint8_t *device_id, int64_t now_ms)
+{
+    info->max_cursor = to_u64(g->max_cursor);
+    info->blobs = to_u64(g->blobs);
+    info->bytes_used = to_u64(g->bytes);
+    info->created_ms = g->created_ms;
+    info->pending = 0;
+    if (device_id == NULL)
+        return 0;
+    int64_t acked;
+    int revoked;
+    int rc = device_find(s, g->gid, device_id, &acked, &revoked);
+    if (rc <= 0)
+        return rc < 0 ? rc : ZKS_ENOENT;
+    if (revoked)
+        return 0;
+    return pending_count(s, g->gid, device_id, acked, now_ms, &info->pending);
+}
+
+static int sq_group_info(zks_store *base, zks_store_group *out, const uint8_t *group_id,
+                         const uint8_t *device_id, int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int rc = group_find(s, group_id, &g);
+    if (rc <= 0)
+        return rc < 0 ? rc : ZKS_ENOENT;
+    rc = fill_info(s, out, &g, device_id, now_ms);
+    if (rc != 0)
+        memset(out, 0, sizeof *out);
+    return rc;
+}
+
+static int sq_device_hello(zks_store *base, zks_store_group *info, const uint8_t *group_id,
+                           const uint8_t *device_id, const char *name, size_t name_len,
+                           uint64_t last_cursor, int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int64_t acked;
+    int revoked;
+    int rc = tx_begin(s);
+    if (rc != 0)
+        return rc;
+    rc = group_ensure(s, group_id, now_ms, &g);
+    if (rc != 0)
+        goto out;
+    rc = device_find(s, g.gid, device_id, &acked, &revoked);
+    if (rc < 0)
+        goto out;
+    if (rc == 1 && revoked) {
+        rc = ZKS_STORE_EREVOKED;
+        goto out;
+    }
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_UPSERT);
+    if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, device_id) ||
+        bind_text(st, 3, name, name_len) || sqlite3_bind_int64(st, 4, now_ms)) {
+        rc = fail(s, sqlite3_errcode(s->db), "bind");
+        goto out;
+    }
+    rc = run(s, st, "record device");
+    if (rc != 0)
+        goto out;
+    /* The client's own cursor can only confirm what the group already has. */
+    int64_t confirmed = to_i64(last_cursor);
+    if (confirmed > g.max_cursor)
+        confirmed = g.max_cursor;
+    if (confirmed > 0) {
+        rc = device_ack(s, g.gid, device_id, confirmed);
+        if (rc != 0)
+            goto out;
+    }
+    if (info != NULL)
+        rc = fill_info(s, info, &g, device_id, now_ms);
+out:
+    rc = tx_end(s, rc);
+    if (rc != 0 && info != NULL)
+        memset(info, 0, sizeof *info);
+    return rc;
+}
+
+/* Finds an existing, non-revoked device for calls that need one. */
+static int live_device(sq_store *s, const uint8_t *group_id, const uint8_t *device_id, sq_group *g)
+{
+    int64_t acked;
+    int revoked;
+    int rc = group_find(s, group_id, g);
+    if (rc <= 0)
+        return rc < 0 ? rc : ZKS_ENOENT;
+    rc = device_find(s, g->gid, device_id, &acked, &revoked);
+    if (rc <= 0)
+        return rc < 0 ? rc : ZKS_ENOENT;
+    return revoked ? ZKS_STORE_EREVOKED : 0;
+}
+
+static int sq_device_touch(zks_store *base, const uint8_t *group_id, const uint8_t *device_id,
+                           int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int rc = live_device(s, group_id, device_id, &g);
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_TOUCH);
+    if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, device_id) ||
+        sqlite3_bind_int64(st, 3, now_ms))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    return run(s, st, "touch device");
+}
+
+/* Copies a TEXT column into a fixed NUL-terminated field, cutting at `cap - 1` bytes. */
+static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int col)
+{
+    const unsigned char *p = sqlite3_column_text(st, col);
+    size_t len = p ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    if (len > cap - 1)
+        len = cap - 1;
+    if (len > 0)
+        memcpy(dst, p, len);
+    dst[len] = '\0';
+}
+
+static int sq_device_list(zks_store *base, zks_store_devices *out, const uint8_t *group_id,
+                          int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    size_t cap = 0;
+    int rc = group_find(s, group_id, &g);
+    if (rc <= 0)
+        return rc < 0 ? rc : ZKS_ENOENT;
+
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_LIST);
+    if (sqlite3_bind_int64(st, 1, g.gid))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (out->n == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            zks_store_device *p = realloc(out->devices, ncap * sizeof *p);
+            if (p == NULL) {
+                rc = ZKS_ENOMEM;
+                break;
+            }
+            out->devices = p;
+            cap = ncap;
+        }
+        zks_store_device *d = &out->devices[out->n];
+        memset(d, 0, sizeof *d);
+        const void *id = sqlite3_column_blob(st, 0);
+        if (id == NULL || sqlite3_column_bytes(st, 0) != ZKS_STORE_ID_LEN) {
+            ZKS_LOGE("store: a device id of the wrong length is stored");
+            rc = ZKS_ESTORE;
+            break;
+        }
+        memcpy(d->device_id, id, sizeof d->device_id);
+        copy_text(d->name, sizeof d->name, st, 1);
+        d->created_ms = sqlite3_column_int64(st, 2);
+        d->last_seen_ms = sqlite3_column_int64(st, 3);
+        d->acked_cursor = to_u64(sqlite3_column_int64(st, 4));
+        d->revoked = sqlite3_column_int(st, 5) != 0;
+        d->revoked_ms = sqlite3_column_int64(st, 6);
+        out->n++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = fail(s, rc, "list devices");
+    sqlite3_reset(st);
+
+    for (size_t i = 0; rc == 0 && i < out->n; i++) {
+        zks_store_device *d = &out->devices[i];
+        if (!d->revoked)
+            rc =
+                pending_count(s, g.gid, d->device_id, to_i64(d->acked_cursor), now_ms, &d->pending);
+    }
+    if (rc != 0)
+        zks_store_devices_free(out);
+    return rc;
+}
+
+static int sq_device_is_revoked(zks_store *base, int *revoked, const uint8_t *group_id,
+                                const uint8_t *device_id)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int64_t acked;
+    int rc = group_find(s, group_id, &g);
+    if (rc <= 0)
+        return rc;
+    rc = device_find(s, g.gid, device_id, &acked, revoked);
+    return rc < 0 ? rc : 0;
+}
+
+static int sq_device_revoke(zks_store *base, uint64_t *deleted, const uint8_t *group_id,
+                            const uint8_t *device_id, int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int64_t acked;
+    int revoked;
+    int rc = tx_begin(s);
+    if (rc != 0)
+        return rc;
+    rc = group_ensure(s, group_id, now_ms, &g);
+    if (rc != 0)
+        goto out;
+    rc = device_find(s, g.gid, device_id, &acked, &revoked);
+    if (rc < 0)
+        goto out;
+    int known = rc == 1;
+    rc = 0;
+    if (revoked)
+        goto out;
+
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_REVOKE);
+    if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, device_id) ||
+        sqlite3_bind_int64(st, 3, now_ms)) {
+        rc = fail(s, sqlite3_errcode(s->db), "bind");
+        goto out;
+    }
+    rc = run(s, st, "revoke device");
+    if (rc != 0)
+        goto out;
+    st = stmt(s, ST_TOKEN_DELETE_ALL);
+    if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, device_id)) {
+        rc = fail(s, sqlite3_errcode(s->db), "bind");
+        goto out;
+    }
+    rc = run(s, st, "drop push tokens");
+    if (rc != 0)
+        goto out;
+    /* What the revoked device had not pulled, and did not send itself, may now
+     * be delivered to everyone left. A device never seen was waiting for nothing. */
+    if (known)
+        rc = delete_delivered_in(s, g.gid, acked, device_id, -1, deleted);
+out:
+    rc = tx_end(s, rc);
+    if (rc != 0)
+        *deleted = 0;
+    return rc;
+}
+
+/* ---- delete ---- */
+
+static int sq_delete_blob(zks_store *base, uint64_t *cursor, const uint8_t *group_id,
+                          const uint8_t *blob_id, const uint8_t *requester, int force)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    uint8_t sender[ZKS_STORE_ID_LEN];
+    int rc = tx_begin(s);
+    if (rc != 0)
+        return rc;
+    rc = group_find(s, group_id, &g);
+    if (rc <= 0) {
+        rc = rc < 0 ? rc : ZKS_ENOENT;
+        goto out;
+    }
+    sqlite3_stmt *st = stmt(s, ST_BLOB_FIND);
+    if (sqlite3_bind_int64(st, 1, g.gid) || bind_blob(st, 2, blob_id, ZKS_STORE_BLOB_ID_LEN)) {
+        rc = fail(s, sqlite3_errcode(s->db), "bind");
+        goto out;
+    }
+    rc = step_one(s, st, "find blob");
+    if (rc <= 0) {
+        rc = rc < 0 ? rc : ZKS_ENOENT;
+        goto out;
+    }
+    int64_t c = sqlite3_column_int64(st, 0);
+    const void *p = sqlite3_column_blob(st, 1);
+    int ok = p != NULL && sqlite3_column_bytes(st, 1) == ZKS_STORE_ID_LEN;
+    if (ok)
+        memcpy(sender, p, sizeof sender);
+    sqlite3_reset(st);
+    if (!ok) {
+        ZKS_LOGE("store: a blob sender of the wrong length is stored");
+        rc = ZKS_ESTORE;
+        goto out;
+    }
+
+    if (force) {
+        if (memcmp(sender, requester, sizeof sender) != 0) {
+            rc = ZKS_STORE_ENOTOWNER;
+            goto out;
+        }
+    } else {
+        st = stmt(s, ST_UNDELIVERED);
+        if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, sender) ||
+            sqlite3_bind_int64(st, 3, c)) {
+            rc = fail(s, sqlite3_errcode(s->db), "bind");
+            goto out;
+        }
+        rc = step_one(s, st, "check delivery");
+        if (rc < 0)
+            goto out;
+        int waiting = rc == 1 && sqlite3_column_int(st, 0) != 0;
+        sqlite3_reset(st);
+        if (waiting) {
+            rc = ZKS_STORE_EUNDELIVERED;
+            goto out;
+        }
+    }
+    st = stmt(s, ST_BLOB_DELETE);
+    if (sqlite3_bind_int64(st, 1, g.gid) || sqlite3_bind_int64(st, 2, c)) {
+        rc = fail(s, sqlite3_errcode(s->db), "bind");
+        goto out;
+    }
+    rc = run(s, st, "delete blob");
+    if (rc == 0)
+        *cursor = (uint64_t)c;
+out:
+    rc = tx_end(s, rc);
+    if (rc != 0)
+        *cursor = 0;
+    return rc;
+}
+
+/* ---- push tokens ---- */
+
+static int sq_token_register(zks_store *base, const uint8_t *group_id, const uint8_t *device_id,
+                             const char *platform, const uint8_t *token, size_t token_len,
+                             int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int rc = live_device(s, group_id, device_id, &g);
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *st = stmt(s, ST_TOKEN_PUT);
+    if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, device_id) ||
+        bind_text(st, 3, platform, strlen(platform)) || bind_blob(st, 4, token, token_len) ||
+        sqlite3_bind_int64(st, 5, now_ms))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    return run(s, st, "store push token");
+}
+
+static int sq_token_unregister(zks_store *base, const uint8_t *group_id, const uint8_t *device_id,
+                               const char *platform)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int rc = group_find(s, group_id, &g);
+    if (rc <= 0)
+        return rc < 0 ? rc : ZKS_ENOENT;
+    sqlite3_stmt *st = stmt(s, platform ? ST_TOKEN_DELETE : ST_TOKEN_DELETE_ALL);
+    if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, device_id) ||
+        (platform && bind_text(st, 3, platform, strlen(platform))))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    rc = run(s, st, "drop push token");
+    if (rc == 0 && sqlite3_changes64(s->db) == 0)
+        rc = ZKS_ENOENT;
+    return rc;
+}
+
+static int sq_token_get(zks_store *base, zks_store_tokens *out, const uint8_t *group_id,
+                        const uint8_t *device_id)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    size_t cap = 0;
+    int rc = group_find(s, group_id, &g);
+    if (rc <= 0)
+        return rc;
+    sqlite3_stmt *st = stmt(s, device_id ? ST_TOKEN_GET : ST_TOKEN_GET_GROUP);
+    if (sqlite3_bind_int64(st, 1, g.gid) || (device_id && bind_id(st, 2, device_id)))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (out->n == cap) {
+            size_t ncap = cap ? cap * 2 : 4;
+            zks_store_token *p = realloc(out->tokens, ncap * sizeof *p);
+            if (p == NULL) {
+                rc = ZKS_ENOMEM;
+                break;
+            }
+            out->tokens = p;
+            cap = ncap;
+        }
+        zks_store_token *t = &out->tokens[out->n];
+        memset(t, 0, sizeof *t);
+        const void *id = sqlite3_column_blob(st, 0);
+        const void *tok = sqlite3_column_blob(st, 2);
+        int tlen = sqlite3_column_bytes(st, 2);
+        if (id == NULL || sqlite3_column_bytes(st, 0) != ZKS_STORE_ID_LEN || tok == NULL ||
+            tlen <= 0 || tlen > ZKS_STORE_MAX_TOKEN) {
+            ZKS_LOGE("store: a malformed push token row is stored");
+            rc = ZKS_ESTORE;
+            break;
+        }
+        memcpy(t->device_id, id, sizeof t->device_id);
+        copy_text(t->platform, sizeof t->platform, st, 1);
+        memcpy(t->token, tok, (size_t)tlen);
+        t->token_len = (size_t)tlen;
+        t->updated_ms = sqlite3_column_int64(st, 3);
+        out->n++;
+    }
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = fail(s, rc, "read push tokens");
+    sqlite3_reset(st);
+    if (rc != 0)
+        zks_store_tokens_free(out);
+    return rc;
+}
+
+/* ---- maintenance ---- */
+
+static int64_t row_limit(uint64_t max_rows)
+{
+    return max_rows == 0 ? -1 : to_i64(max_rows);
+}
+
+static int sq_expire(zks_store *base, uint64_t *deleted, int64_t now_ms, uint64_t max_rows)
+{
+    sq_store *s = from_base(base);
+    sqlite3_stmt *st = stmt(s, ST_EXPIRE);
+    if (sqlite3_bind_int64(st, 1, now_ms) || sqlite3_bind_int64(st, 2, row_limit(max_rows)))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc = tx_begin(s);
+    if (rc != 0)
+        return rc;
+    rc = run(s, st, "expire blobs");
+    uint64_t n = rc == 0 ? (uint64_t)sqlite3_changes64(s->db) : 0;
+    rc = tx_end(s, rc);
+    if (rc == 0)
+        *deleted = n;
+    return rc;
+}
+
+static int sq_delete_delivered(zks_store *base, uint64_t *deleted, uint64_t max_rows)
+{
+    sq_store *s = from_base(base);
+    int64_t *gids = NULL;
+    size_t n = 0, cap = 0;
+    uint64_t total = 0;
+    if (!s->cfg.delete_delivered)
+        return 0;
+    int rc = tx_begin(s);
+    if (rc != 0)
+        return rc;
+
+    /* Collect the groups first: the deletes below update the rows being listed. */
+    sqlite3_stmt *st = stmt(s, ST_GROUPS_WITH_BLOBS);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            int64_t *p = realloc(gids, ncap * sizeof *p);
+            if (p == NULL) {
+                rc = ZKS_ENOMEM;
+                break;
+            }
+            gids = p;
+            cap = ncap;
+        }
+        gids[n++] = sqlite3_column_int64(st, 0);
+    }
+    if (rc == SQLITE_DONE)
+        rc = 0;
+    else if (rc > 0)
+        rc = fail(s, rc, "list groups");
+    sqlite3_reset(st);
+
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        int64_t left = -1;
+        if (max_rows) {
+            if (total >= max_rows)
+                break;
+            left = to_i64(max_rows - total);
+        }
+        rc = delete_delivered_in(s, gids[i], 0, NULL, left, &total);
+    }
+    free(gids);
+    rc = tx_end(s, rc);
+    if (rc == 0)
+        *deleted = total;
+    return rc;
+}
+
+/* Reads page_count, freelist_count and page_size. */
+static int read_pages(sq_store *s, int64_t *pages, int64_t *free_pages, int64_t *page_size)
+{
+    sqlite3_stmt *st = stmt(s, ST_PAGES);
+    int rc = step_one(s, st, "read page counts");
+    if (rc <= 0)
+        return rc < 0 ? rc : fail(s, SQLITE_ERROR, "read page counts");
+    *pages = sqlite3_column_int64(st, 0);
+    *free_pages = sqlite3_column_int64(st, 1);
+    *page_size = sqlite3_column_int64(st, 2);
+    sqlite3_reset(st);
+    return 0;
+}
+
+static int sq_vacuum(zks_store *base, uint64_t *freed_pages, uint32_t max_pages)
+{
+    sq_store *s = from_base(base);
+    int64_t pages, before, after, page_size;
+    char sql[64];
+    int rc = read_pages(s, &pages, &before, &page_size);
+    if (rc != 0)
+        return rc;
+    if (before == 0)
+        return 0;
+    /* A pragma argument cannot be bound, and this runs rarely: format it. */
+    snprintf(sql, sizeof sql, "PRAGMA incremental_vacuum(%u)", (unsigned)max_pages);
+    rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return fail(s, rc, "incremental vacuum");
+    rc = read_pages(s, &pages, &after, &page_size);
+    if (rc != 0)
+        return rc;
+    *freed_pages = before > after ? (uint64_t)(before - after) : 0;
+    return 0;
+}
+
+static int sq_stats(zks_store *base, zks_store_totals *out)
+{
+    sq_store *s = from_base(base);
+    sqlite3_stmt *st = stmt(s, ST_STATS);
+    int rc = step_one(s, st, "read totals");
+    if (rc <= 0)
+        return rc < 0 ? rc : fail(s, SQLITE_ERROR, "read totals");
+    out->groups = to_u64(sqlite3_column_int64(st, 0));
+    out->blobs = to_u64(sqlite3_column_int64(st, 1));
+    out->bytes = to_u64(sqlite3_column_int64(st, 2));
+    out->devices = to_u64(sqlite3_column_int64(st, 3));
+    sqlite3_reset(st);
+    int64_t pages, free_pages, page_size;
+    rc = read_pages(s, &pages, &free_pages, &page_size);
+    if (rc != 0)
+        return rc;
+    out->file_bytes = to_u64(pages) * to_u64(page_size);
+    out->free_pages = to_u64(free_pages);
+    return 0;
+}
+
+/* ---- open and close ---- */
+
+static void sq_close(zks_store *base)
+{
+    sq_store *s = from_base(base);
+    for (int i = 0; i < ST__COUNT; i++)
+        sqlite3_finalize(s->st[i]);
+    if (s->db != NULL) {
+        int rc = sqlite3_close(s->db);
+        if (rc != SQLITE_OK)
+            ZKS_LOGE("store: closing the database failed: %s", sqlite3_errstr(rc));
+    }
+    /* The lock goes last, once nothing more can be written. */
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    free(s);
+}
+
+static const zks_store_ops sqlite_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .push_batch = sq_push_batch,
+    .pull = sq_pull,
+    .peek = sq_peek,
+    .group_info = sq_group_info,
+    .device_hello = sq_device_hello,
+    .device_touch = sq_device_touch,
+    .device_list = sq_device_list,
+    .device_is_revoked = sq_device_is_revoked,
+    .device_revoke = sq_device_revoke,
+    .delete_blob = sq_delete_blob,
+    .token_register = sq_token_register,
+    .token_unregister = sq_token_unregister,
+    .token_get = sq_token_get,
+    .expire = sq_expire,
+    .delete_delivered = sq_delete_delivered,
+    .vacuum = sq_vacuum,
+    .stats = sq_stats,
+};
+
+/* Runs a one-off statement that yields one integer (pragmas read at open). */
+static int query_int(sq_store *s, const char *sql, int64_t *v)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            *v = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            rc = SQLITE_ERROR;
+        }
+    }
+    int ret = rc == SQLITE_OK ? 0 : fail(s, rc, sql);
+    sqlite3_finalize(st);
+    return ret;
+}
+
+/* Runs a one-off statement and tells whether its first column reads `want`. */
+static int query_text_is(sq_store *s, const char *sql, const char *want, int *is)
+{
+    sqlite3_stmt *st = NULL;
+    *is = 0;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            const unsigned char *v = sqlite3_column_text(st, 0);
+            *is = v != NULL && strcmp((const char *)v, want) == 0;
+            rc = SQLITE_OK;
+        } else if (rc == SQLITE_DONE) {
+            rc = SQLITE_ERROR;
+        }
+    }
+    int ret = rc == SQLITE_OK ? 0 : fail(s, rc, sql);
+    sqlite3_finalize(st);
+    return ret;
+}
+
+static int exec_sql(sq_store *s, const char *sql, const char *what)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+    return rc == SQLITE_OK ? 0 : fail(s, rc, what);
+}
+
+/*
+ * Checks whose database this is, sets the connection up, and brings the
+ * schema to the current version. Nothing is written to a database this code
+ * is not allowed to touch (a newer schema or a foreign file).
+ */
+static int prepare_database(sq_store *s, const char *path)
+{
+    int64_t app_id, version, tables;
+    int journal_is_wal = 0;
+    int rc = query_int(s, "PRAGMA application_id", &app_id);
+    if (rc == 0)
+        rc = query_int(s, "PRAGMA user_version", &version);
+    if (rc == 0)
+        rc = query_int(s, "SELECT count(*) FROM sqlite_schema", &tables);
+    if (rc != 0)
+        return rc;
+    if (app_id != APPLICATION_ID && (app_id != 0 || tables != 0)) {
+        ZKS_LOGE("store: %s is not a zks relay database", path);
+        return ZKS_EMALFORMED;
+    }
+    if (version > SCHEMA_VERSION) {
+        ZKS_LOGE("store: %s has schema version %lld but this build knows only up to %d;"
+                 " run a newer zks-relay",
+                 path, (long long)version, SCHEMA_VERSION);
+        return ZKS_EUNSUPPORTED;
+    }
+
+    /* Incremental auto-vacuum can only be chosen before the first table exists.
+     * An empty file that already went through WAL mode keeps its old setting
+     * until a VACUUM, which costs nothing while it is empty. */
+    if (tables == 0) {
+        int64_t mode = 0;
+        rc = exec_sql(s, "PRAGMA auto_vacuum = INCREMENTAL", "auto_vacuum");
+        if (rc == 0)
+            rc = query_int(s, "PRAGMA auto_vacuum", &mode);
+        if (rc == 0 && mode != 2)
+            rc = exec_sql(s, "VACUUM", "vacuum empty database");
+        if (rc != 0)
+            return rc;
+    }
+    rc = query_text_is(s, "PRAGMA journal_mode = WAL", "wal", &journal_is_wal);
+    if (rc != 0)
+        return rc;
+    if (!journal_is_wal) {
+        ZKS_LOGE("store: %s cannot use write-ahead logging", path);
+        return ZKS_ESTORE;
+    }
+    rc = exec_sql(s, s->cfg.sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                  "synchronous");
+    if (rc == 0)
+        rc = exec_sql(s, "PRAGMA foreign_keys = ON", "foreign_keys");
+    /* Checkpointing every 16 MiB of log rather than SQLite's 4 MiB copies hot
+     * pages back less often and syncs a quarter as many times. */
+    if (rc == 0)
+        rc = exec_sql(s, "PRAGMA wal_autocheckpoint = 4096", "wal_autocheckpoint");
+    if (rc != 0 || version == SCHEMA_VERSION)
+        return rc;
+
+    rc = exec_sql(s, "BEGIN IMMEDIATE", "begin migration");
+    for (int64_t v = version; rc == 0 && v < SCHEMA_VERSION; v++)
+        rc = exec_sql(s, migrations[v], "migrate schema");
+    if (rc == 0) {
+        char sql[96];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d; PRAGMA application_id = %d",
+                 SCHEMA_VERSION, APPLICATION_ID);
+        rc = exec_sql(s, sql, "record schema version");
+    }
+    if (rc == 0)
+        rc = exec_sql(s, "COMMIT", "commit migration");
+    if (rc != 0 && !sqlite3_get_autocommit(s->db))
+        (void)exec_sql(s, "ROLLBACK", "roll back migration");
+    if (rc == 0)
+        ZKS_LOGI("store: %s migrated from schema %lld to %d", path, (long long)version,
+                 SCHEMA_VERSION);
+    return rc;
+}
+
+/* The database file for `dir_or_path`: "<dir>/relay.db" for a directory. */
+static char *database_path(const char *dir_or_path)
+{
+    struct stat st;
+    size_t len = strlen(dir_or_path);
+    int is_dir = stat(dir_or_path, &st) == 0 && S_ISDIR(st.st_mode);
+    size_t need = len + (is_dir ? 1 + sizeof DB_FILE_NAME : 1);
+    char *p = malloc(need);
+    if (p == NULL)
+        return NULL;
+    if (is_dir)
+        snprintf(p, need, "%s%s%s", dir_or_path, dir_or_path[len - 1] == '/' ? "" : "/",
+                 DB_FILE_NAME);
+    else
+        memcpy(p, dir_or_path, len + 1);
+    return p;
+}
+
+/*
+ * Takes the lock that keeps a second handle off the database: an exclusive
+ * flock on "<db>-lock". The kernel drops it when the process dies, so a
+ * killed relay never leaves a stale lock behind.
+ */
+static int take_lock(sq_store *s, const char *db_path)
+{
+    size_t len = strlen(db_path) + sizeof LOCK_SUFFIX;
+    char *lock_path = malloc(len);
+    if (lock_path == NULL)
+        return ZKS_ENOMEM;
+    snprintf(lock_path, len, "%s%s", db_path, LOCK_SUFFIX);
+    int rc = 0;
+    s->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0) {
+        ZKS_LOGE("store: cannot open %s: %s", lock_path, strerror(errno));
+        rc = ZKS_EIO;
+    } else if (flock(s->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            ZKS_LOGE("store: %s is in use by another relay or handle", db_path);
+            rc = ZKS_STORE_ELOCKED;
+        } else {
+            ZKS_LOGE("store: cannot lock %s: %s", lock_path, strerror(errno));
+            rc = ZKS_EIO;
+        }
+    }
+    free(lock_path);
+    return rc;
+}
+
+/* Creates the database file with mode 0600 so SQLite's WAL files inherit it. */
+static int create_private(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        ZKS_LOGE("store: cannot open %s: %s", path, strerror(errno));
+        return ZKS_EIO;
+    }
+    close(fd);
+    return 0;
+}
+
+int zks_store_open_sqlite(zks_store **out, const char *dir_or_path, const zks_store_config *cfg)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    *out = NULL;
+    if (dir_or_path == NULL || dir_or_path[0] == '\0' || strcmp(dir_or_path, ":memory:") == 0)
+        return ZKS_EINVAL;
+
+    int rc;
+    char *path = NULL;
+    sq_store *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return ZKS_ENOMEM;
+    s->base.ops = &sqlite_ops;
+    s->lock_fd = -1;
+    zks_store_config_init(&s->cfg);
+    if (cfg != NULL) {
+        zks_store_config def = s->cfg;
+        s->cfg = *cfg;
+        if (!s->cfg.max_envelope)
+            s->cfg.max_envelope = def.max_envelope;
+        if (!s->cfg.group_quota)
+            s->cfg.group_quota = def.group_quota;
+        if (!s->cfg.default_ttl_s)
+            s->cfg.default_ttl_s = def.default_ttl_s;
+        if (!s->cfg.busy_timeout_ms)
+            s->cfg.busy_timeout_ms = def.busy_timeout_ms;
+    }
+
+    path = database_path(dir_or_path);
+    if (path == NULL) {
+        rc = ZKS_ENOMEM;
+        goto fail;
+    }
+    rc = take_lock(s, path);
+    if (rc == 0)
+        rc = create_private(path);
+    if (rc != 0)
+        goto fail;
+
+    rc = sqlite3_open_v2(path, &s->db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
+                             SQLITE_OPEN_EXRESCODE,
+                         NULL);
+    if (rc != SQLITE_OK) {
+        if (s->db == NULL) {
+            rc = ZKS_ENOMEM;
+        } else {
+            rc = fail(s, rc, "open database");
+        }
+        goto fail;
+    }
+    sqlite3_busy_timeout(
+        s->db, (int)(s->cfg.busy_timeout_ms > INT_MAX ? INT_MAX : s->cfg.busy_timeout_ms));
+    rc = prepare_database(s, path);
+    if (rc != 0)
+        goto fail;
+
+    for (int i = 0; i < ST__COUNT; i++) {
+        int src =
+            sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL);
+        if (src != SQLITE_OK) {
+            rc = fail(s, src, "prepare statement");
+            goto fail;
+        }
+    }
+    free(path);
+    *out = &s->base;
+    return 0;
+
+fail:
+    free(path);
+    sq_close(&s->base);
+    return rc;
+}

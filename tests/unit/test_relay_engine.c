@@ -1,0 +1,844 @@
+/*
+ * The relay's protocol engine under a fake transport and a fake clock, over
+ * a real SQLite store in a temporary directory: every message, every error
+ * code the engine sends, and the ordering promises (no ACK before commit).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <sodium.h>
+
+#include "crypto/group.h"
+#include "crypto/proof.h"
+#include "proto/msg.h"
+#include "relay/relay.h"
+
+#define MAX_SENT 4096
+
+struct sent {
+    zks_relay_conn conn;
+    int64_t stream; /* -1: a server-opened stream */
+    bool fin;
+    uint8_t *body;
+    size_t len;
+};
+
+struct wake {
+    uint64_t cursor;
+    char platform[33];
+};
+
+struct fake {
+    struct sent sent[MAX_SENT];
+    size_t nsent;
+    zks_relay_conn closed[256];
+    uint32_t closed_code[256];
+    size_t nclosed;
+    struct wake wakes[64];
+    size_t nwakes;
+};
+
+struct env {
+    char dir[64];
+    zks_store *store;
+    zks_relay *relay;
+    zks_metrics metrics;
+    zks_relay_config cfg;
+    struct fake io;
+    zks_group *group;
+    zks_group *other_group;
+    uint64_t now;
+};
+
+static int fake_send(void *user, zks_relay_conn conn, int64_t stream, const uint8_t *body,
+                     size_t len, bool fin)
+{
+    struct fake *f = user;
+    assert_true(f->nsent < MAX_SENT);
+    struct sent *s = &f->sent[f->nsent++];
+    s->conn = conn;
+    s->stream = stream;
+    s->fin = fin;
+    s->body = malloc(len);
+    memcpy(s->body, body, len);
+    s->len = len;
+    return 0;
+}
+
+static int fake_send_new(void *user, zks_relay_conn conn, const uint8_t *body, size_t len)
+{
+    return fake_send(user, conn, -1, body, len, true);
+}
+
+static void fake_close(void *user, zks_relay_conn conn, uint32_t code, const char *reason)
+{
+    (void)reason;
+    struct fake *f = user;
+    f->closed[f->nclosed] = conn;
+    f->closed_code[f->nclosed++] = code;
+}
+
+static void fake_wake(void *user, const uint8_t group_id[32], uint64_t cursor, const char *platform,
+                      const uint8_t *token, size_t token_len)
+{
+    (void)group_id;
+    (void)token;
+    (void)token_len;
+    struct fake *f = user;
+    f->wakes[f->nwakes].cursor = cursor;
+    snprintf(f->wakes[f->nwakes].platform, sizeof f->wakes[0].platform, "%s", platform);
+    f->nwakes++;
+}
+
+static void clear_sent(struct env *e)
+{
+    for (size_t i = 0; i < e->io.nsent; i++)
+        free(e->io.sent[i].body);
+    e->io.nsent = 0;
+    e->io.nclosed = 0;
+    e->io.nwakes = 0;
+}
+
+static void start_relay(struct env *e)
+{
+    zks_relay_io io = {.user = &e->io,
+                       .send = fake_send,
+                       .send_new = fake_send_new,
+                       .close = fake_close,
+                       .wake = fake_wake};
+    uint8_t relay_id[32];
+    memset(relay_id, 0xee, sizeof relay_id);
+    zks_metrics_init(&e->metrics, e->now / 1000);
+    assert_int_equal(
+        zks_relay_new(&e->relay, &e->cfg, e->store, relay_id, &io, &e->metrics, e->now), 0);
+}
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof *e);
+    strcpy(e->dir, "/tmp/zks-relay-XXXXXX");
+    assert_non_null(mkdtemp(e->dir));
+    assert_int_equal(zks_store_open_sqlite(&e->store, e->dir, NULL), 0);
+    zks_relay_config_defaults(&e->cfg);
+    snprintf(e->cfg.webhook_url, sizeof e->cfg.webhook_url, "http://127.0.0.1:9/");
+    e->now = 1700000000ull * 1000000ull;
+    start_relay(e);
+    assert_int_equal(zks_group_generate(&e->group), 0);
+    assert_int_equal(zks_group_generate(&e->other_group), 0);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    clear_sent(e);
+    zks_relay_free(e->relay);
+    zks_store_close(e->store);
+    zks_group_free(e->group);
+    zks_group_free(e->other_group);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", e->dir);
+    assert_int_equal(system(cmd), 0);
+    free(e);
+    return 0;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static void device_id(uint8_t id[32], int n)
+{
+    memset(id, 0, 32);
+    id[0] = (uint8_t)n;
+    id[31] = 0xd0;
+}
+
+static void exporter_of(uint8_t x[32], zks_relay_conn conn)
+{
+    memset(x, 0, 32);
+    x[0] = (uint8_t)conn;
+    x[1] = 0x5a;
+}
+
+static void feed(struct env *e, zks_relay_conn conn, int64_t stream, const zks_msg *m)
+{
+    zks_buf b;
+    zks_buf_init(&b, 0);
+    assert_int_equal(zks_msg_encode(&b, m), 0);
+    zks_relay_frame(e->relay, conn, stream, b.data, b.len, e->now);
+    zks_buf_free(&b);
+}
+
+/* Decodes the i-th sent message (which must exist) into `m`. */
+static void sent_msg(struct env *e, size_t i, zks_msg *m)
+{
+    assert_true(i < e->io.nsent);
+    assert_int_equal(zks_msg_decode(m, e->io.sent[i].body, e->io.sent[i].len), 0);
+}
+
+/* The last message sent to `conn`, decoded; fails the test if there is none. */
+static void last_to(struct env *e, zks_relay_conn conn, zks_msg *m)
+{
+    for (size_t i = e->io.nsent; i-- > 0;) {
+        if (e->io.sent[i].conn == conn) {
+            sent_msg(e, i, m);
+            return;
+        }
+    }
+    fail_msg("nothing was sent to connection %llu", (unsigned long long)conn);
+}
+
+static size_t count_to(struct env *e, zks_relay_conn conn, uint32_t type)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->io.nsent; i++) {
+        if (e->io.sent[i].conn != conn)
+            continue;
+        zks_msg m;
+        sent_msg(e, i, &m);
+        n += m.type == type;
+        zks_msg_clear(&m);
+    }
+    return n;
+}
+
+static void expect_error(struct env *e, zks_relay_conn conn, uint32_t code)
+{
+    zks_msg m;
+    last_to(e, conn, &m);
+    assert_int_equal(m.type, ZKS_MSG_ERROR);
+    assert_int_equal(m.u.error.code, code);
+    zks_msg_clear(&m);
+}
+
+static bool was_closed(struct env *e, zks_relay_conn conn, uint32_t code)
+{
+    for (size_t i = 0; i < e->io.nclosed; i++)
+        if (e->io.closed[i] == conn && e->io.closed_code[i] == code)
+            return true;
+    return false;
+}
+
+static void open_conn(struct env *e, zks_relay_conn conn, int device, const char *ip)
+{
+    uint8_t id[32], x[32];
+    device_id(id, device);
+    exporter_of(x, conn);
+    assert_int_equal(zks_relay_conn_open(e->relay, conn, id, x, sizeof x, ip, e->now), 0);
+}
+
+static void make_hello(zks_msg *m, const zks_group *g, zks_relay_conn conn, int device,
+                       const char *name)
+{
+    uint8_t id[32], x[32];
+    device_id(id, device);
+    exporter_of(x, conn);
+    zks_msg_init(m, ZKS_MSG_HELLO);
+    m->u.hello.version = ZKS_PROTOCOL_VERSION;
+    memcpy(m->u.hello.group_id, zks_group_id(g), 32);
+    memcpy(m->u.hello.group_pk, zks_group_auth_public(g), 32);
+    assert_int_equal(zks_proof_sign(m->u.hello.proof, g, x, sizeof x, id), 0);
+    m->u.hello.device_name = zks_msg_cstr(name);
+}
+
+/* Opens `conn` for `device` and completes HELLO in the test group. */
+static void join(struct env *e, zks_relay_conn conn, int device)
+{
+    char name[32];
+    snprintf(name, sizeof name, "device %d", device);
+    open_conn(e, conn, device, "127.0.0.1");
+    zks_msg m;
+    make_hello(&m, e->group, conn, device, name);
+    size_t first = e->io.nsent;
+    feed(e, conn, 0, &m);
+    /* WELCOME comes first (a NOTIFY may follow it). */
+    zks_msg w;
+    sent_msg(e, first, &w);
+    assert_int_equal(e->io.sent[first].conn, conn);
+    assert_int_equal(w.type, ZKS_MSG_WELCOME);
+    zks_msg_clear(&w);
+}
+
+static void push(struct env *e, zks_relay_conn conn, int64_t stream, uint8_t id_byte, size_t len)
+{
+    uint8_t *data = malloc(len);
+    memset(data, id_byte, len);
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_PUSH);
+    memset(m.u.push.blob_id, id_byte, 16);
+    m.u.push.envelope.p = data;
+    m.u.push.envelope.len = len;
+    feed(e, conn, stream, &m);
+    free(data);
+}
+
+static uint64_t push_acked(struct env *e, zks_relay_conn conn, int64_t stream, uint8_t id_byte,
+                           size_t len)
+{
+    push(e, conn, stream, id_byte, len);
+    zks_relay_flush(e->relay, e->now);
+    zks_msg m;
+    last_to(e, conn, &m);
+    assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
+    uint64_t cursor = m.u.push_ack.cursor;
+    zks_msg_clear(&m);
+    return cursor;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_hello_welcome(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    zks_msg m;
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_WELCOME);
+    uint8_t relay_id[32];
+    memset(relay_id, 0xee, 32);
+    assert_memory_equal(m.u.welcome.relay_id, relay_id, 32);
+    assert_int_equal(m.u.welcome.max_cursor, 0);
+    assert_int_equal(m.u.welcome.pending, 0);
+    assert_int_equal(m.u.welcome.max_blob, e->cfg.max_blob_bytes);
+    assert_int_equal(m.u.welcome.pull_limit, e->cfg.pull_limit);
+    assert_int_equal(m.u.welcome.server_time, e->now / 1000);
+    assert_true(e->io.sent[e->io.nsent - 1].fin);
+    assert_int_equal(e->io.sent[e->io.nsent - 1].stream, 0);
+    zks_msg_clear(&m);
+    assert_int_equal(zks_relay_session_count(e->relay), 1);
+    /* A second HELLO on the same connection is refused. */
+    make_hello(&m, e->group, 1, 1, "again");
+    feed(e, 1, 4, &m);
+    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+}
+
+static void test_outsiders_are_refused(void **state)
+{
+    struct env *e = *state;
+    zks_msg m;
+    /* Knows the group_id and key but signs with another group's key. */
+    open_conn(e, 1, 1, "127.0.0.1");
+    make_hello(&m, e->other_group, 1, 1, "outsider");
+    memcpy(m.u.hello.group_id, zks_group_id(e->group), 32);
+    feed(e, 1, 0, &m);
+    expect_error(e, 1, ZKS_WIRE_UNAUTHORIZED);
+    assert_true(was_closed(e, 1, ZKS_WIRE_UNAUTHORIZED));
+
+    /* A proof made for another connection's channel binding. */
+    open_conn(e, 2, 2, "127.0.0.1");
+    make_hello(&m, e->group, 3, 2, "replayer");
+    feed(e, 2, 0, &m);
+    expect_error(e, 2, ZKS_WIRE_UNAUTHORIZED);
+
+    /* A proof for another device. */
+    open_conn(e, 4, 4, "127.0.0.1");
+    make_hello(&m, e->group, 4, 5, "impostor");
+    feed(e, 4, 0, &m);
+    expect_error(e, 4, ZKS_WIRE_UNAUTHORIZED);
+
+    /* Only the group_id, with garbage in place of key and proof. */
+    open_conn(e, 6, 6, "127.0.0.1");
+    make_hello(&m, e->group, 6, 6, "guesser");
+    memset(m.u.hello.group_pk, 7, 32);
+    memset(m.u.hello.proof, 7, 64);
+    feed(e, 6, 0, &m);
+    expect_error(e, 6, ZKS_WIRE_UNAUTHORIZED);
+
+    /* Anything before HELLO. */
+    open_conn(e, 7, 7, "127.0.0.1");
+    zks_msg_init(&m, ZKS_MSG_PULL);
+    feed(e, 7, 0, &m);
+    expect_error(e, 7, ZKS_WIRE_UNAUTHORIZED);
+    assert_true(was_closed(e, 7, ZKS_WIRE_UNAUTHORIZED));
+
+    /* A protocol version this relay does not speak. */
+    open_conn(e, 8, 8, "127.0.0.1");
+    make_hello(&m, e->group, 8, 8, "future");
+    m.u.hello.version = ZKS_PROTOCOL_VERSION + 1;
+    feed(e, 8, 0, &m);
+    expect_error(e, 8, ZKS_WIRE_INVALID_MESSAGE);
+    assert_true(was_closed(e, 8, ZKS_WIRE_INVALID_MESSAGE));
+}
+
+static void test_hello_timeout(void **state)
+{
+    struct env *e = *state;
+    open_conn(e, 1, 1, "127.0.0.1");
+    uint64_t next = zks_relay_tick(e->relay, e->now);
+    assert_true(next <= e->now + e->cfg.hello_timeout_ms * 1000);
+    e->now += e->cfg.hello_timeout_ms * 1000 - 1;
+    zks_relay_tick(e->relay, e->now);
+    assert_int_equal(e->io.nclosed, 0);
+    e->now += 1;
+    zks_relay_tick(e->relay, e->now);
+    assert_true(was_closed(e, 1, ZKS_WIRE_UNAUTHORIZED));
+    expect_error(e, 1, ZKS_WIRE_UNAUTHORIZED);
+}
+
+static void test_push_ack_after_commit_and_notify(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    join(e, 2, 2);
+    clear_sent(e);
+    push(e, 1, 8, 0xa1, 1024);
+    /* Nothing is acknowledged before the commit. */
+    assert_int_equal(e->io.nsent, 0);
+    assert_true(zks_relay_want_flush(e->relay));
+    zks_relay_flush(e->relay, e->now);
+    zks_msg m;
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(m.u.push_ack.cursor, 1);
+    assert_false(m.u.push_ack.duplicate);
+    uint8_t id[16];
+    memset(id, 0xa1, 16);
+    assert_memory_equal(m.u.push_ack.blob_id, id, 16);
+    zks_msg_clear(&m);
+    /* The other device hears of it; the sender does not. */
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_NOTIFY);
+    assert_int_equal(m.u.notify.cursor, 1);
+    assert_int_equal(m.u.notify.size, 1024);
+    assert_memory_equal(m.u.notify.blob_id, id, 16);
+    uint8_t sender[32];
+    device_id(sender, 1);
+    assert_memory_equal(m.u.notify.sender, sender, 32);
+    zks_msg_clear(&m);
+    assert_int_equal(count_to(e, 1, ZKS_MSG_NOTIFY), 0);
+
+    /* Cursors rise without gaps; a retried blob id keeps its cursor. */
+    assert_int_equal(push_acked(e, 1, 12, 0xa2, 10), 2);
+    assert_int_equal(push_acked(e, 2, 12, 0xa3, 10), 3);
+    push(e, 1, 16, 0xa1, 1024);
+    zks_relay_flush(e->relay, e->now);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(m.u.push_ack.cursor, 1);
+    assert_true(m.u.push_ack.duplicate);
+    zks_msg_clear(&m);
+    assert_int_equal(atomic_load(&e->metrics.pushes), 4);
+    assert_int_equal(atomic_load(&e->metrics.push_duplicates), 1);
+}
+
+static void test_group_commit_of_many(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    clear_sent(e);
+    for (int i = 0; i < 50; i++)
+        push(e, 1, 4 * i, (uint8_t)(i + 1), 100);
+    assert_int_equal(e->io.nsent, 0);
+    zks_relay_flush(e->relay, e->now);
+    assert_int_equal(e->io.nsent, 50);
+    for (int i = 0; i < 50; i++) {
+        zks_msg m;
+        sent_msg(e, (size_t)i, &m);
+        assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
+        assert_int_equal(m.u.push_ack.cursor, (uint64_t)i + 1);
+        assert_int_equal(e->io.sent[i].stream, 4 * i);
+        zks_msg_clear(&m);
+    }
+}
+
+static void test_pull_paging_and_welcome_pending(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    for (int i = 0; i < 5; i++)
+        push_acked(e, 1, 4, (uint8_t)(0x10 + i), 200);
+    /* A new device sees the backlog in WELCOME, then a NOTIFY for the newest blob. */
+    clear_sent(e);
+    join(e, 2, 2);
+    zks_msg m;
+    sent_msg(e, 0, &m);
+    assert_int_equal(m.type, ZKS_MSG_WELCOME);
+    assert_int_equal(m.u.welcome.max_cursor, 5);
+    assert_int_equal(m.u.welcome.pending, 5);
+    zks_msg_clear(&m);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_NOTIFY);
+    assert_int_equal(m.u.notify.cursor, 5);
+    zks_msg_clear(&m);
+
+    zks_msg req;
+    zks_msg_init(&req, ZKS_MSG_PULL);
+    req.u.pull.after = 1;
+    req.u.pull.limit = 2;
+    feed(e, 2, 8, &req);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_PULL_RESPONSE);
+    assert_int_equal(m.u.pull_response.nblobs, 2);
+    assert_int_equal(m.u.pull_response.blobs[0].cursor, 2);
+    assert_int_equal(m.u.pull_response.blobs[1].cursor, 3);
+    assert_int_equal(m.u.pull_response.blobs[0].envelope.len, 200);
+    assert_int_equal(m.u.pull_response.blobs[0].envelope.p[0], 0x11);
+    assert_true(m.u.pull_response.has_more);
+    assert_int_equal(m.u.pull_response.max_cursor, 5);
+    zks_msg_clear(&m);
+    req.u.pull.after = 3;
+    req.u.pull.limit = 0; /* relay default */
+    feed(e, 2, 12, &req);
+    last_to(e, 2, &m);
+    assert_int_equal(m.u.pull_response.nblobs, 2);
+    assert_false(m.u.pull_response.has_more);
+    zks_msg_clear(&m);
+    /* Past the end: empty. */
+    req.u.pull.after = 5;
+    feed(e, 2, 16, &req);
+    last_to(e, 2, &m);
+    assert_int_equal(m.u.pull_response.nblobs, 0);
+    zks_msg_clear(&m);
+}
+
+static void test_limits(void **state)
+{
+    struct env *e = *state;
+    zks_relay_free(e->relay);
+    e->cfg.max_blob_bytes = 1000;
+    e->cfg.group_quota_bytes = 2500;
+    e->cfg.rate_per_device_per_min = 5;
+    e->cfg.max_conns_per_ip = 2;
+    e->cfg.max_sessions = 3;
+    start_relay(e);
+    join(e, 1, 1);
+    push(e, 1, 4, 0x01, 1001);
+    expect_error(e, 1, ZKS_WIRE_BLOB_TOO_LARGE);
+    assert_int_equal(push_acked(e, 1, 8, 0x02, 1000), 1);
+    assert_int_equal(push_acked(e, 1, 12, 0x03, 1000), 2);
+    push(e, 1, 16, 0x04, 1000);
+    zks_relay_flush(e->relay, e->now);
+    expect_error(e, 1, ZKS_WIRE_GROUP_QUOTA_EXCEEDED);
+    /* HELLO does not count: four pushes so far, the fifth message passes, the sixth not. */
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    feed(e, 1, 20, &m);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    feed(e, 1, 24, &m);
+    expect_error(e, 1, ZKS_WIRE_RATE_LIMITED);
+    assert_int_equal(atomic_load(&e->metrics.rate_limit_hits), 1);
+    /* A minute later the bucket has refilled. */
+    e->now += 60ull * 1000000;
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    feed(e, 1, 28, &m);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+
+    /* Two connections per address, three sessions in all. */
+    open_conn(e, 2, 2, "127.0.0.1");
+    uint8_t id[32], x[32];
+    device_id(id, 3);
+    exporter_of(x, 3);
+    assert_int_equal(zks_relay_conn_open(e->relay, 3, id, x, 32, "127.0.0.1", e->now),
+                     ZKS_WIRE_RATE_LIMITED);
+    open_conn(e, 3, 3, "127.0.0.2");
+    exporter_of(x, 4);
+    assert_int_equal(zks_relay_conn_open(e->relay, 4, id, x, 32, "127.0.0.3", e->now),
+                     ZKS_WIRE_RELAY_OVERLOADED);
+    zks_relay_conn_closed(e->relay, 2, e->now);
+    assert_int_equal(zks_relay_conn_open(e->relay, 4, id, x, 32, "127.0.0.1", e->now), 0);
+}
+
+static void test_bad_frames(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    zks_relay_frame(e->relay, 1, 4, (const uint8_t *)"\xc1", 1, e->now);
+    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+    /* A well-formed map of an unknown type. */
+    zks_relay_frame(e->relay, 1, 8, (const uint8_t *)"\x81\x00\x63", 3, e->now);
+    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+    /* A message only the relay sends. */
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_OK);
+    feed(e, 1, 12, &m);
+    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+    /* ERROR is not a request either. */
+    zks_msg_init(&m, ZKS_MSG_ERROR);
+    m.u.error.code = 1000;
+    feed(e, 1, 14, &m);
+    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+    /* The session survives all of it. */
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    feed(e, 1, 16, &m);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    assert_int_equal(e->io.nclosed, 0);
+}
+
+static void test_revoke(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    join(e, 2, 2);
+    join(e, 3, 3);
+    clear_sent(e);
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_REVOKE_DEVICE);
+    device_id(m.u.revoke_device.device_id, 2);
+    feed(e, 1, 4, &m);
+    sent_msg(e, 0, &m);
+    assert_int_equal(e->io.sent[0].conn, 1);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    assert_int_equal(count_to(e, 1, ZKS_MSG_DEVICE_REVOKED), 1);
+    assert_int_equal(count_to(e, 3, ZKS_MSG_DEVICE_REVOKED), 1);
+    assert_int_equal(count_to(e, 2, ZKS_MSG_DEVICE_REVOKED), 1);
+    assert_true(was_closed(e, 2, ZKS_WIRE_DEVICE_REVOKED));
+    zks_relay_conn_closed(e->relay, 2, e->now);
+    /* It is refused at every later HELLO. */
+    open_conn(e, 9, 2, "127.0.0.1");
+    make_hello(&m, e->group, 9, 2, "back again");
+    feed(e, 9, 0, &m);
+    expect_error(e, 9, ZKS_WIRE_DEVICE_REVOKED);
+    assert_true(was_closed(e, 9, ZKS_WIRE_DEVICE_REVOKED));
+}
+
+static void test_delete(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    join(e, 2, 2);
+    push_acked(e, 1, 4, 0x33, 64);
+    zks_msg m;
+    /* Not delivered yet, and device 2 is not the sender: force is refused with 1004. */
+    zks_msg_init(&m, ZKS_MSG_DELETE);
+    memset(m.u.del.blob_id, 0x33, 16);
+    m.u.del.force = true;
+    feed(e, 2, 8, &m);
+    expect_error(e, 2, ZKS_WIRE_NOT_BLOB_OWNER);
+    /* Without force it is accepted, and left for the cleanup job. */
+    zks_msg_init(&m, ZKS_MSG_DELETE);
+    memset(m.u.del.blob_id, 0x33, 16);
+    feed(e, 2, 12, &m);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    /* The sender may force it; the others are told. */
+    clear_sent(e);
+    zks_msg_init(&m, ZKS_MSG_DELETE);
+    memset(m.u.del.blob_id, 0x33, 16);
+    m.u.del.force = true;
+    feed(e, 1, 16, &m);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_BLOB_DELETED);
+    assert_int_equal(m.u.blob_deleted.cursor, 1);
+    /* Gone now; deleting again is answered OK and announces nothing. */
+    clear_sent(e);
+    zks_msg_init(&m, ZKS_MSG_DELETE);
+    memset(m.u.del.blob_id, 0x33, 16);
+    m.u.del.force = true;
+    feed(e, 1, 20, &m);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    assert_int_equal(count_to(e, 2, ZKS_MSG_BLOB_DELETED), 0);
+}
+
+static void test_devices_and_names(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    /* A long name is cut on a character boundary: 40 two-byte characters. */
+    char name[81];
+    for (int i = 0; i < 40; i++)
+        memcpy(name + 2 * i, "\xc3\xa9", 2);
+    name[80] = '\0';
+    open_conn(e, 2, 2, "127.0.0.1");
+    zks_msg m;
+    make_hello(&m, e->group, 2, 2, name);
+    feed(e, 2, 0, &m);
+    zks_relay_conn_closed(e->relay, 2, e->now);
+    clear_sent(e);
+    zks_msg_init(&m, ZKS_MSG_DEVICES);
+    feed(e, 1, 4, &m);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_DEVICES_RESPONSE);
+    assert_int_equal(m.u.devices_response.ndevices, 2);
+    uint8_t d1[32];
+    device_id(d1, 1);
+    for (uint32_t i = 0; i < 2; i++) {
+        const struct zks_msg_device *d = &m.u.devices_response.devices[i];
+        bool first = memcmp(d->device_id, d1, 32) == 0;
+        assert_int_equal(d->online, first);
+        assert_int_equal(d->last_seen, e->now / 1000);
+        if (first) {
+            assert_int_equal(d->name.len, 8);
+            assert_memory_equal(d->name.p, "device 1", 8);
+        } else {
+            assert_int_equal(d->name.len, 64);
+            assert_memory_equal(d->name.p, name, 64);
+        }
+    }
+    zks_msg_clear(&m);
+}
+
+static void test_push_tokens_and_wake(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    join(e, 2, 2);
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_REGISTER_PUSH);
+    m.u.register_push.platform = zks_msg_cstr("fcm");
+    m.u.register_push.token = zks_msg_cstr("has space");
+    feed(e, 2, 4, &m);
+    expect_error(e, 2, ZKS_WIRE_INVALID_PUSH_TOKEN);
+    m.u.register_push.platform = zks_msg_cstr("FCM!");
+    m.u.register_push.token = zks_msg_cstr("tok");
+    feed(e, 2, 8, &m);
+    expect_error(e, 2, ZKS_WIRE_INVALID_PUSH_TOKEN);
+    zks_msg_init(&m, ZKS_MSG_REGISTER_PUSH);
+    m.u.register_push.platform = zks_msg_cstr("fcm");
+    m.u.register_push.token = zks_msg_cstr("device-2-token");
+    feed(e, 2, 12, &m);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    /* Online: no wake-up. */
+    clear_sent(e);
+    push_acked(e, 1, 4, 0x61, 10);
+    assert_int_equal(e->io.nwakes, 0);
+    /* Offline: one wake-up with the cursor. */
+    zks_relay_conn_closed(e->relay, 2, e->now);
+    push_acked(e, 1, 8, 0x62, 10);
+    assert_int_equal(e->io.nwakes, 1);
+    assert_int_equal(e->io.wakes[0].cursor, 2);
+    assert_string_equal(e->io.wakes[0].platform, "fcm");
+    /* Unregistered: none. */
+    join(e, 3, 2);
+    zks_msg_init(&m, ZKS_MSG_UNREGISTER_PUSH);
+    feed(e, 3, 4, &m);
+    last_to(e, 3, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    zks_relay_conn_closed(e->relay, 3, e->now);
+    clear_sent(e);
+    push_acked(e, 1, 12, 0x63, 10);
+    assert_int_equal(e->io.nwakes, 0);
+}
+
+static void test_content_ref_and_ack(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    join(e, 2, 2);
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_CONTENT_REF);
+    memset(m.u.content_ref.ref_id, 0x71, 16);
+    memset(m.u.content_ref.hash, 0x72, 32);
+    m.u.content_ref.size = 5ull << 30;
+    m.u.content_ref.envelope.p = (const uint8_t *)"sealed-metadata";
+    m.u.content_ref.envelope.len = 15;
+    feed(e, 1, 4, &m);
+    zks_relay_flush(e->relay, e->now);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(m.u.push_ack.cursor, 1);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_NOTIFY);
+    assert_int_equal(m.u.notify.kind, ZKS_MSG_KIND_CONTENT_REF);
+
+    zks_msg_init(&m, ZKS_MSG_CONTENT_ACK);
+    memset(m.u.content_ack.ref_id, 0x71, 16);
+    memset(m.u.content_ack.hash, 0x72, 32);
+    feed(e, 2, 4, &m);
+    zks_relay_flush(e->relay, e->now);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(m.u.push_ack.cursor, 2);
+
+    zks_msg_init(&m, ZKS_MSG_PULL);
+    feed(e, 1, 8, &m);
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_PULL_RESPONSE);
+    assert_int_equal(m.u.pull_response.nblobs, 2);
+    const struct zks_msg_blob *ref = &m.u.pull_response.blobs[0];
+    assert_int_equal(ref->kind, ZKS_MSG_KIND_CONTENT_REF);
+    assert_true(ref->has_hash);
+    assert_int_equal(ref->hash[0], 0x72);
+    assert_true(ref->size == 5ull << 30);
+    assert_int_equal(ref->envelope.len, 15);
+    assert_memory_equal(ref->envelope.p, "sealed-metadata", 15);
+    const struct zks_msg_blob *ack = &m.u.pull_response.blobs[1];
+    assert_int_equal(ack->kind, ZKS_MSG_KIND_CONTENT_ACK);
+    assert_true(ack->has_hash);
+    assert_int_equal(ack->envelope.len, 16);
+    assert_int_equal(ack->envelope.p[0], 0x71);
+    zks_msg_clear(&m);
+}
+
+static void test_shutdown_acknowledges_queued_pushes(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    join(e, 2, 2);
+    clear_sent(e);
+    push(e, 1, 4, 0x81, 10);
+    push(e, 1, 8, 0x82, 10);
+    zks_relay_shutdown(e->relay, e->now);
+    assert_int_equal(count_to(e, 1, ZKS_MSG_PUSH_ACK), 2);
+    expect_error(e, 1, ZKS_WIRE_RELAY_SHUTTING_DOWN);
+    expect_error(e, 2, ZKS_WIRE_RELAY_SHUTTING_DOWN);
+    assert_true(was_closed(e, 1, ZKS_WIRE_RELAY_SHUTTING_DOWN));
+    assert_true(was_closed(e, 2, ZKS_WIRE_RELAY_SHUTTING_DOWN));
+    uint8_t id[32], x[32];
+    device_id(id, 3);
+    exporter_of(x, 3);
+    assert_int_equal(zks_relay_conn_open(e->relay, 3, id, x, 32, "127.0.0.1", e->now),
+                     ZKS_WIRE_RELAY_SHUTTING_DOWN);
+    /* A push whose connection went away before the commit is still stored. */
+    zks_store_group info;
+    uint8_t gid[32];
+    memcpy(gid, zks_group_id(e->group), 32);
+    assert_int_equal(zks_store_group_info(e->store, &info, gid, NULL, (int64_t)(e->now / 1000)), 0);
+    assert_int_equal(info.max_cursor, 2);
+}
+
+static void test_maintenance_expires(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    join(e, 2, 2); /* so the blob waits for someone */
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_PUSH);
+    memset(m.u.push.blob_id, 0x91, 16);
+    m.u.push.envelope.p = (const uint8_t *)"x";
+    m.u.push.envelope.len = 1;
+    m.u.push.ttl = 5;
+    feed(e, 1, 4, &m);
+    zks_relay_flush(e->relay, e->now);
+    zks_relay_maintain(e->relay, e->now);
+    assert_int_equal(atomic_load(&e->metrics.blobs_stored), 1);
+    e->now += 6ull * 1000000;
+    zks_relay_maintain(e->relay, e->now);
+    assert_int_equal(atomic_load(&e->metrics.blobs_stored), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_hello_welcome, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_outsiders_are_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hello_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_ack_after_commit_and_notify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_group_commit_of_many, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pull_paging_and_welcome_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_devices_and_names, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_tokens_and_wake, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_content_ref_and_ack, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shutdown_acknowledges_queued_pushes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_maintenance_expires, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
