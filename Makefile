@@ -1,6 +1,6 @@
 # zks top-level build. CMake does the work; these targets name the jobs.
 #   make test    install dependencies, build, run every test (unit, cross, fuzz smoke)
-#   make run     run the relay (until it exists: build and report the version)
+#   make run     run the relay on 127.0.0.1:4433 with its data in ./var
 #   make asan    the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz    every libFuzzer target for FUZZ_SECONDS each
 #   make bench   build and run the benchmarks (figures, not tests)
@@ -50,9 +50,15 @@ fuzz-smoke:
 bench: build
 	@for b in build/bench_*; do [ -x "$$b" ] && "$$b"; done
 
+RUN_LISTEN ?= 127.0.0.1:4433
+RUN_HTTP ?= 127.0.0.1:4480
+RUN_DATA ?= var
+
 run: build
-	./build/zks --version
-	@echo "The relay (zks-relay) is not part of this build yet; see README.md for the status of each part."
+	@echo "Starting zks-relay on $(RUN_LISTEN) (QUIC, and TLS over TCP), data in ./$(RUN_DATA)."
+	@echo "Health: http://$(RUN_HTTP)/health  Metrics: http://$(RUN_HTTP)/metrics  Stop: Ctrl-C."
+	@echo "The line below is the relay's address: give it to 'zks group create --relay ADDRESS'."
+	./build/zks-relay --listen $(RUN_LISTEN) --http $(RUN_HTTP) --data $(RUN_DATA)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

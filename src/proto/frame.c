@@ -20,7 +20,8 @@ void zks_framer_free(zks_framer *f)
 
 int zks_framer_idle(const zks_framer *f)
 {
-    return f->hdr_have == 0;
+    /* Nothing started, or the last frame was whole and has been handed out. */
+    return f->hdr_have == 0 || (f->hdr_have == ZKS_FRAME_HEADER_LEN && f->body_have == f->body_len);
 }
 
 /* Forgets the frame just handed out, keeping nothing but the limit. */

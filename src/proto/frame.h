@@ -46,7 +46,7 @@ void zks_framer_free(zks_framer *f);
 int zks_framer_feed(zks_framer *f, const uint8_t *p, size_t len, size_t *consumed,
                     const uint8_t **body, size_t *body_len);
 
-/* True when no partial frame is buffered (a clean point to close a stream). */
+/* True when no partial frame is buffered (a clean point to end a stream). */
 int zks_framer_idle(const zks_framer *f);
 
 /* Appends a frame header for a body of `body_len` bytes. */

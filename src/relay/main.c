@@ -27,6 +27,7 @@
 #include "common/log.h"
 #include "crypto/nodeid.h"
 #include "net/net.h"
+#include "proto/msg.h"
 #include "relay/config.h"
 #include "relay/http.h"
 #include "relay/metrics.h"

@@ -387,9 +387,17 @@ static int device_ack(sq_store *s, int64_t gid, const uint8_t *device_id, int64_
 static int delete_delivered_in(sq_store *s, int64_t gid, int64_t after, const uint8_t *exclude,
                                int64_t max_rows, uint64_t *deleted)
 {
+    /*
+     * The cleanup job (no `exclude`) counts nothing as delivered until some
+     * device other than its sender has confirmed it: with no device a1 stays
+     * 0 and with one device a2 does, so a lone device's own blobs wait, until
+     * their TTL, for the devices that join later. A revocation (`exclude` set)
+     * removes what was waiting for the revoked device alone, so there an
+     * absent device waits for nothing.
+     */
     uint8_t d1[ZKS_STORE_ID_LEN];
     int have_d1 = 0;
-    int64_t a1 = INT64_MAX, a2 = INT64_MAX;
+    int64_t a1 = exclude ? INT64_MAX : 0, a2 = exclude ? INT64_MAX : 0;
     sqlite3_stmt *st = stmt(s, ST_DEVICE_LOWEST);
     if (sqlite3_bind_int64(st, 1, gid))
         return fail(s, sqlite3_errcode(s->db), "bind");
