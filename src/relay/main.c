@@ -233,6 +233,9 @@ static void on_tick(uv_timer_t *t)
 static void on_net_closed(void *arg)
 {
     struct app *a = arg;
+    /* The process is on its way out: a second signal must not cut the exit short. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     uv_close((uv_handle_t *)&a->flush, NULL);
     uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->grace, NULL);

@@ -161,7 +161,8 @@ static inline void relay_start(relay_proc *r, const char *listen, const char *co
     r->http_port = relay_http_port_from_log(r->log);
 }
 
-/* Sends `sig` and waits (at most 20 s) for the process to end; returns its wait status. */
+/* Sends `sig` (0: none) and waits (at most 20 s) for the process to end; returns its wait status.
+ */
 static inline int relay_stop(relay_proc *r, int sig)
 {
     if (r->pid <= 0)
@@ -181,6 +182,16 @@ static inline int relay_stop(relay_proc *r, int sig)
         usleep(10000);
     }
     r->pid = 0;
+    if (sig != SIGKILL && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+        /* Show why: the end of the relay's log goes to the test output. */
+        fprintf(stderr, "zks-relay ended abnormally (status %d); its log:\n", status);
+        FILE *f = fopen(r->log, "r");
+        char line[1024];
+        while (f && fgets(line, sizeof line, f))
+            fputs(line, stderr);
+        if (f)
+            fclose(f);
+    }
     return status;
 }
 
