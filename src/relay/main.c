@@ -369,6 +369,9 @@ static int start(struct app *a)
     ncfg.retry = a->cfg.retry;
     ncfg.idle_timeout_ms = (uint32_t)(a->cfg.idle_timeout_s * 1000);
     ncfg.max_frame_body = 0;
+    /* A stream's credit comes back only once the client has acknowledged the
+     * answer, so a client issuing quick requests one after another needs room. */
+    ncfg.max_streams = 1024;
     rc = zks_net_new(&a->net, a->loop, &ncfg);
     sodium_memzero(seed, sizeof seed);
     if (rc != 0) {
