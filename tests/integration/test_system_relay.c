@@ -545,6 +545,48 @@ static void test_relay_never_stores_plaintext_or_secrets(void **state)
     zks_buf_free(&env);
 }
 
+static void test_sighup_reloads_limits(void **state)
+{
+    struct env *e = *state;
+    char conf[128];
+    snprintf(conf, sizeof conf, "%s.conf", e->relay.dir);
+    FILE *f = fopen(conf, "w");
+    fputs("# limits for this test\nrate_per_device_per_min = 3\n", f);
+    fclose(f);
+    const char *flags[] = {"--config", conf, NULL};
+    relay_start(&e->relay, "127.0.0.1:0", flags);
+    device a;
+    dev_init(&a, &e->loop);
+    dev_join(&a, &e->relay, e->group, "a");
+    zks_msg m, r;
+    for (int i = 0; i < 3; i++) {
+        zks_msg_init(&m, ZKS_MSG_PRESENCE);
+        dev_call(&a, &m, &r);
+        assert_int_equal(r.type, ZKS_MSG_OK);
+    }
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    dev_call(&a, &m, &r);
+    assert_int_equal(r.type, ZKS_MSG_ERROR);
+    assert_int_equal(r.u.error.code, ZKS_WIRE_RATE_LIMITED);
+
+    /* A new limit in the file takes effect on SIGHUP, for sessions already open. */
+    f = fopen(conf, "w");
+    fputs("rate_per_device_per_min = 1000\n", f);
+    fclose(f);
+    kill(e->relay.pid, SIGHUP);
+    bool passed = false;
+    for (int i = 0; i < 100 && !passed; i++) {
+        run_for_ms(&e->loop, 20);
+        zks_msg_init(&m, ZKS_MSG_PRESENCE);
+        dev_call(&a, &m, &r);
+        passed = r.type == ZKS_MSG_OK;
+    }
+    assert_true(passed);
+    assert_true(file_contains(e->relay.log, "limits reloaded", 15));
+    dev_free(&a);
+    unlink(conf);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -559,6 +601,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_relay_never_stores_plaintext_or_secrets, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_sighup_reloads_limits, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
