@@ -313,19 +313,53 @@ int zks_relay_config_load_args(zks_relay_config *c, int argc, char *const *argv,
     return 0;
 }
 
+/* The value of setting `s` in `c` as text. */
+static void format_value(const zks_relay_config *c, const struct setting *s, char *out, size_t len)
+{
+    const char *field = (const char *)c + s->offset;
+    switch (s->type) {
+    case T_STR:
+        snprintf(out, len, "%s", *field ? field : "(none)");
+        break;
+    case T_U64: {
+        uint64_t v;
+        memcpy(&v, field, sizeof v);
+        snprintf(out, len, "%llu", (unsigned long long)v);
+        break;
+    }
+    case T_BOOL: {
+        bool v;
+        memcpy(&v, field, sizeof v);
+        snprintf(out, len, "%s", v ? "true" : "false");
+        break;
+    }
+    case T_LEVEL: {
+        static const char *const levels[] = {"error", "warn", "info", "debug"};
+        zks_log_level l;
+        memcpy(&l, field, sizeof l);
+        snprintf(out, len, "%s", levels[l]);
+        break;
+    }
+    }
+}
+
 void zks_relay_config_usage(void *out)
 {
     FILE *f = out;
+    zks_relay_config defaults;
+    zks_relay_config_defaults(&defaults);
     fprintf(f, "usage: zks-relay [--config FILE] [--NAME VALUE]...\n\n"
                "Settings (flag --NAME, file 'NAME = VALUE', environment ZKS_RELAY_NAME;\n"
-               "flags win over the environment, which wins over the file):\n");
+               "flags win over the environment, which wins over the file; defaults in []):\n");
     for (size_t i = 0; i < N_SETTINGS; i++) {
         char flag[64];
         snprintf(flag, sizeof flag, "--%s", settings[i].name);
         for (char *p = flag + 2; *p; p++)
             if (*p == '_')
                 *p = '-';
-        fprintf(f, "  %-28s %s\n", flag, settings[i].help);
+        char value[64];
+        format_value(&defaults, &settings[i], value, sizeof value);
+        fprintf(f, "  %-27s %s [%s]\n", flag, settings[i].help, value);
     }
 }
 
