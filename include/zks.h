@@ -127,6 +127,565 @@ typedef void (*zks_log_fn)(void *user, zks_log_level level, const char *msg);
  */
 void zks_log_set(zks_log_fn fn, void *user, zks_log_level max_level);
 
+/* ============================================================================================
+ * The client library.
+ *
+ * A zks_client is one device's membership of one sync group. It seals what
+ * the application pushes with the group key, sends it to a relay, pulls and
+ * opens what the other devices pushed, and reports what happens as events.
+ *
+ * Conventions for everything below:
+ *
+ *   - Handles are opaque. Every function that creates one has a matching
+ *     *_free; *_free of NULL does nothing.
+ *   - Out-parameters come first and are cleared on entry, also on failure.
+ *   - Threads: each client runs one I/O thread of its own. Every zks_client_*
+ *     and zks_receiver_* call is safe from any application thread at any
+ *     time, concurrently, except the *_free functions, which must not race
+ *     with other calls on the same handle. Blocking calls hand their request
+ *     to the I/O thread and wait at most the configured timeout; they must
+ *     not be called from inside a log callback (ZKS_EINVAL). A zks_config and
+ *     a zks_group_key are plain values: use one from one thread at a time.
+ *   - After zks_client_close, every call on the client returns ZKS_ECLOSED.
+ *   - When the relay refuses a request, the call returns ZKS_EREMOTE and
+ *     zks_remote_error() gives the wire code (ZKS_WIRE_*).
+ * ========================================================================================== */
+
+#define ZKS_NODE_ID_SIZE      32 /* a device or relay id: an Ed25519 public key */
+#define ZKS_NODE_ID_TEXT_SIZE 53 /* its base32 text, 52 characters, and the NUL */
+#define ZKS_BLOB_ID_SIZE      16 /* a blob id, chosen at random by the pushing device */
+#define ZKS_GROUP_ID_SIZE     32
+#define ZKS_GROUP_SECRET_SIZE 32
+#define ZKS_SALT_SIZE         16 /* Argon2id salt of a passphrase group */
+#define ZKS_ADDRESS_SIZE      64 /* "A.B.C.D:PORT" or "[V6]:PORT" and the NUL */
+#define ZKS_MESSAGE_SIZE      256
+#define ZKS_DEVICE_NAME_SIZE  257 /* device names are at most 256 bytes of UTF-8 */
+#define ZKS_RELAY_TEXT_MAX    512 /* "NODEID@HOST:PORT[@HOST:PORT...]" and the NUL */
+#define ZKS_INVITE_MAX_RELAYS 8
+#define ZKS_INVITE_TEXT_MAX   8192 /* the longest invite text, with the NUL */
+/* The most application data one blob can carry. */
+#define ZKS_BLOB_MAX_DATA_SIZE (1048576u - 85u)
+
+typedef struct zks_config zks_config;
+typedef struct zks_client zks_client;
+typedef struct zks_receiver zks_receiver;
+typedef struct zks_group_key zks_group_key;
+
+/*
+ * The wire code (ZKS_WIRE_*) behind the last ZKS_EREMOTE that a zks_client_*
+ * call returned on the calling thread, or 0. Any thread (per-thread value).
+ */
+uint32_t zks_remote_error(void);
+
+/*
+ * Writes the base32 text of a node id (device or relay), 52 characters and
+ * a NUL. Any thread.
+ */
+void zks_node_id_to_text(char out[ZKS_NODE_ID_TEXT_SIZE], const uint8_t id[ZKS_NODE_ID_SIZE]);
+
+/*
+ * Parses a node id from its base32 text or 64 hex digits (NUL-terminated).
+ * Returns 0 or ZKS_EMALFORMED (`out` zeroed); ZKS_EINVAL for NULL. Any thread.
+ */
+ZKS_WARN_UNUSED int zks_node_id_from_text(uint8_t out[ZKS_NODE_ID_SIZE], const char *text);
+
+/* ---- group keys and invites --------------------------------------------------------------
+ *
+ * A group key is the group's 256-bit secret, random or derived from a
+ * passphrase with Argon2id, plus (for a passphrase group) the Argon2id
+ * parameters and salt. Every key of the group (blob key, membership key,
+ * group id) is derived from it. The memory holding it is locked and zeroed
+ * when freed. It is never logged.
+ *
+ * An invite carries a group to a new device, as text:
+ *
+ *     "zks1:" base32( MessagePack map, then a 4-byte checksum )
+ *
+ * holding the group secret (random groups) or the Argon2id parameters and
+ * salt (passphrase groups: the passphrase itself is never in an invite), the
+ * group id, and the addresses of the group's relays. Anyone holding the
+ * invite of a random group can read and write the group's data: hand it
+ * over like a password. docs/CLIENT.md gives the exact layout.
+ */
+
+/* A new group with a random secret. *out: caller owns (zks_group_key_free).
+ * ZKS_ENOMEM, ZKS_ECRYPTO. Any thread. */
+int zks_group_key_generate(zks_group_key **out);
+
+/*
+ * A new passphrase group: a fresh random salt, and the secret derived from
+ * `passphrase` (NUL-terminated, 1 to 1024 bytes) with Argon2id. `opslimit`
+ * and `memlimit` (bytes, a multiple of 1024) of 0 take the defaults (3
+ * passes, 256 MiB); every device of the group uses the same ones. Slow by
+ * design. ZKS_EINVAL (empty or long passphrase, limits out of range),
+ * ZKS_ENOMEM, ZKS_ECRYPTO. Any thread.
+ */
+int zks_group_key_new_passphrase(zks_group_key **out, const char *passphrase, uint32_t opslimit,
+                                 uint64_t memlimit);
+
+/*
+ * The passphrase group with these parameters and salt (joining without an
+ * invite). Errors as zks_group_key_new_passphrase. Any thread.
+ */
+int zks_group_key_from_passphrase(zks_group_key **out, const char *passphrase, uint32_t opslimit,
+                                  uint64_t memlimit, const uint8_t salt[ZKS_SALT_SIZE]);
+
+/* The group of a known 32-byte secret. ZKS_EINVAL, ZKS_ENOMEM, ZKS_ECRYPTO. Any thread. */
+int zks_group_key_from_secret(zks_group_key **out, const uint8_t secret[ZKS_GROUP_SECRET_SIZE]);
+
+/*
+ * The group of an invite. `passphrase` is required for a passphrase group
+ * (ZKS_EINVAL without it) and ignored otherwise. Returns 0; ZKS_EMALFORMED
+ * or ZKS_ETOOBIG for a damaged invite (bad prefix, characters, checksum or
+ * content), ZKS_EUNSUPPORTED for an invite version this build does not
+ * know, ZKS_EAUTH when the passphrase does not give the invite's group,
+ * ZKS_ENOMEM, ZKS_ECRYPTO. Any thread.
+ */
+ZKS_WARN_UNUSED int zks_group_key_from_invite(zks_group_key **out, const char *invite,
+                                              const char *passphrase);
+
+/* Copies a group key. ZKS_EINVAL, ZKS_ENOMEM. */
+int zks_group_key_copy(zks_group_key **out, const zks_group_key *key);
+
+/* Zeroes and frees. NULL is a no-op. */
+void zks_group_key_free(zks_group_key *key);
+
+/* The group id (public: it names the group at the relay). ZKS_EINVAL for NULL. */
+int zks_group_key_id(uint8_t out[ZKS_GROUP_ID_SIZE], const zks_group_key *key);
+
+/*
+ * The Argon2id parameters of a passphrase group. ZKS_ENOENT for a group with
+ * a random secret (outputs zeroed), ZKS_EINVAL for NULL.
+ */
+int zks_group_key_params(uint32_t *opslimit, uint64_t *memlimit, uint8_t salt[ZKS_SALT_SIZE],
+                         const zks_group_key *key);
+
+/*
+ * Writes the invite for `key` naming the `n` relays (each
+ * "NODEID@HOST:PORT[@HOST:PORT...]", at most ZKS_INVITE_MAX_RELAYS) into
+ * `out` (NUL-terminated; ZKS_INVITE_TEXT_MAX bytes always suffice).
+ * ZKS_EINVAL (NULL, a relay that does not parse, too many relays),
+ * ZKS_ETOOBIG (`cap` too small), ZKS_ENOMEM. Any thread.
+ */
+int zks_invite_encode(char *out, size_t cap, const zks_group_key *key, const char *const *relays,
+                      size_t n);
+
+/* What an invite says, without its secret. */
+typedef struct zks_invite_info {
+    int passphrase; /* 1: a passphrase group (ask for the passphrase) */
+    uint8_t group_id[ZKS_GROUP_ID_SIZE];
+    uint32_t opslimit; /* passphrase groups only */
+    uint64_t memlimit;
+    uint8_t salt[ZKS_SALT_SIZE];
+    size_t nrelays;
+    char relays[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
+} zks_invite_info;
+
+/* Parses an invite's public part. Errors as zks_group_key_from_invite. Any thread. */
+ZKS_WARN_UNUSED int zks_invite_inspect(zks_invite_info *out, const char *invite);
+
+/* ---- configuration ----------------------------------------------------------------------
+ *
+ * A zks_config is filled with setters and handed to zks_client_new, which
+ * copies what it needs: the config may be changed or freed afterwards.
+ * Setters return 0, ZKS_EINVAL for a bad value (the config is unchanged),
+ * or ZKS_ENOMEM.
+ */
+
+/* Which relay service a client uses (the seed's RelayBackend). */
+typedef enum zks_backend {
+    ZKS_BACKEND_SYNC_RELAY = 1,    /* a self-hosted zks-relay known by NodeId (the default) */
+    ZKS_BACKEND_P2P = 2,           /* a group device hosts the relay: not supported yet */
+    ZKS_BACKEND_MANAGED_CLOUD = 3, /* relays found by API key: not supported yet */
+    ZKS_BACKEND_ENTERPRISE = 4,    /* a relay that also checks a credential: not supported yet */
+} zks_backend;
+
+/*
+ * A config with the defaults: backend SyncRelay with no relay yet, no state
+ * directory (an in-memory state: a fresh device key and nothing persisted),
+ * auto_reconnect on, reconnect delay 1 s up to 60 s, jitter up to 5 s,
+ * device name "zks", relay default TTL, blocking-call timeout 30 s, event
+ * queues of 1024 events. ZKS_ENOMEM.
+ */
+int zks_config_new(zks_config **out);
+void zks_config_free(zks_config *cfg);
+
+/*
+ * SyncRelay{node_id, addresses, relay_url}: the primary relay, by NodeId and
+ * `n` numeric addresses ("A.B.C.D:PORT", "[V6]:PORT"). `relay_url` (may be
+ * NULL) names a discovery service for the addresses: this build cannot use
+ * one, so a relay with no addresses fails at connect with ZKS_ENOTSUP. The
+ * relay replaces the first entry of the relay list.
+ */
+int zks_config_set_sync_relay(zks_config *cfg, const uint8_t node_id[ZKS_NODE_ID_SIZE],
+                              const char *const *addresses, size_t n, const char *relay_url);
+
+/*
+ * Appends a relay in text form, "NODEID@HOST:PORT[@HOST:PORT...]", to the
+ * relay list (at most 8; the first is the primary) and selects the SyncRelay
+ * backend. ZKS_EINVAL for text that does not parse or a full list.
+ */
+int zks_config_add_relay(zks_config *cfg, const char *relay);
+
+/* Empties the relay list. */
+int zks_config_clear_relays(zks_config *cfg);
+
+/* P2P (the seed's Iroh tier). Accepted; zks_client_connect fails with ZKS_ENOTSUP. */
+int zks_config_set_p2p(zks_config *cfg);
+
+/* ManagedCloud{api_key}. Accepted; zks_client_connect fails with ZKS_ENOTSUP. */
+int zks_config_set_managed_cloud(zks_config *cfg, const char *api_key);
+
+/*
+ * Enterprise{node_id, auth}: the relay's NodeId, its addresses, and the
+ * enterprise credential sent at HELLO. Accepted; zks_client_connect fails
+ * with ZKS_ENOTSUP.
+ */
+int zks_config_set_enterprise(zks_config *cfg, const uint8_t node_id[ZKS_NODE_ID_SIZE],
+                              const char *const *addresses, size_t n, const uint8_t *auth,
+                              size_t auth_len);
+
+/* The backend selected now. */
+zks_backend zks_config_backend(const zks_config *cfg);
+
+/*
+ * The directory holding this device's state: its key (device.key, 0600),
+ * the group (group.key, 0600), and state.db (SQLite, WAL: device name,
+ * relays, cursors per relay, the outbox). Created (0700) when missing.
+ * NULL keeps everything in memory.
+ */
+int zks_config_set_state_dir(zks_config *cfg, const char *dir);
+
+/*
+ * The device keypair, from its 32-byte Ed25519 seed (copied into locked
+ * memory; the caller zeroes its own copy). Without it the key stored in the
+ * state directory is used, or made and stored there on first use.
+ */
+int zks_config_set_device_seed(zks_config *cfg, const uint8_t seed[32]);
+
+/*
+ * The group key (copied). Without it, the group stored in the state
+ * directory is used. With it and a state directory, it is stored there.
+ */
+int zks_config_set_group_key(zks_config *cfg, const zks_group_key *key);
+
+/* The device name shown in device lists (1 to 256 bytes of UTF-8). Stored in the state. */
+int zks_config_set_device_name(zks_config *cfg, const char *name);
+
+/* Reconnect after losing an established session (default 1). */
+int zks_config_set_auto_reconnect(zks_config *cfg, int on);
+
+/* The first reconnect delay and the most it doubles to, in milliseconds (1 s and 60 s). */
+int zks_config_set_reconnect_delay(zks_config *cfg, uint32_t initial_ms, uint32_t max_ms);
+
+/* Random delay added to every reconnect, 0 to `max_ms` (default 5000; 0 turns it off). */
+int zks_config_set_jitter(zks_config *cfg, uint32_t max_ms);
+
+/* TTL asked for every push, in seconds; 0 (the default) leaves it to the relay. */
+int zks_config_set_default_ttl(zks_config *cfg, uint32_t seconds);
+
+/* The longest a blocking call waits, in milliseconds (default 30000; at least 1). */
+int zks_config_set_timeout(zks_config *cfg, uint32_t ms);
+
+/* Events each receiver holds before the oldest are dropped (16 to 1048576; default 1024). */
+int zks_config_set_event_queue(zks_config *cfg, uint32_t events);
+
+/*
+ * Pushes sent to the relay before the first is acknowledged (1 to 256,
+ * default 1). With 1 the relay assigns cursors exactly in push order; more
+ * is faster, but a lost packet can then let a later push overtake an
+ * earlier one.
+ */
+int zks_config_set_push_window(zks_config *cfg, uint32_t pushes);
+
+/* Use TLS over TCP only, never QUIC (for networks that drop UDP). Default 0. */
+int zks_config_set_tcp_only(zks_config *cfg, int on);
+
+/* ---- results and events -------------------------------------------------------------------- */
+
+typedef enum zks_status_kind {
+    ZKS_STATUS_DISCONNECTED = 0,
+    ZKS_STATUS_CONNECTING = 1,   /* zks_client_connect is trying the relays */
+    ZKS_STATUS_CONNECTED = 2,    /* a session with a relay is open */
+    ZKS_STATUS_RECONNECTING = 3, /* a session was lost; `attempt` counts the tries, from 1 */
+} zks_status_kind;
+
+typedef struct zks_status {
+    zks_status_kind kind;
+    uint32_t attempt; /* ZKS_STATUS_RECONNECTING only */
+} zks_status;
+
+/* The name of a status kind ("connected"). Static storage. */
+const char *zks_status_name(zks_status_kind kind);
+
+typedef enum zks_transport {
+    ZKS_TRANSPORT_QUIC = 1,
+    ZKS_TRANSPORT_TCP = 2, /* TLS 1.3 over TCP, when UDP does not get through */
+} zks_transport;
+
+typedef struct zks_connection_info {
+    uint8_t relay_id[ZKS_NODE_ID_SIZE]; /* as proved in the TLS handshake */
+    char address[ZKS_ADDRESS_SIZE];     /* the address that answered */
+    zks_transport transport;
+    uint64_t max_cursor; /* the group's newest cursor at the relay */
+    uint64_t pending;    /* blobs waiting for this device at the relay */
+} zks_connection_info;
+
+typedef struct zks_push_result {
+    uint8_t blob_id[ZKS_BLOB_ID_SIZE];
+    uint64_t cursor; /* assigned by the relay; 0 while pending */
+    int pending;     /* 1: stored in the outbox, to be sent when a relay is reachable */
+} zks_push_result;
+
+/* One decrypted blob. `data` belongs to the zks_pull_result. */
+typedef struct zks_blob {
+    uint8_t id[ZKS_BLOB_ID_SIZE];
+    uint64_t cursor;
+    uint8_t sender[ZKS_NODE_ID_SIZE]; /* the device that pushed it, proved by the relay */
+    uint64_t timestamp;               /* the sender's clock at push, ms since the Unix epoch */
+    uint64_t stored_at;               /* the relay's clock when stored, ms since the Unix epoch */
+    const uint8_t *data;
+    size_t len;
+} zks_blob;
+
+typedef struct zks_pull_result {
+    zks_blob *blobs; /* `count` blobs, ascending cursors */
+    size_t count;
+    int has_more;        /* more blobs follow: pull again after the last cursor */
+    uint64_t max_cursor; /* the group's newest cursor at the relay */
+    uint64_t last;       /* the highest cursor this pull covered (also for blobs not returned) */
+    void *storage;       /* private */
+} zks_pull_result;
+
+/* Zeroes and frees what a pull returned; the struct is left empty. NULL is a no-op. */
+void zks_pull_result_free(zks_pull_result *res);
+
+typedef struct zks_device {
+    uint8_t id[ZKS_NODE_ID_SIZE];
+    char name[ZKS_DEVICE_NAME_SIZE];
+    uint64_t last_seen; /* ms since the Unix epoch; 0 = never */
+    uint64_t pending;   /* blobs the relay holds for it */
+    int online;
+    int revoked;
+    int self; /* this client's device */
+} zks_device;
+
+typedef struct zks_device_list {
+    zks_device *devices;
+    size_t count;
+} zks_device_list;
+
+void zks_device_list_free(zks_device_list *list);
+
+typedef enum zks_event_kind {
+    ZKS_EVENT_CONNECTED = 1,
+    ZKS_EVENT_DISCONNECTED = 2,
+    ZKS_EVENT_BLOB_AVAILABLE = 3, /* another device pushed a blob (NOTIFY) */
+    ZKS_EVENT_BLOB_PUSHED = 4,    /* the relay stored one of ours */
+    ZKS_EVENT_ERROR = 5,
+    ZKS_EVENT_STATUS_CHANGED = 6,
+} zks_event_kind;
+
+/* An event, copied out to the receiver: it owns nothing. */
+typedef struct zks_event {
+    zks_event_kind kind;
+    union {
+        struct {
+            zks_connection_info info;
+        } connected;
+        struct {
+            char reason[ZKS_MESSAGE_SIZE];
+        } disconnected;
+        struct {
+            uint8_t id[ZKS_BLOB_ID_SIZE];
+            uint64_t cursor;
+            uint8_t sender[ZKS_NODE_ID_SIZE];
+        } blob_available;
+        struct {
+            uint8_t id[ZKS_BLOB_ID_SIZE];
+            uint64_t cursor;
+        } blob_pushed;
+        struct {
+            /*
+             * `code` is the relay's wire code (ZKS_WIRE_*) when the relay sent
+             * one, else 0; `err` the library code (ZKS_EREMOTE with a wire
+             * code; ZKS_EAUTH for a blob that failed to open; ZKS_ETOOBIG
+             * when this receiver lost `lost` events to a full queue).
+             */
+            uint32_t code;
+            int err;
+            char message[ZKS_MESSAGE_SIZE];
+            int has_blob_id;
+            uint8_t blob_id[ZKS_BLOB_ID_SIZE];
+            uint64_t lost;
+        } error;
+        struct {
+            zks_status status;
+        } status_changed;
+    } u;
+} zks_event;
+
+/* The name of an event kind ("blob_available"). Static storage. */
+const char *zks_event_name(zks_event_kind kind);
+
+/* ---- the client ----------------------------------------------------------------------------- */
+
+/*
+ * Creates a client from `cfg` (copied) and starts its I/O thread. Opens (or
+ * creates) the state directory, loads or makes the device key, stores the
+ * configured group and relays, or loads those stored. It does not connect.
+ * A client without any group key may be made (for its device id); it then
+ * fails connect, push and pull with ZKS_ENOENT. *out: caller owns
+ * (zks_client_free).
+ * Errors: ZKS_EINVAL (NULL), ZKS_EPERM (a key file readable by others),
+ * ZKS_EMALFORMED (a damaged key or group file), ZKS_ESTORE (state.db),
+ * ZKS_EIO, ZKS_ENOMEM, ZKS_ECRYPTO.
+ */
+int zks_client_new(zks_client **out, const zks_config *cfg);
+
+/*
+ * Stops the client: closes connections (gracefully), ends the I/O thread,
+ * fails calls in progress with ZKS_ECLOSED and wakes every receiver (which
+ * then returns its queued events, then ZKS_ECLOSED). Nothing in the outbox
+ * is lost: it is sent by the next client on this state directory. Later
+ * calls return ZKS_ECLOSED. Blocks until the thread has ended. Any thread;
+ * returns ZKS_ECLOSED when already closed.
+ */
+int zks_client_close(zks_client *c);
+
+/* zks_client_close if needed, then frees. Must not race with other calls on `c`. */
+void zks_client_free(zks_client *c);
+
+/*
+ * Connects to the first relay that answers, in list order, opens the
+ * session (HELLO with a membership proof bound to the TLS connection) and
+ * returns its info; then sends the outbox in order and, with several
+ * relays, connects the others for push fan-out. Returns at once when
+ * already connected. Blocking, up to the timeout.
+ * Errors: ZKS_ENOTSUP (a backend other than SyncRelay, or a relay with no
+ * address), ZKS_ENOENT (no group key or no relay), ZKS_ETIMEDOUT, the
+ * transport's ZKS_ECONNREFUSED / ZKS_EPEER / ZKS_ETLS / ZKS_EQUIC /
+ * ZKS_ECONNRESET, ZKS_EREMOTE (the relay refused the session, e.g.
+ * ZKS_WIRE_DEVICE_REVOKED), ZKS_ECLOSED.
+ */
+int zks_client_connect(zks_connection_info *out, zks_client *c);
+
+/*
+ * Ends every session gracefully and stops reconnecting. Requests waiting
+ * for a reply fail with ZKS_ECONNRESET; pushes stay in the outbox. Returns
+ * 0 also when not connected. Blocking, up to the timeout. ZKS_ECLOSED.
+ */
+int zks_client_disconnect(zks_client *c);
+
+/*
+ * Seals `len` bytes of `data` (1 to ZKS_BLOB_MAX_DATA_SIZE) under a fresh
+ * random blob id and stores the envelope durably in the outbox before
+ * anything is sent. When connected it waits for the primary relay's
+ * acknowledgement and returns the cursor; otherwise (or while older pushes
+ * are still queued and the relay is unreachable) it returns at once with
+ * out->pending = 1, and the blob is sent, in order, when a relay is
+ * reachable (a BlobPushed event then reports its cursor). A push is sent at
+ * most once per relay in effect: the relay deduplicates by blob id, so the
+ * outbox survives a crash or kill at any moment without loss or duplicates.
+ * Errors: ZKS_EINVAL (NULL data, len 0 or too large), ZKS_ENOENT (no group
+ * key), ZKS_ESTORE, ZKS_ETIMEDOUT (connected, but no acknowledgement in
+ * time: out->blob_id is set and the blob stays in the outbox), ZKS_EREMOTE
+ * (the relay refused the blob for good, e.g. ZKS_WIRE_BLOB_TOO_LARGE: it
+ * is dropped from the outbox), ZKS_ECLOSED. Blocking.
+ */
+int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_t len);
+
+/*
+ * Fetches the blobs with cursor > `after_cursor` from the primary relay (as
+ * many as the relay sends at once, up to 1000) and opens them. A blob that
+ * fails to open (tampered, foreign, damaged) is not returned: an Error
+ * event with its id (err ZKS_EAUTH) reports it. Updates the persisted last
+ * cursor to out->last when that is higher. Free the result with
+ * zks_pull_result_free. Blocking.
+ * Errors: ZKS_EAGAIN (not connected), ZKS_ENOENT (no group key),
+ * ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_EPROTO (a malformed response),
+ * ZKS_ECONNRESET (the session ended first), ZKS_ENOMEM, ZKS_ECLOSED.
+ */
+int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
+
+/*
+ * A new event receiver: it sees every event from now on (each receiver
+ * sees all of them). Receivers never slow the client: when one holds a
+ * full queue the oldest event is dropped and an Error event (err
+ * ZKS_ETOOBIG, `lost` set) comes first at the next receive. Free with
+ * zks_receiver_free, before or after the client. ZKS_ENOMEM, ZKS_EIO,
+ * ZKS_ECLOSED. Any thread.
+ */
+int zks_client_subscribe(zks_receiver **out, zks_client *c);
+
+/*
+ * A file descriptor that polls readable (POLLIN) while the receiver holds
+ * events. Owned by the receiver: do not read or close it. Any thread.
+ */
+int zks_receiver_fd(const zks_receiver *r);
+
+/*
+ * Takes the oldest event into `out`, waiting up to `timeout_ms` (0 = do
+ * not wait; negative = wait for ever). Returns 0; ZKS_ETIMEDOUT when none
+ * came; ZKS_ECLOSED when the client is closed and the queue is empty. Any
+ * thread; several threads may wait on one receiver (each event goes to
+ * one of them).
+ */
+int zks_receiver_recv(zks_event *out, zks_receiver *r, int timeout_ms);
+
+/* Frees the receiver. Must not race with other calls on it. */
+void zks_receiver_free(zks_receiver *r);
+
+/* The current status. ZKS_ECLOSED (with DISCONNECTED). Any thread; never blocks. */
+int zks_client_status(zks_status *out, zks_client *c);
+
+/*
+ * The last synced cursor at the primary relay: the highest cursor a pull
+ * has covered, persisted in the state directory. Any thread; never blocks.
+ */
+int zks_client_last_cursor(uint64_t *out, zks_client *c);
+
+/* This device's id (its NodeId). Any thread; never blocks. ZKS_ECLOSED. */
+int zks_client_device_id(uint8_t out[ZKS_NODE_ID_SIZE], zks_client *c);
+
+/* The group id, ZKS_ENOENT without a group. Any thread; never blocks. */
+int zks_client_group_id(uint8_t out[ZKS_GROUP_ID_SIZE], zks_client *c);
+
+/* Pushes stored in the outbox and not yet acknowledged. Any thread. ZKS_ESTORE. */
+int zks_client_outbox_count(uint64_t *out, zks_client *c);
+
+/*
+ * The relays in use, "NODEID@HOST:PORT..." each, primary first, written to
+ * `out` as `cap` strings of ZKS_RELAY_TEXT_MAX bytes; *n receives how many
+ * there are (possibly more than `cap`). Any thread.
+ */
+int zks_client_relays(size_t *n, char (*out)[ZKS_RELAY_TEXT_MAX], size_t cap, zks_client *c);
+
+/*
+ * Writes the invite of this client's group, naming its relays, into `out`
+ * (see zks_invite_encode). ZKS_ENOENT without a group. Any thread.
+ */
+int zks_client_invite(char *out, size_t cap, zks_client *c);
+
+/* The group's devices as the primary relay knows them. Blocking. Errors as pull. */
+int zks_client_devices(zks_device_list *out, zks_client *c);
+
+/*
+ * Removes `device` from the group at the primary relay: its sessions end
+ * and every later HELLO of it is refused. Any member may revoke any device,
+ * itself included. Blocking. Errors as pull.
+ */
+int zks_client_revoke_device(zks_client *c, const uint8_t device[ZKS_NODE_ID_SIZE]);
+
+/*
+ * Deletes a blob at the primary relay. Without `force` the relay removes it
+ * once every device has pulled it; `force` removes it now but is allowed
+ * only to the device that pushed it (else ZKS_EREMOTE with
+ * ZKS_WIRE_NOT_BLOB_OWNER). A blob already gone is not an error. Blocking.
+ * Errors as pull.
+ */
+int zks_client_delete_blob(zks_client *c, const uint8_t blob_id[ZKS_BLOB_ID_SIZE], int force);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,7 @@ PACKAGES="
 cmake make gcc pkg-config clang clang-format libclang-rt-14-dev
 libsodium-dev libmpack-dev libcmocka-dev
 libngtcp2-dev libngtcp2-crypto-gnutls-dev libgnutls28-dev libuv1-dev
-libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev uthash-dev
+libsqlite3-dev libmicrohttpd-dev libcurl4-openssl-dev uthash-dev libqrencode-dev libpng-dev
 python3 python3-msgpack python3-nacl
 iproute2
 "

@@ -1,28 +1,1409 @@
 /*
- * The zks command. The client library is not built yet, so for now the tool
- * reports its version and which parts of the system this build contains.
+ * zks: the command-line client. A table of subcommands, each with its own
+ * options and --help; global options come before the subcommand. It uses
+ * the public client API (zks.h) and nothing else of the library.
  */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
 
-#include "zks.h"
+#include "cli/cli.h"
 
-static void usage(FILE *out)
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig)
 {
-    fprintf(out, "usage: zks [--version | --help]\n");
+    (void)sig;
+    g_stop = 1;
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("zks: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int cli_fail(const char *what, int err)
+{
+    switch (err) {
+    case ZKS_EREMOTE: {
+        uint32_t code = zks_remote_error();
+        cli_error("%s: the relay refused: %s (%u)", what, zks_wire_strerror(code), code);
+        return EXIT_REFUSED;
+    }
+    case ZKS_ETIMEDOUT:
+    case ZKS_ECONNREFUSED:
+    case ZKS_ECONNRESET:
+    case ZKS_EPEER:
+    case ZKS_ETLS:
+    case ZKS_EQUIC:
+    case ZKS_EAGAIN:
+        cli_error("%s: cannot reach a relay (%s)", what, zks_strerror(err));
+        return EXIT_NETWORK;
+    case ZKS_ENOENT:
+        cli_error("%s: this device has no group yet (run 'zks group create' or 'zks group join')",
+                  what);
+        return EXIT_NOSTATE;
+    case ZKS_EPERM:
+    case ZKS_ESTORE:
+    case ZKS_EIO:
+        cli_error("%s: the home directory cannot be used (%s)", what, zks_strerror(err));
+        return EXIT_STORAGE;
+    case ZKS_EMALFORMED:
+    case ZKS_EAUTH:
+    case ZKS_EUNSUPPORTED:
+        cli_error("%s: %s", what, zks_strerror(err));
+        return EXIT_INVITE;
+    default:
+        cli_error("%s: %s", what, zks_strerror(err));
+        return EXIT_FAIL;
+    }
+}
+
+void cli_json_str(FILE *f, const char *s, size_t len)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (c == '\t')
+            fputs("\\t", f);
+        else if (c < 0x20 || c == 0x7f)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void hex(char *out, const uint8_t *p, size_t n)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[p[i] >> 4];
+        out[2 * i + 1] = digits[p[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int unhex(uint8_t *out, size_t n, const char *s)
+{
+    if (strlen(s) != 2 * n)
+        return -1;
+    for (size_t i = 0; i < 2 * n; i++) {
+        char c = s[i];
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (v < 0)
+            return -1;
+        if (i % 2 == 0)
+            out[i / 2] = (uint8_t)(v << 4);
+        else
+            out[i / 2] |= (uint8_t)v;
+    }
+    return 0;
+}
+
+static bool valid_utf8(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        uint8_t c = p[i];
+        size_t len = c < 0x80             ? 1
+                     : (c & 0xe0) == 0xc0 ? 2
+                     : (c & 0xf0) == 0xe0 ? 3
+                     : (c & 0xf8) == 0xf0 ? 4
+                                          : 0;
+        if (len == 0 || i + len > n || (len == 2 && c < 0xc2))
+            return false;
+        for (size_t k = 1; k < len; k++)
+            if ((p[i + k] & 0xc0) != 0x80)
+                return false;
+        i += len;
+    }
+    return true;
+}
+
+static void base64(FILE *f, const uint8_t *p, size_t n)
+{
+    static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                     (i + 2 < n ? p[i + 2] : 0);
+        fputc(t[v >> 18], f);
+        fputc(t[(v >> 12) & 63], f);
+        fputc(i + 1 < n ? t[(v >> 6) & 63] : '=', f);
+        fputc(i + 2 < n ? t[v & 63] : '=', f);
+    }
+}
+
+/* ---- the home directory and the client ----------------------------------------------------------
+ */
+
+static char g_home[4096];
+
+static const char *default_home(void)
+{
+    const char *h = getenv("ZKS_HOME");
+    if (h && h[0])
+        return h;
+    const char *xdg = getenv("XDG_DATA_HOME");
+    if (xdg && xdg[0])
+        snprintf(g_home, sizeof g_home, "%s/zks", xdg);
+    else
+        snprintf(g_home, sizeof g_home, "%s/.local/share/zks",
+                 getenv("HOME") ? getenv("HOME") : ".");
+    return g_home;
+}
+
+/* Makes every missing parent of `dir` (mode 0700). */
+static int make_parents(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return 0;
+}
+
+static bool initialised(const struct cli *g)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/device.key", g->home);
+    return access(path, F_OK) == 0;
+}
+
+static void log_stderr(void *user, zks_log_level level, const char *msg)
+{
+    (void)user;
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    fprintf(stderr, "zks: %s: %s\n", names[level], msg);
+}
+
+/* The client for the home directory; `cfg_extra` may add settings. */
+static int open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra)
+{
+    *out = NULL;
+    if (!initialised(g) && cfg_extra == NULL) {
+        cli_error("no zks device in %s (run 'zks init' first)", g->home);
+        return EXIT_NOSTATE;
+    }
+    zks_config *cfg = cfg_extra;
+    if (cfg == NULL && zks_config_new(&cfg) != 0)
+        return cli_fail("setup", ZKS_ENOMEM);
+    zks_config_set_state_dir(cfg, g->home);
+    zks_config_set_timeout(cfg, g->timeout_s * 1000);
+    int rc = zks_client_new(out, cfg);
+    if (cfg_extra == NULL)
+        zks_config_free(cfg);
+    return rc == 0 ? EXIT_OK : cli_fail("cannot open the device state", rc);
+}
+
+/* Asks for a passphrase: $ZKS_PASSPHRASE, or the terminal with echo off. */
+static int read_passphrase(char *out, size_t cap, bool confirm)
+{
+    const char *env = getenv("ZKS_PASSPHRASE");
+    if (env && env[0]) {
+        snprintf(out, cap, "%s", env);
+        return 0;
+    }
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (tty == NULL) {
+        cli_error("a passphrase is needed: set ZKS_PASSPHRASE or run in a terminal");
+        return -1;
+    }
+    struct termios old, quiet;
+    int fd = fileno(tty);
+    bool restore = tcgetattr(fd, &old) == 0;
+    if (restore) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    int rc = 0;
+    for (int round = 0; round < (confirm ? 2 : 1) && rc == 0; round++) {
+        char line[1100];
+        fputs(round ? "Repeat the passphrase: " : "Passphrase: ", tty);
+        fflush(tty);
+        if (fgets(line, sizeof line, tty) == NULL) {
+            rc = -1;
+            break;
+        }
+        fputc('\n', tty);
+        line[strcspn(line, "\r\n")] = '\0';
+        if (round == 0)
+            snprintf(out, cap, "%s", line);
+        else if (strcmp(out, line) != 0)
+            rc = -1, cli_error("the passphrases differ");
+        memset(line, 0, sizeof line);
+    }
+    if (restore)
+        tcsetattr(fd, TCSAFLUSH, &old);
+    fclose(tty);
+    if (rc == 0 && out[0] == '\0') {
+        cli_error("the passphrase is empty");
+        rc = -1;
+    }
+    return rc;
+}
+
+/* ---- subcommands
+ * ----------------------------------------------------------------------------------- */
+
+struct command {
+    const char *name;
+    const char *args;
+    const char *summary;
+    const char *help; /* the options, one per line */
+    int (*run)(struct cli *g, int argc, char **argv);
+};
+
+static const struct command *find_command(const char *name);
+static void command_help(FILE *f, const struct command *c);
+
+/* Parses a subcommand's options; returns -1 after --help (printed) or a bad option. */
+static int parse_opts(const char *cmd, int argc, char **argv, const struct option *opts,
+                      int (*each)(int opt, const char *arg, void *ctx), void *ctx, int *status)
+{
+    char shortopts[64] = "+h";
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int idx = 0;
+        int c = getopt_long(argc, argv, shortopts, opts, &idx);
+        if (c == -1)
+            return 0;
+        if (c == 'h') {
+            command_help(stdout, find_command(cmd));
+            *status = EXIT_OK;
+            return -1;
+        }
+        if (c == '?' || c == ':' || each(c, optarg, ctx) != 0) {
+            if (c == '?' || c == ':')
+                cli_error("%s: unknown option or missing value: %s", cmd, argv[optind - 1]);
+            *status = EXIT_USAGE;
+            return -1;
+        }
+    }
+}
+
+#define HELP_OPT                                                                                   \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+
+/* zks init */
+struct init_opts {
+    const char *name;
+    bool json;
+};
+
+static int init_each(int opt, const char *arg, void *ctx)
+{
+    struct init_opts *o = ctx;
+    if (opt == 'n')
+        o->name = arg;
+    else if (opt == 'j')
+        o->json = true;
+    return 0;
+}
+
+static int cmd_init(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"name", required_argument, NULL, 'n'}, {"json", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    struct init_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("init", argc, argv, opts, init_each, &o, &status) != 0)
+        return status;
+    if (optind != argc) {
+        cli_error("init: unexpected argument '%s'", argv[optind]);
+        return EXIT_USAGE;
+    }
+    if (make_parents(g->home) != 0) {
+        cli_error("cannot create %s: %s", g->home, strerror(errno));
+        return EXIT_STORAGE;
+    }
+    zks_config *cfg;
+    if (zks_config_new(&cfg) != 0)
+        return cli_fail("init", ZKS_ENOMEM);
+    if (o.name && zks_config_set_device_name(cfg, o.name) != 0) {
+        zks_config_free(cfg);
+        cli_error("init: the name must be 1 to 256 bytes of UTF-8");
+        return EXIT_USAGE;
+    }
+    bool existed = initialised(g);
+    zks_client *c;
+    int rc = open_client(g, &c, cfg);
+    zks_config_free(cfg);
+    if (rc != EXIT_OK)
+        return rc;
+    uint8_t id[ZKS_NODE_ID_SIZE];
+    char text[ZKS_NODE_ID_TEXT_SIZE];
+    zks_client_device_id(id, c);
+    zks_node_id_to_text(text, id);
+    zks_client_free(c);
+    if (o.json) {
+        printf("{\"device_id\":\"%s\",\"home\":", text);
+        cli_json_str(stdout, g->home, strlen(g->home));
+        printf(",\"created\":%s}\n", existed ? "false" : "true");
+    } else
+        printf("%s device %s in %s\n", existed ? "Existing" : "New", text, g->home);
+    return EXIT_OK;
+}
+
+/* zks group create / join / invite */
+struct group_opts {
+    const char *relays[ZKS_INVITE_MAX_RELAYS];
+    size_t nrelays;
+    bool passphrase;
+    const char *salt;
+    unsigned long ops;
+    unsigned long long mem_mib;
+    const char *png;
+    bool no_qr;
+    bool json;
+    bool too_many;
+};
+
+static int group_each(int opt, const char *arg, void *ctx)
+{
+    struct group_opts *o = ctx;
+    char *end;
+    switch (opt) {
+    case 'r':
+        if (o->nrelays == ZKS_INVITE_MAX_RELAYS) {
+            cli_error("at most %d relays", ZKS_INVITE_MAX_RELAYS);
+            return -1;
+        }
+        o->relays[o->nrelays++] = arg;
+        return 0;
+    case 'p':
+        o->passphrase = true;
+        return 0;
+    case 's':
+        o->salt = arg;
+        return 0;
+    case 'o':
+        o->ops = strtoul(arg, &end, 10);
+        return *end || o->ops == 0 ? (cli_error("--argon-ops wants a positive number"), -1) : 0;
+    case 'm':
+        o->mem_mib = strtoull(arg, &end, 10);
+        return *end || o->mem_mib == 0 ? (cli_error("--argon-mem wants MiB, a positive number"), -1)
+                                       : 0;
+    case 'q':
+        o->png = arg;
+        return 0;
+    case 'Q':
+        o->no_qr = true;
+        return 0;
+    case 'j':
+        o->json = true;
+        return 0;
+    }
+    return -1;
+}
+
+static const struct option group_options[] = {{"relay", required_argument, NULL, 'r'},
+                                              {"passphrase", no_argument, NULL, 'p'},
+                                              {"salt", required_argument, NULL, 's'},
+                                              {"argon-ops", required_argument, NULL, 'o'},
+                                              {"argon-mem", required_argument, NULL, 'm'},
+                                              {"qr-png", required_argument, NULL, 'q'},
+                                              {"no-qr", no_argument, NULL, 'Q'},
+                                              {"json", no_argument, NULL, 'j'},
+                                              HELP_OPT,
+                                              {0}};
+
+/* Stores `key` and `relays` as this device's group, then shows the invite. */
+static int save_group(struct cli *g, zks_group_key *key, const char *const *relays, size_t n,
+                      const struct group_opts *o, bool show)
+{
+    zks_config *cfg;
+    if (zks_config_new(&cfg) != 0)
+        return cli_fail("group", ZKS_ENOMEM);
+    zks_config_set_group_key(cfg, key);
+    for (size_t i = 0; i < n; i++) {
+        if (zks_config_add_relay(cfg, relays[i]) != 0) {
+            zks_config_free(cfg);
+            cli_error("'%s' is not a relay address (NODEID@HOST:PORT)", relays[i]);
+            return EXIT_USAGE;
+        }
+    }
+    zks_client *c;
+    int rc = open_client(g, &c, cfg);
+    zks_config_free(cfg);
+    if (rc != EXIT_OK)
+        return rc;
+    char invite[ZKS_INVITE_TEXT_MAX];
+    int err = zks_client_invite(invite, sizeof invite, c);
+    uint8_t gid[ZKS_GROUP_ID_SIZE];
+    zks_client_group_id(gid, c);
+    zks_client_free(c);
+    if (err != 0)
+        return cli_fail("group", err);
+    char gid_hex[2 * ZKS_GROUP_ID_SIZE + 1];
+    hex(gid_hex, gid, sizeof gid);
+    if (o->png && cli_qr_png(o->png, invite) != 0)
+        return EXIT_FAIL;
+    if (!show) {
+        if (o->json)
+            printf("{\"group_id\":\"%s\"}\n", gid_hex);
+        else
+            printf("Joined group %s\n", gid_hex);
+        return EXIT_OK;
+    }
+    if (o->json) {
+        printf("{\"group_id\":\"%s\",\"invite\":\"%s\"}\n", gid_hex, invite);
+        return EXIT_OK;
+    }
+    uint32_t ops;
+    uint64_t mem;
+    uint8_t salt[ZKS_SALT_SIZE];
+    bool pw = zks_group_key_params(&ops, &mem, salt, key) == 0;
+    printf("Group %s\n\nInvite (anyone holding it%s can join; pass it on privately):\n\n%s\n",
+           gid_hex, pw ? " and the passphrase" : "", invite);
+    if (pw) {
+        char salt_hex[2 * ZKS_SALT_SIZE + 1];
+        hex(salt_hex, salt, sizeof salt);
+        printf("\nWithout the invite: --passphrase --salt %s --argon-ops %u --argon-mem %llu\n",
+               salt_hex, ops, (unsigned long long)(mem >> 20));
+    }
+    if (!o->no_qr) {
+        putchar('\n');
+        if (cli_qr_print(stdout, invite) != 0)
+            cli_error("the invite is too long for a QR code");
+    }
+    return EXIT_OK;
+}
+
+static int cmd_group_create(struct cli *g, int argc, char **argv)
+{
+    struct group_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("group create", argc, argv, group_options, group_each, &o, &status) != 0)
+        return status;
+    if (o.nrelays == 0) {
+        cli_error("group create: name the group's relay with --relay NODEID@HOST:PORT");
+        return EXIT_USAGE;
+    }
+    if (!initialised(g)) {
+        cli_error("no zks device in %s (run 'zks init' first)", g->home);
+        return EXIT_NOSTATE;
+    }
+    zks_group_key *key;
+    int rc;
+    if (o.passphrase) {
+        char pass[1100];
+        if (read_passphrase(pass, sizeof pass, true) != 0)
+            return EXIT_USAGE;
+        rc = zks_group_key_new_passphrase(&key, pass, (uint32_t)o.ops, o.mem_mib << 20);
+        memset(pass, 0, sizeof pass);
+    } else {
+        rc = zks_group_key_generate(&key);
+    }
+    if (rc != 0)
+        return cli_fail("group create", rc);
+    rc = save_group(g, key, o.relays, o.nrelays, &o, true);
+    zks_group_key_free(key);
+    return rc;
+}
+
+static int cmd_group_join(struct cli *g, int argc, char **argv)
+{
+    struct group_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("group join", argc, argv, group_options, group_each, &o, &status) != 0)
+        return status;
+    if (!initialised(g)) {
+        cli_error("no zks device in %s (run 'zks init' first)", g->home);
+        return EXIT_NOSTATE;
+    }
+    zks_group_key *key = NULL;
+    const char *relays[ZKS_INVITE_MAX_RELAYS];
+    size_t n = 0;
+    static zks_invite_info info;
+    int rc;
+    if (optind + 1 == argc) {
+        const char *invite = argv[optind];
+        rc = zks_invite_inspect(&info, invite);
+        if (rc != 0) {
+            cli_error("group join: this is not a valid invite (%s)", zks_strerror(rc));
+            return EXIT_INVITE;
+        }
+        char pass[1100] = "";
+        if (info.passphrase && read_passphrase(pass, sizeof pass, false) != 0)
+            return EXIT_USAGE;
+        rc = zks_group_key_from_invite(&key, invite, info.passphrase ? pass : NULL);
+        memset(pass, 0, sizeof pass);
+        if (rc == ZKS_EAUTH) {
+            cli_error("group join: wrong passphrase for this invite");
+            return EXIT_INVITE;
+        }
+        if (rc != 0)
+            return cli_fail("group join", rc);
+        for (size_t i = 0; i < info.nrelays; i++)
+            relays[n++] = info.relays[i];
+        for (size_t i = 0; i < o.nrelays && n < ZKS_INVITE_MAX_RELAYS; i++)
+            relays[n++] = o.relays[i];
+    } else if (optind == argc && o.passphrase) {
+        uint8_t salt[ZKS_SALT_SIZE];
+        if (o.salt == NULL || unhex(salt, sizeof salt, o.salt) != 0 || o.nrelays == 0) {
+            cli_error("group join --passphrase needs --salt HEX (32 digits) and --relay ADDR");
+            return EXIT_USAGE;
+        }
+        char pass[1100];
+        if (read_passphrase(pass, sizeof pass, false) != 0)
+            return EXIT_USAGE;
+        rc = zks_group_key_from_passphrase(&key, pass, (uint32_t)o.ops, o.mem_mib << 20, salt);
+        memset(pass, 0, sizeof pass);
+        if (rc != 0)
+            return cli_fail("group join", rc);
+        for (size_t i = 0; i < o.nrelays; i++)
+            relays[n++] = o.relays[i];
+    } else {
+        cli_error("group join: give one INVITE, or --passphrase with --salt and --relay");
+        return EXIT_USAGE;
+    }
+    rc = save_group(g, key, relays, n, &o, false);
+    zks_group_key_free(key);
+    return rc;
+}
+
+static int cmd_group_invite(struct cli *g, int argc, char **argv)
+{
+    struct group_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("group invite", argc, argv, group_options, group_each, &o, &status) != 0)
+        return status;
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    char invite[ZKS_INVITE_TEXT_MAX];
+    int err = zks_client_invite(invite, sizeof invite, c);
+    zks_client_free(c);
+    if (err != 0)
+        return cli_fail("group invite", err);
+    if (o.png && cli_qr_png(o.png, invite) != 0)
+        return EXIT_FAIL;
+    if (o.json) {
+        printf("{\"invite\":\"%s\"}\n", invite);
+    } else {
+        printf("%s\n", invite);
+        if (!o.no_qr) {
+            putchar('\n');
+            cli_qr_print(stdout, invite);
+        }
+    }
+    return EXIT_OK;
+}
+
+static const struct command group_commands[] = {
+    {"create", "--relay ADDR [--passphrase]", "make a new group and print its invite",
+     "  --relay NODEID@HOST:PORT  the group's relay (repeat for more; the first is primary)\n"
+     "  --passphrase              derive the group key from a passphrase ($ZKS_PASSPHRASE or\n"
+     "                            asked on the terminal); the invite then holds only the salt\n"
+     "  --argon-ops N             Argon2id passes (default 3)\n"
+     "  --argon-mem MIB           Argon2id memory in MiB (default 256)\n"
+     "  --qr-png FILE             also write the invite as a QR code PNG\n"
+     "  --no-qr                   do not draw the QR code on the terminal\n"
+     "  --json                    print {\"group_id\", \"invite\"}\n",
+     cmd_group_create},
+    {"join", "INVITE | --passphrase --salt HEX --relay ADDR", "join a group",
+     "  INVITE                    the text from 'zks group create' (asks for the passphrase\n"
+     "                            of a passphrase group)\n"
+     "  --passphrase --salt HEX --relay ADDR [--argon-ops N --argon-mem MIB]\n"
+     "                            join a passphrase group without an invite\n"
+     "  --relay ADDR              (with INVITE) add a relay to those of the invite\n"
+     "  --json                    print {\"group_id\"}\n",
+     cmd_group_join},
+    {"invite", "", "print this device's group invite again", "  --qr-png FILE  --no-qr  --json\n",
+     cmd_group_invite},
+};
+
+static int cmd_group(struct cli *g, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        FILE *f = argc < 2 ? stderr : stdout;
+        fprintf(f, "usage: zks group <create|join|invite> [options]\n\n");
+        for (size_t i = 0; i < sizeof group_commands / sizeof group_commands[0]; i++)
+            fprintf(f, "  %-8s %s\n", group_commands[i].name, group_commands[i].summary);
+        return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof group_commands / sizeof group_commands[0]; i++) {
+        if (strcmp(argv[1], group_commands[i].name) == 0) {
+            if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+                printf("usage: zks group %s %s\n%s\n\n%s", group_commands[i].name,
+                       group_commands[i].args, group_commands[i].summary, group_commands[i].help);
+                return EXIT_OK;
+            }
+            return group_commands[i].run(g, argc - 1, argv + 1);
+        }
+    }
+    cli_error("group: unknown subcommand '%s'", argv[1]);
+    return EXIT_USAGE;
+}
+
+/*
+ * Gives queued pushes a moment to reach the relay after a connect, so a
+ * short-lived command leaves nothing behind that it could have sent. Bounded
+ * by the timeout; stops early when the outbox stops shrinking.
+ */
+static void drain_outbox(const struct cli *g, zks_client *c)
+{
+    uint64_t last = UINT64_MAX, now = 0;
+    for (unsigned i = 0; i < g->timeout_s * 20; i++) {
+        if (zks_client_outbox_count(&now, c) != 0 || now == 0)
+            return;
+        if (i % 20 == 0) {
+            if (now >= last)
+                return;
+            last = now;
+        }
+        usleep(50000);
+    }
+}
+
+/* Connects, saying so plainly when no relay answers. */
+static int connect_client(zks_client *c, zks_connection_info *info)
+{
+    int rc = zks_client_connect(info, c);
+    return rc == 0 ? EXIT_OK : cli_fail("connect", rc);
+}
+
+/* zks push */
+struct push_opts {
+    const char *file;
+    bool json;
+};
+
+static int push_each(int opt, const char *arg, void *ctx)
+{
+    struct push_opts *o = ctx;
+    if (opt == 'f')
+        o->file = arg;
+    else if (opt == 'j')
+        o->json = true;
+    return 0;
+}
+
+static uint8_t *read_all(FILE *f, size_t *len)
+{
+    size_t cap = 65536, n = 0;
+    uint8_t *buf = malloc(cap);
+    while (buf) {
+        size_t got = fread(buf + n, 1, cap - n, f);
+        n += got;
+        if (got == 0)
+            break;
+        if (n == cap) {
+            if (cap > ZKS_BLOB_MAX_DATA_SIZE)
+                break;
+            uint8_t *p = realloc(buf, cap * 2);
+            if (p == NULL) {
+                free(buf);
+                return NULL;
+            }
+            buf = p;
+            cap *= 2;
+        }
+    }
+    *len = n;
+    return buf;
+}
+
+static int cmd_push(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"file", required_argument, NULL, 'f'}, {"json", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    struct push_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("push", argc, argv, opts, push_each, &o, &status) != 0)
+        return status;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (o.file && optind == argc) {
+        FILE *f = strcmp(o.file, "-") == 0 ? stdin : fopen(o.file, "rb");
+        if (f == NULL) {
+            cli_error("push: cannot read %s: %s", o.file, strerror(errno));
+            return EXIT_FAIL;
+        }
+        data = read_all(f, &len);
+        if (f != stdin)
+            fclose(f);
+    } else if (!o.file && optind + 1 == argc) {
+        len = strlen(argv[optind]);
+        data = (uint8_t *)strdup(argv[optind]);
+    } else {
+        cli_error("push: give DATA or --file FILE");
+        return EXIT_USAGE;
+    }
+    if (data == NULL) {
+        cli_error("push: out of memory");
+        return EXIT_FAIL;
+    }
+    if (len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE) {
+        cli_error("push: a blob holds 1 to %u bytes (this is %zu)", ZKS_BLOB_MAX_DATA_SIZE, len);
+        free(data);
+        return EXIT_USAGE;
+    }
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK) {
+        free(data);
+        return rc;
+    }
+    zks_connection_info info;
+    int crc = zks_client_connect(&info, c);
+    if (crc == ZKS_ENOENT) {
+        free(data);
+        zks_client_free(c);
+        return cli_fail("push", crc);
+    }
+    zks_push_result pr;
+    int err = zks_client_push(&pr, c, data, len);
+    free(data);
+    zks_client_free(c);
+    if (err != 0)
+        return cli_fail("push", err);
+    char id[2 * ZKS_BLOB_ID_SIZE + 1];
+    hex(id, pr.blob_id, ZKS_BLOB_ID_SIZE);
+    if (o.json)
+        printf("{\"blob_id\":\"%s\",\"cursor\":%llu,\"pending\":%s}\n", id,
+               (unsigned long long)pr.cursor, pr.pending ? "true" : "false");
+    else if (pr.pending)
+        printf("Queued %s: no relay reachable now; it is sent by the next zks command that "
+               "connects\n",
+               id);
+    else
+        printf("Pushed %s at cursor %llu\n", id, (unsigned long long)pr.cursor);
+    return EXIT_OK;
+}
+
+/* zks pull */
+struct pull_opts {
+    unsigned long long after;
+    bool has_after, follow, json, raw;
+};
+
+static int pull_each(int opt, const char *arg, void *ctx)
+{
+    struct pull_opts *o = ctx;
+    char *end;
+    switch (opt) {
+    case 'a':
+        o->after = strtoull(arg, &end, 10);
+        o->has_after = true;
+        return *end ? (cli_error("--after wants a cursor number"), -1) : 0;
+    case 'F':
+        o->follow = true;
+        return 0;
+    case 'j':
+        o->json = true;
+        return 0;
+    case 'r':
+        o->raw = true;
+        return 0;
+    }
+    return -1;
+}
+
+static void print_blob(const zks_blob *b, const struct pull_opts *o)
+{
+    char sender[ZKS_NODE_ID_TEXT_SIZE], id[2 * ZKS_BLOB_ID_SIZE + 1];
+    zks_node_id_to_text(sender, b->sender);
+    hex(id, b->id, ZKS_BLOB_ID_SIZE);
+    if (o->raw) {
+        fwrite(b->data, 1, b->len, stdout);
+        putchar('\n');
+    } else if (o->json) {
+        printf("{\"cursor\":%llu,\"blob_id\":\"%s\",\"sender\":\"%s\",\"timestamp\":%llu,",
+               (unsigned long long)b->cursor, id, sender, (unsigned long long)b->timestamp);
+        if (valid_utf8(b->data, b->len)) {
+            printf("\"data\":");
+            cli_json_str(stdout, (const char *)b->data, b->len);
+        } else {
+            printf("\"data_base64\":\"");
+            base64(stdout, b->data, b->len);
+            putchar('"');
+        }
+        printf("}\n");
+    } else {
+        printf("%llu\t%.12s\t", (unsigned long long)b->cursor, sender);
+        for (size_t i = 0; i < b->len; i++) {
+            unsigned char ch = b->data[i];
+            if (ch >= 0x20 && ch != 0x7f && ch != '\\')
+                putchar(ch);
+            else
+                printf("\\x%02x", ch);
+        }
+        putchar('\n');
+    }
+}
+
+static void progress(uint64_t start, uint64_t now, uint64_t end)
+{
+    if (end <= start)
+        return;
+    int pct = (int)((now - start) * 100 / (end - start));
+    int bars = pct / 4;
+    fprintf(stderr, "\r[%.*s%*s] %3d%% (%llu/%llu)", bars, "#########################", 25 - bars,
+            "", pct, (unsigned long long)(now - start), (unsigned long long)(end - start));
+    fflush(stderr);
+}
+
+/* Pulls everything after *after; returns an exit code. */
+static int pull_batch(zks_client *c, uint64_t *after, const struct pull_opts *o, bool bar)
+{
+    uint64_t start = *after;
+    bool shown = false;
+    for (int round = 0; round < 1000000 && !g_stop; round++) {
+        zks_pull_result pl;
+        int err = zks_client_pull(&pl, c, *after);
+        if (err != 0)
+            return cli_fail("pull", err);
+        for (size_t i = 0; i < pl.count; i++)
+            print_blob(&pl.blobs[i], o);
+        fflush(stdout);
+        if (pl.last > *after)
+            *after = pl.last;
+        bool more = pl.has_more;
+        if (bar && more && pl.max_cursor - start > 1000) {
+            progress(start, *after, pl.max_cursor);
+            shown = true;
+        }
+        zks_pull_result_free(&pl);
+        if (!more)
+            break;
+    }
+    if (shown)
+        fputc('\n', stderr);
+    return EXIT_OK;
+}
+
+static int cmd_pull(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"after", required_argument, NULL, 'a'},
+                                         {"follow", no_argument, NULL, 'F'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"raw", no_argument, NULL, 'r'},
+                                         HELP_OPT,
+                                         {0}};
+    struct pull_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("pull", argc, argv, opts, pull_each, &o, &status) != 0)
+        return status;
+    if (optind != argc) {
+        cli_error("pull: unexpected argument '%s'", argv[optind]);
+        return EXIT_USAGE;
+    }
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    zks_receiver *rx = NULL;
+    if (o.follow && zks_client_subscribe(&rx, c) != 0) {
+        zks_client_free(c);
+        return cli_fail("pull", ZKS_ENOMEM);
+    }
+    zks_connection_info info;
+    rc = connect_client(c, &info);
+    uint64_t after = o.after;
+    if (!o.has_after)
+        zks_client_last_cursor(&after, c);
+    bool bar = isatty(STDOUT_FILENO) && isatty(STDERR_FILENO) && !o.json && !o.raw;
+    if (rc == EXIT_OK)
+        rc = pull_batch(c, &after, &o, bar);
+    if (rc == EXIT_OK)
+        drain_outbox(g, c);
+    while (rc == EXIT_OK && o.follow && !g_stop) {
+        zks_event ev;
+        int err = zks_receiver_recv(&ev, rx, 500);
+        if (err == ZKS_ETIMEDOUT)
+            continue;
+        if (err != 0)
+            break;
+        if (ev.kind == ZKS_EVENT_BLOB_AVAILABLE || ev.kind == ZKS_EVENT_CONNECTED)
+            rc = pull_batch(c, &after, &o, false);
+    }
+    zks_receiver_free(rx);
+    zks_client_free(c);
+    return rc;
+}
+
+/* zks watch */
+struct watch_opts {
+    bool json;
+    long count;
+};
+
+static int watch_each(int opt, const char *arg, void *ctx)
+{
+    struct watch_opts *o = ctx;
+    char *end;
+    if (opt == 'j')
+        o->json = true;
+    else if (opt == 'c') {
+        o->count = strtol(arg, &end, 10);
+        if (*end || o->count <= 0) {
+            cli_error("--count wants a positive number");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void print_event(const zks_event *ev, bool json)
+{
+    char a[ZKS_NODE_ID_TEXT_SIZE], id[2 * ZKS_BLOB_ID_SIZE + 1];
+    const char *name = zks_event_name(ev->kind);
+    switch (ev->kind) {
+    case ZKS_EVENT_CONNECTED:
+        zks_node_id_to_text(a, ev->u.connected.info.relay_id);
+        if (json)
+            printf("{\"event\":\"%s\",\"relay\":\"%s\",\"address\":\"%s\",\"transport\":\"%s\","
+                   "\"max_cursor\":%llu}\n",
+                   name, a, ev->u.connected.info.address,
+                   ev->u.connected.info.transport == ZKS_TRANSPORT_TCP ? "tcp" : "quic",
+                   (unsigned long long)ev->u.connected.info.max_cursor);
+        else
+            printf("connected to %.12s at %s\n", a, ev->u.connected.info.address);
+        break;
+    case ZKS_EVENT_DISCONNECTED:
+        if (json) {
+            printf("{\"event\":\"%s\",\"reason\":", name);
+            cli_json_str(stdout, ev->u.disconnected.reason, strlen(ev->u.disconnected.reason));
+            printf("}\n");
+        } else {
+            printf("disconnected: %s\n", ev->u.disconnected.reason);
+        }
+        break;
+    case ZKS_EVENT_BLOB_AVAILABLE:
+        zks_node_id_to_text(a, ev->u.blob_available.sender);
+        hex(id, ev->u.blob_available.id, ZKS_BLOB_ID_SIZE);
+        if (json)
+            printf("{\"event\":\"%s\",\"blob_id\":\"%s\",\"cursor\":%llu,\"sender\":\"%s\"}\n",
+                   name, id, (unsigned long long)ev->u.blob_available.cursor, a);
+        else
+            printf("blob %s at cursor %llu from %.12s\n", id,
+                   (unsigned long long)ev->u.blob_available.cursor, a);
+        break;
+    case ZKS_EVENT_BLOB_PUSHED:
+        hex(id, ev->u.blob_pushed.id, ZKS_BLOB_ID_SIZE);
+        if (json)
+            printf("{\"event\":\"%s\",\"blob_id\":\"%s\",\"cursor\":%llu}\n", name, id,
+                   (unsigned long long)ev->u.blob_pushed.cursor);
+        else
+            printf("pushed %s at cursor %llu\n", id, (unsigned long long)ev->u.blob_pushed.cursor);
+        break;
+    case ZKS_EVENT_ERROR:
+        if (json) {
+            printf("{\"event\":\"%s\",\"code\":%u,\"message\":", name, ev->u.error.code);
+            cli_json_str(stdout, ev->u.error.message, strlen(ev->u.error.message));
+            printf("}\n");
+        } else {
+            printf("error: %s\n", ev->u.error.message);
+        }
+        break;
+    case ZKS_EVENT_STATUS_CHANGED:
+        if (json)
+            printf("{\"event\":\"%s\",\"status\":\"%s\",\"attempt\":%u}\n", name,
+                   zks_status_name(ev->u.status_changed.status.kind),
+                   ev->u.status_changed.status.attempt);
+        else if (ev->u.status_changed.status.kind == ZKS_STATUS_RECONNECTING)
+            printf("status: reconnecting (attempt %u)\n", ev->u.status_changed.status.attempt);
+        else
+            printf("status: %s\n", zks_status_name(ev->u.status_changed.status.kind));
+        break;
+    }
+    fflush(stdout);
+}
+
+static int cmd_watch(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"count", required_argument, NULL, 'c'}, HELP_OPT, {0}};
+    struct watch_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("watch", argc, argv, opts, watch_each, &o, &status) != 0)
+        return status;
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    zks_receiver *rx;
+    if (zks_client_subscribe(&rx, c) != 0) {
+        zks_client_free(c);
+        return cli_fail("watch", ZKS_ENOMEM);
+    }
+    zks_connection_info info;
+    int err = zks_client_connect(&info, c);
+    if (err == ZKS_ENOENT || err == ZKS_EREMOTE || err == ZKS_ENOTSUP)
+        rc = cli_fail("watch", err);
+    /* An unreachable relay is not fatal: watching shows the reconnects. */
+    long seen = 0;
+    while (rc == EXIT_OK && !g_stop && (o.count == 0 || seen < o.count)) {
+        zks_event ev;
+        err = zks_receiver_recv(&ev, rx, 500);
+        if (err == ZKS_ETIMEDOUT)
+            continue;
+        if (err != 0)
+            break;
+        print_event(&ev, o.json);
+        seen++;
+    }
+    zks_receiver_free(rx);
+    zks_client_free(c);
+    return rc;
+}
+
+/* zks status */
+struct status_opts {
+    bool json, offline;
+};
+
+static int status_each(int opt, const char *arg, void *ctx)
+{
+    struct status_opts *o = ctx;
+    (void)arg;
+    if (opt == 'j')
+        o->json = true;
+    else if (opt == 'o')
+        o->offline = true;
+    return 0;
+}
+
+static int cmd_status(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"json", no_argument, NULL, 'j'}, {"offline", no_argument, NULL, 'o'}, HELP_OPT, {0}};
+    struct status_opts o = {.json = g->json};
+    int status;
+    if (parse_opts("status", argc, argv, opts, status_each, &o, &status) != 0)
+        return status;
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    uint8_t dev[ZKS_NODE_ID_SIZE], gid[ZKS_GROUP_ID_SIZE];
+    char dev_text[ZKS_NODE_ID_TEXT_SIZE], gid_hex[2 * ZKS_GROUP_ID_SIZE + 1] = "";
+    zks_client_device_id(dev, c);
+    zks_node_id_to_text(dev_text, dev);
+    bool has_group = zks_client_group_id(gid, c) == 0;
+    if (has_group)
+        hex(gid_hex, gid, sizeof gid);
+    static char relays[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
+    size_t nrelays = 0;
+    zks_client_relays(&nrelays, relays, ZKS_INVITE_MAX_RELAYS, c);
+    if (nrelays > ZKS_INVITE_MAX_RELAYS)
+        nrelays = ZKS_INVITE_MAX_RELAYS;
+    uint64_t outbox = 0, cursor = 0;
+    zks_client_outbox_count(&outbox, c);
+    zks_connection_info info;
+    int err = ZKS_ENOENT;
+    if (has_group && !o.offline)
+        err = zks_client_connect(&info, c);
+    zks_client_last_cursor(&cursor, c);
+    if (err == 0) { /* a connect sends the outbox: count what is left */
+        drain_outbox(g, c);
+        zks_client_outbox_count(&outbox, c);
+    }
+    char relay_text[ZKS_NODE_ID_TEXT_SIZE] = "";
+    if (err == 0)
+        zks_node_id_to_text(relay_text, info.relay_id);
+    if (o.json) {
+        printf("{\"device_id\":\"%s\",\"group_id\":%s%s%s,\"relays\":[", dev_text,
+               has_group ? "\"" : "", has_group ? gid_hex : "null", has_group ? "\"" : "");
+        for (size_t i = 0; i < nrelays; i++)
+            printf("%s\"%s\"", i ? "," : "", relays[i]);
+        printf("],\"last_cursor\":%llu,\"outbox\":%llu,\"connected\":%s",
+               (unsigned long long)cursor, (unsigned long long)outbox, err == 0 ? "true" : "false");
+        if (err == 0)
+            printf(",\"relay\":\"%s\",\"address\":\"%s\",\"transport\":\"%s\",\"max_cursor\":%llu,"
+                   "\"pending\":%llu",
+                   relay_text, info.address, info.transport == ZKS_TRANSPORT_TCP ? "tcp" : "quic",
+                   (unsigned long long)info.max_cursor, (unsigned long long)info.pending);
+        printf("}\n");
+    } else {
+        printf("device      %s\n", dev_text);
+        printf("group       %s\n", has_group ? gid_hex : "(none: run 'zks group create' or join)");
+        for (size_t i = 0; i < nrelays; i++)
+            printf("%s %s\n", i ? "            " : "relays     ", relays[i]);
+        printf("last cursor %llu\n", (unsigned long long)cursor);
+        printf("outbox      %llu waiting\n", (unsigned long long)outbox);
+        if (err == 0)
+            printf("connected   %.12s at %s over %s; newest cursor %llu, %llu waiting for us\n",
+                   relay_text, info.address, info.transport == ZKS_TRANSPORT_TCP ? "TCP" : "QUIC",
+                   (unsigned long long)info.max_cursor, (unsigned long long)info.pending);
+        else if (has_group && !o.offline)
+            printf("connected   no (%s)\n", zks_strerror(err));
+    }
+    zks_client_free(c);
+    return EXIT_OK;
+}
+
+/* zks devices */
+static int json_each(int opt, const char *arg, void *ctx)
+{
+    (void)arg;
+    if (opt == 'j')
+        *(bool *)ctx = true;
+    return 0;
+}
+
+static int cmd_devices(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    bool json = g->json;
+    int status;
+    if (parse_opts("devices", argc, argv, opts, json_each, &json, &status) != 0)
+        return status;
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    zks_connection_info info;
+    zks_device_list dl = {0};
+    rc = connect_client(c, &info);
+    if (rc == EXIT_OK) {
+        int err = zks_client_devices(&dl, c);
+        if (err != 0)
+            rc = cli_fail("devices", err);
+    }
+    if (rc == EXIT_OK && json)
+        printf("[");
+    for (size_t i = 0; rc == EXIT_OK && i < dl.count; i++) {
+        const zks_device *d = &dl.devices[i];
+        char id[ZKS_NODE_ID_TEXT_SIZE];
+        zks_node_id_to_text(id, d->id);
+        if (json) {
+            printf("%s{\"device_id\":\"%s\",\"name\":", i ? "," : "", id);
+            cli_json_str(stdout, d->name, strlen(d->name));
+            printf(",\"online\":%s,\"revoked\":%s,\"self\":%s,\"last_seen\":%llu,\"pending\":%llu}",
+                   d->online ? "true" : "false", d->revoked ? "true" : "false",
+                   d->self ? "true" : "false", (unsigned long long)d->last_seen,
+                   (unsigned long long)d->pending);
+        } else {
+            printf("%s  %-20s %-8s %llu waiting%s\n", id, d->name,
+                   d->revoked  ? "revoked"
+                   : d->online ? "online"
+                               : "offline",
+                   (unsigned long long)d->pending, d->self ? "  (this device)" : "");
+        }
+    }
+    if (rc == EXIT_OK && json)
+        printf("]\n");
+    zks_device_list_free(&dl);
+    zks_client_free(c);
+    return rc;
+}
+
+/* zks revoke, zks delete */
+static int cmd_revoke(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {HELP_OPT, {0}};
+    bool unused = false;
+    int status;
+    if (parse_opts("revoke", argc, argv, opts, json_each, &unused, &status) != 0)
+        return status;
+    uint8_t id[ZKS_NODE_ID_SIZE];
+    if (optind + 1 != argc || zks_node_id_from_text(id, argv[optind]) != 0) {
+        cli_error("revoke: give the DEVICE id as shown by 'zks devices'");
+        return EXIT_USAGE;
+    }
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    zks_connection_info info;
+    rc = connect_client(c, &info);
+    if (rc == EXIT_OK) {
+        int err = zks_client_revoke_device(c, id);
+        rc = err ? cli_fail("revoke", err) : EXIT_OK;
+    }
+    zks_client_free(c);
+    if (rc == EXIT_OK)
+        printf("Revoked %s\n", argv[optind]);
+    return rc;
+}
+
+static int cmd_delete(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"force", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    bool force = false;
+    int status;
+    if (parse_opts("delete", argc, argv, opts, json_each, &force, &status) != 0)
+        return status;
+    uint8_t id[ZKS_BLOB_ID_SIZE];
+    if (optind + 1 != argc || unhex(id, sizeof id, argv[optind]) != 0) {
+        cli_error("delete: give the BLOB id (32 hex digits)");
+        return EXIT_USAGE;
+    }
+    zks_client *c;
+    int rc = open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    zks_connection_info info;
+    rc = connect_client(c, &info);
+    if (rc == EXIT_OK) {
+        int err = zks_client_delete_blob(c, id, force);
+        rc = err ? cli_fail("delete", err) : EXIT_OK;
+    }
+    zks_client_free(c);
+    if (rc == EXIT_OK)
+        printf("Deleted %s\n", argv[optind]);
+    return rc;
+}
+
+static const struct command commands[] = {
+    {"init", "[--name NAME]", "make this device's key and state in the home directory",
+     "  --name NAME   the name other devices see (default \"zks\")\n  --json\n", cmd_init},
+    {"group", "<create|join|invite> ...", "create a group, join one, or show its invite",
+     "  run 'zks group SUBCOMMAND --help'\n", cmd_group},
+    {"push", "[DATA | --file FILE]", "encrypt and push one blob (queued if offline)",
+     "  DATA          the bytes to push, as given\n"
+     "  --file FILE   push a file's contents ('-' for standard input)\n  --json\n",
+     cmd_push},
+    {"pull", "[--after N] [--follow]", "pull and decrypt new blobs",
+     "  --after N     start after cursor N (default: the last cursor pulled)\n"
+     "  --follow      keep running and print blobs as they arrive\n"
+     "  --raw         print only each blob's data and a newline\n  --json\n",
+     cmd_pull},
+    {"watch", "", "print events as they arrive (Ctrl-C ends)",
+     "  --count N     stop after N events\n  --json\n", cmd_watch},
+    {"status", "", "show this device, its group, relays, cursor and connection",
+     "  --offline     do not try to connect\n  --json\n", cmd_status},
+    {"devices", "", "list the group's devices", "  --json\n", cmd_devices},
+    {"revoke", "DEVICE", "remove a device from the group", "", cmd_revoke},
+    {"delete", "BLOB [--force]", "delete a blob at the relay",
+     "  --force       delete now, even if not every device has it (only its sender may)\n",
+     cmd_delete},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const struct command *find_command(const char *name)
+{
+    char first[32];
+    snprintf(first, sizeof first, "%s", name);
+    first[strcspn(first, " ")] = '\0';
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, first) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static void command_help(FILE *f, const struct command *c)
+{
+    if (c == NULL)
+        return;
+    fprintf(f, "usage: zks [global options] %s %s\n%s\n\n%s", c->name, c->args, c->summary,
+            c->help);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: zks [--home DIR] [--timeout SEC] [--json] COMMAND [options]\n\n"
+               "Zero-knowledge sync: this device's side of an end-to-end encrypted group.\n\n"
+               "Commands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nGlobal options:\n"
+               "  --home DIR     state directory (default $ZKS_HOME, else $XDG_DATA_HOME/zks,\n"
+               "                 else ~/.local/share/zks)\n"
+               "  --timeout SEC  longest wait for the relay (default 15)\n"
+               "  --json         machine-readable output where a command prints data\n"
+               "  --verbose      log what the library does on stderr\n"
+               "  --version, --help\n\n"
+               "'zks COMMAND --help' describes a command.\n");
 }
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && strcmp(argv[1], "--help") == 0) {
-        usage(stdout);
-        return 0;
+    struct cli g = {.timeout_s = 15, .prog = argv[0]};
+    int i = 1;
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return EXIT_OK;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("zks %s (protocol %d)\n", zks_version(), ZKS_PROTOCOL_VERSION);
+            return EXIT_OK;
+        }
+        if (strcmp(a, "--json") == 0) {
+            g.json = true;
+        } else if (strcmp(a, "--verbose") == 0) {
+            zks_log_set(log_stderr, NULL, ZKS_LOG_INFO);
+        } else if (strcmp(a, "--home") == 0 && i + 1 < argc) {
+            g.home = argv[++i];
+        } else if (strncmp(a, "--home=", 7) == 0) {
+            g.home = a + 7;
+        } else if ((strcmp(a, "--timeout") == 0 && i + 1 < argc) ||
+                   strncmp(a, "--timeout=", 10) == 0) {
+            const char *v = a[9] == '=' ? a + 10 : argv[++i];
+            char *end;
+            unsigned long t = strtoul(v, &end, 10);
+            if (*end || t == 0 || t > 86400) {
+                cli_error("--timeout wants seconds, 1 to 86400");
+                return EXIT_USAGE;
+            }
+            g.timeout_s = (unsigned)t;
+        } else {
+            cli_error("unknown option '%s'", a);
+            usage(stderr);
+            return EXIT_USAGE;
+        }
     }
-    if (argc > 1 && strcmp(argv[1], "--version") != 0) {
-        fprintf(stderr, "zks: unknown argument '%s'\n", argv[1]);
+    if (i == argc) {
         usage(stderr);
-        return 2;
+        return EXIT_USAGE;
     }
-    printf("zks %s (protocol %d)\n", zks_version(), ZKS_PROTOCOL_VERSION);
-    return 0;
+    if (g.home == NULL || g.home[0] == '\0')
+        g.home = default_home();
+    if (strcmp(argv[i], "help") == 0) {
+        if (i + 1 < argc && find_command(argv[i + 1])) {
+            command_help(stdout, find_command(argv[i + 1]));
+            return EXIT_OK;
+        }
+        usage(stdout);
+        return EXIT_OK;
+    }
+    const struct command *c = find_command(argv[i]);
+    if (c == NULL || strchr(argv[i], ' ')) {
+        cli_error("unknown command '%s' (see 'zks --help')", argv[i]);
+        return EXIT_USAGE;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return c->run(&g, argc - i, argv + i);
 }

@@ -1,0 +1,228 @@
+/*
+ * Client figures against a real zks-relay on 127.0.0.1 (started here, with
+ * a temporary data directory, and always stopped):
+ *
+ *   push latency   p50/p99 of zks_client_push through the library, connected
+ *                  (seal, durable outbox insert, hand-off, relay commit, ack)
+ *   pull           throughput of zks_client_pull with decryption, 1 KiB blobs
+ *   memory         the process's resident size at rest and under load
+ *
+ * The relay binary is $ZKS_RELAY or zks-relay next to this program. Every
+ * loop is bounded; the figures are printed, never judged.
+ */
+#define _GNU_SOURCE
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "zks.h"
+
+#define PUSHES     2000
+#define PULL_BLOBS 20000
+#define BLOB_SIZE  1024
+
+static pid_t relay_pid;
+static char tmpdir[64];
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static long rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kib = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+static void stop_relay(void)
+{
+    if (relay_pid > 0) {
+        kill(relay_pid, SIGTERM);
+        waitpid(relay_pid, NULL, 0);
+        relay_pid = 0;
+    }
+    if (tmpdir[0]) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "bench: cannot remove %s\n", tmpdir);
+    }
+}
+
+static int start_relay(char *addr, size_t cap)
+{
+    char bin[PATH_MAX];
+    const char *env = getenv("ZKS_RELAY");
+    if (env && env[0]) {
+        snprintf(bin, sizeof bin, "%s", env);
+    } else {
+        char self[PATH_MAX - 16];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n <= 0)
+            return -1;
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = '\0';
+        snprintf(bin, sizeof bin, "%s/zks-relay", self);
+    }
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/zks-bench-XXXXXX");
+    if (mkdtemp(tmpdir) == NULL)
+        return -1;
+    int out[2];
+    if (pipe(out) != 0)
+        return -1;
+    relay_pid = fork();
+    if (relay_pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        execl(bin, bin, "--listen", "127.0.0.1:0", "--http=", "--data", tmpdir,
+              "--rate-per-device-per-min", "1000000000", "--global-rate-per-s", "1000000000",
+              "--group-quota-bytes", "10000000000", "--log-level", "error", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    atexit(stop_relay);
+    size_t len = 0;
+    struct pollfd p = {.fd = out[0], .events = POLLIN};
+    for (int i = 0; i < 100 && len < cap - 1; i++) {
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        if (read(out[0], addr + len, 1) != 1 || addr[len] == '\n')
+            break;
+        len++;
+    }
+    addr[len] = '\0';
+    close(out[0]);
+    return strchr(addr, '@') ? 0 : -1;
+}
+
+static zks_client *client(const char *addr, const zks_group_key *g, uint32_t window)
+{
+    zks_config *cfg;
+    zks_client *c = NULL;
+    if (zks_config_new(&cfg) != 0)
+        return NULL;
+    zks_config_set_group_key(cfg, g);
+    zks_config_add_relay(cfg, addr);
+    zks_config_set_push_window(cfg, window);
+    zks_config_set_timeout(cfg, 30000);
+    if (zks_client_new(&c, cfg) != 0)
+        c = NULL;
+    zks_config_free(cfg);
+    zks_connection_info info;
+    if (c && zks_client_connect(&info, c) != 0) {
+        zks_client_free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(void)
+{
+    char addr[ZKS_RELAY_TEXT_MAX];
+    if (start_relay(addr, sizeof addr) != 0) {
+        fprintf(stderr, "bench_client_sync: cannot start zks-relay (set ZKS_RELAY)\n");
+        return 1;
+    }
+    long rss_start = rss_kib();
+    zks_group_key *g;
+    if (zks_group_key_generate(&g) != 0)
+        return 1;
+    zks_client *a = client(addr, g, 1);
+    if (a == NULL) {
+        fprintf(stderr, "bench_client_sync: cannot connect\n");
+        return 1;
+    }
+    long rss_rest = rss_kib();
+
+    static uint8_t blob[BLOB_SIZE];
+    for (size_t i = 0; i < sizeof blob; i++)
+        blob[i] = (uint8_t)(i * 31);
+    static double lat[PUSHES];
+    double t0 = now_s();
+    for (int i = 0; i < PUSHES; i++) {
+        double s = now_s();
+        zks_push_result pr;
+        if (zks_client_push(&pr, a, blob, sizeof blob) != 0 || pr.pending) {
+            fprintf(stderr, "bench_client_sync: push %d failed\n", i);
+            return 1;
+        }
+        lat[i] = now_s() - s;
+    }
+    double push_total = now_s() - t0;
+    qsort(lat, PUSHES, sizeof lat[0], cmp_double);
+    printf("push latency (1 KiB, connected, durable outbox): p50 %.3f ms  p99 %.3f ms  "
+           "(%d pushes, %.0f/s one at a time)\n",
+           lat[PUSHES / 2] * 1e3, lat[PUSHES * 99 / 100] * 1e3, PUSHES, PUSHES / push_total);
+
+    /* Fill the group for the pull run with a pipelined pusher. */
+    zks_client *filler = client(addr, g, 64);
+    if (filler == NULL)
+        return 1;
+    long rss_load = 0;
+    for (int i = PUSHES; i < PULL_BLOBS; i++) {
+        zks_push_result pr;
+        if (zks_client_push(&pr, filler, blob, sizeof blob) != 0)
+            return 1;
+        if (i % 4096 == 0 && rss_kib() > rss_load)
+            rss_load = rss_kib();
+    }
+    zks_client_free(filler);
+
+    zks_client *b = client(addr, g, 1);
+    if (b == NULL)
+        return 1;
+    t0 = now_s();
+    size_t blobs = 0, bytes = 0;
+    uint64_t after = 0;
+    for (int round = 0; round < 1000; round++) {
+        zks_pull_result pl;
+        if (zks_client_pull(&pl, b, after) != 0)
+            return 1;
+        blobs += pl.count;
+        for (size_t i = 0; i < pl.count; i++)
+            bytes += pl.blobs[i].len;
+        after = pl.last;
+        int more = pl.has_more;
+        zks_pull_result_free(&pl);
+        long r = rss_kib();
+        if (r > rss_load)
+            rss_load = r;
+        if (!more)
+            break;
+    }
+    double pull_s = now_s() - t0;
+    printf("pull with decryption (1 KiB blobs): %zu blobs in %.3f s = %.1f MB/s, %.0f blobs/s\n",
+           blobs, pull_s, (double)bytes / pull_s / 1e6, (double)blobs / pull_s);
+
+    printf("memory (RSS): process start %ld KiB, one client at rest %ld KiB, under load %ld KiB\n",
+           rss_start, rss_rest, rss_load);
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_group_key_free(g);
+    return 0;
+}

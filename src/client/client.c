@@ -1,0 +1,741 @@
+/*
+ * The public client calls. Each either answers from state guarded by the
+ * client mutex (status, cursor, ids) or hands a request to the I/O thread
+ * and waits for it on the client's condition variable, up to the
+ * configured timeout. Sealing and opening blobs happen here, on the
+ * calling thread, so the I/O thread never spends time on cryptography.
+ */
+#include <errno.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "client/internal.h"
+#include "common/log.h"
+#include "crypto/crypto.h"
+#include "crypto/seal.h"
+#include "proto/msg.h"
+
+static _Thread_local uint32_t tl_remote;
+
+uint32_t zks_remote_error(void)
+{
+    return tl_remote;
+}
+
+/* ---- helpers shared with the I/O thread -------------------------------------------------------
+ */
+
+static void req_free(zks__req *r)
+{
+    if (r->env) {
+        sodium_memzero(r->env, r->env_len);
+        free(r->env);
+    }
+    free(r->body);
+    zks_device_list_free(&r->devices);
+    free(r);
+}
+
+void zks__req_finish(zks_client *c, zks__req *r, int rc)
+{
+    pthread_mutex_lock(&c->mu);
+    r->rc = rc;
+    r->done = true;
+    bool gone = r->abandoned;
+    if (!gone)
+        pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    if (gone)
+        req_free(r);
+}
+
+void zks__set_status(zks_client *c, zks_status_kind kind, uint32_t attempt)
+{
+    pthread_mutex_lock(&c->mu);
+    bool changed = c->status.kind != kind || c->status.attempt != attempt;
+    c->status.kind = kind;
+    c->status.attempt = attempt;
+    pthread_mutex_unlock(&c->mu);
+    if (!changed)
+        return;
+    zks_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = ZKS_EVENT_STATUS_CHANGED;
+    ev.u.status_changed.status.kind = kind;
+    ev.u.status_changed.status.attempt = attempt;
+    zks__hub_emit(c->hub, &ev);
+}
+
+void zks__emit_error(zks_client *c, int err, uint32_t code, const uint8_t *blob_id, const char *fmt,
+                     ...)
+{
+    zks_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = ZKS_EVENT_ERROR;
+    ev.u.error.err = err;
+    ev.u.error.code = code;
+    if (blob_id) {
+        ev.u.error.has_blob_id = 1;
+        memcpy(ev.u.error.blob_id, blob_id, ZKS_BLOB_ID_SIZE);
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev.u.error.message, sizeof ev.u.error.message, fmt, ap);
+    va_end(ap);
+    zks__hub_emit(c->hub, &ev);
+}
+
+void zks__set_primary(zks_client *c, const uint8_t relay_id[32])
+{
+    uint64_t cursor = 0;
+    if (c->group) {
+        pthread_mutex_lock(&c->st_mu);
+        (void)zks__state_cursor_get(c->st, zks_group_id(c->group->g), relay_id, &cursor);
+        pthread_mutex_unlock(&c->st_mu);
+    }
+    pthread_mutex_lock(&c->mu);
+    memcpy(c->cursor_relay, relay_id, 32);
+    c->have_primary = true;
+    c->last_cursor = cursor;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- the hand-off -------------------------------------------------------------------------------
+ */
+
+static zks__req *req_new(enum zks__req_type type)
+{
+    zks__req *r = calloc(1, sizeof *r);
+    if (r)
+        r->type = type;
+    return r;
+}
+
+static bool on_io_thread(zks_client *c)
+{
+    return c->thread_started && pthread_equal(pthread_self(), c->thread);
+}
+
+/*
+ * Queues `r` for the I/O thread and waits for it. On success the caller
+ * owns `r` again (and frees it); on ZKS_ETIMEDOUT the request is abandoned
+ * and freed by the I/O thread; on ZKS_ECLOSED it was never queued and has
+ * been freed.
+ */
+static int submit_wait(zks_client *c, zks__req *r)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        req_free(r);
+        return ZKS_ECLOSED;
+    }
+    *c->queue_tail = r;
+    c->queue_tail = &r->next;
+    uv_async_send(&c->async);
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += c->cfg.timeout_ms / 1000;
+    until.tv_nsec += (long)(c->cfg.timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!r->done) {
+        if (pthread_cond_timedwait(&c->cv, &c->mu, &until) == ETIMEDOUT && !r->done) {
+            r->abandoned = true;
+            pthread_mutex_unlock(&c->mu);
+            return ZKS_ETIMEDOUT;
+        }
+    }
+    int rc = r->rc;
+    pthread_mutex_unlock(&c->mu);
+    tl_remote = rc == ZKS_EREMOTE ? r->remote : tl_remote;
+    return rc;
+}
+
+static bool is_closed(zks_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool closed = c->closed;
+    pthread_mutex_unlock(&c->mu);
+    return closed;
+}
+
+/* ---- life cycle
+ * ----------------------------------------------------------------------------------- */
+
+static void *io_main(void *arg)
+{
+    zks__io_run(arg);
+    return NULL;
+}
+
+static int load_identity(zks_client *c, const zks_config *cfg)
+{
+    int rc;
+    if (cfg->seed)
+        rc = zks_node_key_from_seed(&c->key, cfg->seed);
+    else
+        rc = zks__state_device_key(c->st, &c->key);
+    if (rc != 0)
+        return rc;
+    memcpy(c->device_id, zks_node_key_public(c->key), 32);
+
+    if (cfg->group) {
+        if ((rc = zks_group_key_copy(&c->group, cfg->group)) != 0 ||
+            (rc = zks__state_group_save(c->st, c->group)) != 0)
+            return rc;
+    } else {
+        rc = zks__state_group_load(c->st, &c->group);
+        if (rc != 0 && rc != ZKS_ENOENT)
+            return rc;
+    }
+
+    if (cfg->name_set) {
+        snprintf(c->name, sizeof c->name, "%s", cfg->name);
+        if ((rc = zks__state_meta_set(c->st, "device_name", c->name)) != 0)
+            return rc;
+    } else if (zks__state_meta_get(c->st, "device_name", c->name, sizeof c->name) != 0) {
+        snprintf(c->name, sizeof c->name, "%s", cfg->name);
+    }
+
+    if (cfg->nrelays) {
+        rc = zks__state_relays_save(c->st, cfg->relays, cfg->nrelays);
+    } else {
+        rc = zks__state_relays_load(c->st, c->cfg.relays, ZKS__MAX_RELAYS, &c->cfg.nrelays);
+    }
+    if (rc != 0)
+        return rc;
+    if (c->group && c->cfg.nrelays) {
+        memcpy(c->cursor_relay, c->cfg.relays[0].id, 32);
+        rc = zks__state_cursor_get(c->st, zks_group_id(c->group->g), c->cursor_relay,
+                                   &c->last_cursor);
+    }
+    return rc;
+}
+
+int zks_client_new(zks_client **out, const zks_config *cfg)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    *out = NULL;
+    if (cfg == NULL)
+        return ZKS_EINVAL;
+    if (zks_crypto_init() != 0)
+        return ZKS_ECRYPTO;
+    zks_client *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return ZKS_ENOMEM;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->st_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->queue_tail = &c->queue;
+    /* The copy keeps timings and relays; secrets and strings stay with the caller. */
+    c->cfg = *cfg;
+    c->cfg.api_key = NULL;
+    c->cfg.auth = NULL;
+    c->cfg.auth_len = 0;
+    c->cfg.state_dir = NULL;
+    c->cfg.seed = NULL;
+    c->cfg.group = NULL;
+
+    int rc = zks__state_open(&c->st, cfg->state_dir);
+    if (rc == 0)
+        rc = load_identity(c, cfg);
+    if (rc == 0)
+        rc = zks__hub_new(&c->hub, cfg->event_queue);
+    if (rc == 0)
+        rc = zks__io_init(c);
+    if (rc == 0) {
+        if (pthread_create(&c->thread, NULL, io_main, c) != 0) {
+            rc = ZKS_ENOMEM;
+            /* Unwind the loop the thread would have run. */
+            c->closed = true;
+            zks__req *stop = req_new(ZKS__REQ_STOP);
+            if (stop) {
+                c->queue = stop;
+                uv_async_send(&c->async);
+                zks__io_run(c);
+            }
+            zks__io_free(c);
+        } else {
+            c->thread_started = true;
+        }
+    }
+    if (rc != 0) {
+        ZKS_LOGE("client: cannot start: %s", zks_strerror(rc));
+        zks__hub_close(c->hub);
+        zks_group_key_free(c->group);
+        zks_node_key_free(c->key);
+        zks__state_close(c->st);
+        pthread_cond_destroy(&c->cv);
+        pthread_mutex_destroy(&c->mu);
+        pthread_mutex_destroy(&c->st_mu);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return 0;
+}
+
+int zks_client_close(zks_client *c)
+{
+    if (c == NULL)
+        return ZKS_EINVAL;
+    if (on_io_thread(c))
+        return ZKS_EINVAL;
+    zks__req *stop = req_new(ZKS__REQ_STOP);
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        free(stop);
+        return ZKS_ECLOSED;
+    }
+    if (stop == NULL) {
+        pthread_mutex_unlock(&c->mu);
+        return ZKS_ENOMEM;
+    }
+    c->closed = true;
+    *c->queue_tail = stop;
+    c->queue_tail = &stop->next;
+    uv_async_send(&c->async);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    pthread_mutex_lock(&c->mu);
+    c->stopped = true;
+    c->status.kind = ZKS_STATUS_DISCONNECTED;
+    c->status.attempt = 0;
+    pthread_mutex_unlock(&c->mu);
+    zks__io_free(c);
+    zks__hub_close(c->hub);
+    c->hub = NULL;
+    return 0;
+}
+
+void zks_client_free(zks_client *c)
+{
+    if (c == NULL)
+        return;
+    (void)zks_client_close(c);
+    zks_group_key_free(c->group);
+    zks_node_key_free(c->key);
+    zks__state_close(c->st);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->st_mu);
+    free(c);
+}
+
+/* ---- calls
+ * ------------------------------------------------------------------------------------------ */
+
+int zks_client_connect(zks_connection_info *out, zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (c == NULL || on_io_thread(c))
+        return ZKS_EINVAL;
+    zks__req *r = req_new(ZKS__REQ_CONNECT);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    int rc = submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+        return rc;
+    if (rc == 0)
+        *out = r->info;
+    req_free(r);
+    return rc;
+}
+
+int zks_client_disconnect(zks_client *c)
+{
+    if (c == NULL || on_io_thread(c))
+        return ZKS_EINVAL;
+    zks__req *r = req_new(ZKS__REQ_DISCONNECT);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    int rc = submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+        return rc;
+    req_free(r);
+    return rc;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_t len)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (c == NULL || data == NULL || len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE || on_io_thread(c))
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    if (c->group == NULL)
+        return ZKS_ENOENT;
+    zks__req *r = req_new(ZKS__REQ_PUSH);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    randombytes_buf(r->id, ZKS_BLOB_ID_SIZE);
+    zks_buf env;
+    zks_buf_init(&env, ZKS_CRYPTO_MAX_BLOB);
+    int rc = zks_blob_seal(&env, c->group->g, r->id, c->device_id, 0, wall_ms(), data, len);
+    if (rc != 0) {
+        zks_buf_free(&env);
+        free(r);
+        return rc;
+    }
+    r->env = env.data;
+    r->env_len = env.len;
+    r->ttl = c->cfg.ttl_s;
+    memcpy(out->blob_id, r->id, ZKS_BLOB_ID_SIZE);
+    /* Durable before anything is sent: a crash from here on loses nothing. */
+    pthread_mutex_lock(&c->st_mu);
+    rc = zks__state_outbox_add(c->st, &r->seq, zks_group_id(c->group->g), r->id, r->env, r->env_len,
+                               r->ttl);
+    pthread_mutex_unlock(&c->st_mu);
+    if (rc != 0) {
+        req_free(r);
+        return rc;
+    }
+    rc = submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT)
+        return rc; /* out->blob_id is set; the blob stays queued */
+    if (rc == ZKS_ECLOSED) {
+        out->pending = 1; /* stored: the next client on this state sends it */
+        return rc;
+    }
+    if (rc == 0) {
+        out->cursor = r->cursor;
+        out->pending = r->cursor == 0;
+    }
+    req_free(r);
+    return rc;
+}
+
+/* The private storage behind a pull result: one block for blobs and data. */
+struct pull_storage {
+    size_t size;
+    uint8_t bytes[];
+};
+
+void zks_pull_result_free(zks_pull_result *res)
+{
+    if (res == NULL)
+        return;
+    struct pull_storage *s = res->storage;
+    if (s) {
+        sodium_memzero(s->bytes, s->size);
+        free(s);
+    }
+    free(res->blobs);
+    memset(res, 0, sizeof *res);
+}
+
+/* Opens every blob of a PULL_RESPONSE body into `out`. */
+static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, size_t len)
+{
+    zks_msg m;
+    int rc = zks_msg_decode(&m, body, len);
+    if (rc != 0)
+        return ZKS_EPROTO;
+    if (m.type != ZKS_MSG_PULL_RESPONSE) {
+        zks_msg_clear(&m);
+        return ZKS_EPROTO;
+    }
+    const struct zks_msg_pull_response *p = &m.u.pull_response;
+    out->has_more = p->has_more;
+    out->max_cursor = p->max_cursor;
+    size_t total = 0;
+    for (uint32_t i = 0; i < p->nblobs; i++)
+        total += p->blobs[i].envelope.len;
+    out->blobs = calloc(p->nblobs ? p->nblobs : 1, sizeof *out->blobs);
+    struct pull_storage *s = malloc(sizeof *s + (total ? total : 1));
+    if (out->blobs == NULL || s == NULL) {
+        free(s);
+        zks_msg_clear(&m);
+        return ZKS_ENOMEM;
+    }
+    s->size = total;
+    out->storage = s;
+    size_t used = 0;
+    zks_buf plain;
+    zks_buf_init(&plain, ZKS_CRYPTO_MAX_BLOB);
+    for (uint32_t i = 0; i < p->nblobs; i++) {
+        const struct zks_msg_blob *b = &p->blobs[i];
+        if (b->cursor > out->last)
+            out->last = b->cursor;
+        if (b->kind != ZKS_MSG_KIND_BLOB)
+            continue; /* large-content records are not blob data */
+        zks_record rec;
+        int orc = zks_blob_open(&rec, &plain, c->group->g, b->blob_id, b->sender, b->envelope.p,
+                                b->envelope.len);
+        if (orc != 0 || rec.kind != 0 || rec.len > total - used) {
+            char id[2 * ZKS_BLOB_ID_SIZE + 1];
+            sodium_bin2hex(id, sizeof id, b->blob_id, ZKS_BLOB_ID_SIZE);
+            ZKS_LOGW("client: blob %s at cursor %llu does not open: %s", id,
+                     (unsigned long long)b->cursor, zks_strerror(orc ? orc : ZKS_EMALFORMED));
+            zks__emit_error(c, ZKS_EAUTH, 0, b->blob_id,
+                            "blob %s at cursor %llu failed to decrypt and was skipped", id,
+                            (unsigned long long)b->cursor);
+            continue;
+        }
+        zks_blob *dst = &out->blobs[out->count++];
+        memcpy(dst->id, b->blob_id, ZKS_BLOB_ID_SIZE);
+        dst->cursor = b->cursor;
+        memcpy(dst->sender, b->sender, ZKS_NODE_ID_SIZE);
+        dst->timestamp = rec.app_ts;
+        dst->stored_at = b->time;
+        if (rec.len)
+            memcpy(s->bytes + used, rec.data, rec.len);
+        dst->data = s->bytes + used;
+        dst->len = rec.len;
+        used += rec.len;
+    }
+    if (plain.data)
+        sodium_memzero(plain.data, plain.cap);
+    zks_buf_free(&plain);
+    zks_msg_clear(&m);
+    return 0;
+}
+
+int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (c == NULL || on_io_thread(c))
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    if (c->group == NULL)
+        return ZKS_ENOENT;
+    zks__req *r = req_new(ZKS__REQ_PULL);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    r->after = after_cursor;
+    int rc = submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+        return rc;
+    if (rc == 0)
+        rc = open_pull(out, c, r->body, r->body_len);
+    if (rc == 0 && out->last > 0) {
+        uint64_t now = 0;
+        pthread_mutex_lock(&c->st_mu);
+        int src =
+            zks__state_cursor_raise(c->st, zks_group_id(c->group->g), r->relay_id, out->last, &now);
+        pthread_mutex_unlock(&c->st_mu);
+        if (src == 0) {
+            pthread_mutex_lock(&c->mu);
+            if (memcmp(c->cursor_relay, r->relay_id, 32) == 0 && now > c->last_cursor)
+                c->last_cursor = now;
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    req_free(r);
+    if (rc != 0)
+        zks_pull_result_free(out);
+    return rc;
+}
+
+int zks_client_subscribe(zks_receiver **out, zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    *out = NULL;
+    if (c == NULL)
+        return ZKS_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    zks__hub *h = c->closed ? NULL : c->hub;
+    int rc = h ? zks__hub_subscribe(h, out) : ZKS_ECLOSED;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+int zks_client_status(zks_status *out, zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (c == NULL)
+        return ZKS_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    *out = c->status;
+    bool closed = c->closed;
+    pthread_mutex_unlock(&c->mu);
+    if (closed) {
+        out->kind = ZKS_STATUS_DISCONNECTED;
+        out->attempt = 0;
+        return ZKS_ECLOSED;
+    }
+    return 0;
+}
+
+int zks_client_last_cursor(uint64_t *out, zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    *out = 0;
+    if (c == NULL)
+        return ZKS_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    *out = c->last_cursor;
+    bool closed = c->closed;
+    pthread_mutex_unlock(&c->mu);
+    return closed ? ZKS_ECLOSED : 0;
+}
+
+int zks_client_device_id(uint8_t out[ZKS_NODE_ID_SIZE], zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, ZKS_NODE_ID_SIZE);
+    if (c == NULL)
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    memcpy(out, c->device_id, ZKS_NODE_ID_SIZE);
+    return 0;
+}
+
+int zks_client_group_id(uint8_t out[ZKS_GROUP_ID_SIZE], zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, ZKS_GROUP_ID_SIZE);
+    if (c == NULL)
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    if (c->group == NULL)
+        return ZKS_ENOENT;
+    memcpy(out, zks_group_id(c->group->g), ZKS_GROUP_ID_SIZE);
+    return 0;
+}
+
+int zks_client_outbox_count(uint64_t *out, zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    *out = 0;
+    if (c == NULL)
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    if (c->group == NULL)
+        return 0;
+    pthread_mutex_lock(&c->st_mu);
+    int rc = zks__state_outbox_count(c->st, zks_group_id(c->group->g), out);
+    pthread_mutex_unlock(&c->st_mu);
+    return rc;
+}
+
+int zks_client_relays(size_t *n, char (*out)[ZKS_RELAY_TEXT_MAX], size_t cap, zks_client *c)
+{
+    if (n == NULL || (cap && out == NULL))
+        return ZKS_EINVAL;
+    *n = 0;
+    if (c == NULL)
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    for (size_t i = 0; i < c->cfg.nrelays && i < cap; i++)
+        zks__relay_format(out[i], &c->cfg.relays[i]);
+    *n = c->cfg.nrelays;
+    return 0;
+}
+
+int zks_client_invite(char *out, size_t cap, zks_client *c)
+{
+    if (out == NULL || cap == 0)
+        return ZKS_EINVAL;
+    out[0] = '\0';
+    if (c == NULL)
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    if (c->group == NULL)
+        return ZKS_ENOENT;
+    char texts[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
+    const char *relays[ZKS_INVITE_MAX_RELAYS];
+    size_t n = c->cfg.nrelays < ZKS_INVITE_MAX_RELAYS ? c->cfg.nrelays : ZKS_INVITE_MAX_RELAYS;
+    for (size_t i = 0; i < n; i++) {
+        zks__relay_format(texts[i], &c->cfg.relays[i]);
+        relays[i] = texts[i];
+    }
+    return zks_invite_encode(out, cap, c->group, relays, n);
+}
+
+void zks_device_list_free(zks_device_list *list)
+{
+    if (list == NULL)
+        return;
+    free(list->devices);
+    list->devices = NULL;
+    list->count = 0;
+}
+
+int zks_client_devices(zks_device_list *out, zks_client *c)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (c == NULL || on_io_thread(c))
+        return ZKS_EINVAL;
+    zks__req *r = req_new(ZKS__REQ_DEVICES);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    int rc = submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+        return rc;
+    if (rc == 0) {
+        *out = r->devices;
+        memset(&r->devices, 0, sizeof r->devices);
+    }
+    req_free(r);
+    return rc;
+}
+
+static int simple_call(zks_client *c, enum zks__req_type type, const uint8_t *id, size_t id_len,
+                       bool force)
+{
+    if (c == NULL || id == NULL || on_io_thread(c))
+        return ZKS_EINVAL;
+    zks__req *r = req_new(type);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    memcpy(r->id, id, id_len);
+    r->force = force;
+    int rc = submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+        return rc;
+    req_free(r);
+    return rc;
+}
+
+int zks_client_revoke_device(zks_client *c, const uint8_t device[ZKS_NODE_ID_SIZE])
+{
+    return simple_call(c, ZKS__REQ_REVOKE, device, ZKS_NODE_ID_SIZE, false);
+}
+
+int zks_client_delete_blob(zks_client *c, const uint8_t blob_id[ZKS_BLOB_ID_SIZE], int force)
+{
+    return simple_call(c, ZKS__REQ_DELETE, blob_id, ZKS_BLOB_ID_SIZE, force != 0);
+}

@@ -1,0 +1,269 @@
+/*
+ * The event hub: every receiver has a bounded ring of its own, so a slow
+ * receiver loses its oldest events instead of slowing the client. One mutex
+ * guards the hub and every ring; emitting copies a few hundred bytes per
+ * receiver under it and never waits for anything else.
+ *
+ * A receiver's eventfd is kept readable exactly while the receiver has
+ * something to report (events, a loss notice, or the end of the client), so
+ * it can sit in any poll set.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/internal.h"
+
+struct zks__hub {
+    pthread_mutex_t mu;
+    unsigned refs; /* the client's, and one per receiver */
+    bool closed;
+    uint32_t queue;
+    zks_receiver *receivers;
+};
+
+struct zks_receiver {
+    zks__hub *hub;
+    zks_receiver *prev, *next;
+    pthread_cond_t cv;
+    zks_event *ring;
+    uint32_t cap, head, count;
+    uint64_t lost;
+    int efd;
+    bool signaled;
+};
+
+int zks__hub_new(zks__hub **out, uint32_t queue)
+{
+    zks__hub *h = calloc(1, sizeof *h);
+    if (h == NULL)
+        return ZKS_ENOMEM;
+    pthread_mutex_init(&h->mu, NULL);
+    h->refs = 1;
+    h->queue = queue;
+    *out = h;
+    return 0;
+}
+
+static void hub_unref(zks__hub *h)
+{
+    /* Called with h->mu held; releases it. */
+    bool last = --h->refs == 0;
+    pthread_mutex_unlock(&h->mu);
+    if (last) {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+    }
+}
+
+/* Makes the fd's readability match whether there is anything to receive. */
+static void sync_fd(zks_receiver *r)
+{
+    bool want = r->count > 0 || r->lost > 0 || r->hub->closed;
+    if (want == r->signaled)
+        return;
+    if (want) {
+        uint64_t one = 1;
+        ssize_t n = write(r->efd, &one, sizeof one);
+        (void)n;
+    } else {
+        uint64_t v;
+        ssize_t n = read(r->efd, &v, sizeof v);
+        (void)n;
+    }
+    r->signaled = want;
+}
+
+void zks__hub_close(zks__hub *h)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->closed = true;
+    for (zks_receiver *r = h->receivers; r; r = r->next) {
+        sync_fd(r);
+        pthread_cond_broadcast(&r->cv);
+    }
+    hub_unref(h);
+}
+
+void zks__hub_emit(zks__hub *h, const zks_event *ev)
+{
+    pthread_mutex_lock(&h->mu);
+    for (zks_receiver *r = h->receivers; r; r = r->next) {
+        if (r->count == r->cap) {
+            r->head = (r->head + 1) % r->cap;
+            r->count--;
+            r->lost++;
+        }
+        r->ring[(r->head + r->count) % r->cap] = *ev;
+        r->count++;
+        sync_fd(r);
+        pthread_cond_signal(&r->cv);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+int zks__hub_subscribe(zks__hub *h, zks_receiver **out)
+{
+    *out = NULL;
+    zks_receiver *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    r->cap = h->queue;
+    r->ring = malloc((size_t)r->cap * sizeof *r->ring);
+    r->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (r->ring == NULL || r->efd < 0) {
+        int rc = r->ring == NULL ? ZKS_ENOMEM : ZKS_EIO;
+        if (r->efd >= 0)
+            close(r->efd);
+        free(r->ring);
+        free(r);
+        return rc;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_lock(&h->mu);
+    if (h->closed) {
+        pthread_mutex_unlock(&h->mu);
+        pthread_cond_destroy(&r->cv);
+        close(r->efd);
+        free(r->ring);
+        free(r);
+        return ZKS_ECLOSED;
+    }
+    r->hub = h;
+    h->refs++;
+    r->next = h->receivers;
+    if (h->receivers)
+        h->receivers->prev = r;
+    h->receivers = r;
+    pthread_mutex_unlock(&h->mu);
+    *out = r;
+    return 0;
+}
+
+int zks_receiver_fd(const zks_receiver *r)
+{
+    return r ? r->efd : -1;
+}
+
+static void deadline_after(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+int zks_receiver_recv(zks_event *out, zks_receiver *r, int timeout_ms)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (r == NULL)
+        return ZKS_EINVAL;
+    zks__hub *h = r->hub;
+    struct timespec until;
+    if (timeout_ms > 0)
+        deadline_after(&until, timeout_ms);
+    int rc = 0;
+    pthread_mutex_lock(&h->mu);
+    while (r->count == 0 && r->lost == 0 && !h->closed) {
+        if (timeout_ms == 0) {
+            rc = ZKS_ETIMEDOUT;
+            break;
+        }
+        if (timeout_ms < 0) {
+            pthread_cond_wait(&r->cv, &h->mu);
+        } else if (pthread_cond_timedwait(&r->cv, &h->mu, &until) == ETIMEDOUT) {
+            if (r->count == 0 && r->lost == 0 && !h->closed)
+                rc = ZKS_ETIMEDOUT;
+            break;
+        }
+    }
+    if (rc == 0) {
+        if (r->lost > 0) {
+            /* The lost events were the oldest, so the notice comes before the rest. */
+            out->kind = ZKS_EVENT_ERROR;
+            out->u.error.err = ZKS_ETOOBIG;
+            out->u.error.lost = r->lost;
+            snprintf(out->u.error.message, sizeof out->u.error.message,
+                     "%llu events were lost: the receiver's queue was full",
+                     (unsigned long long)r->lost);
+            r->lost = 0;
+        } else if (r->count > 0) {
+            *out = r->ring[r->head];
+            r->head = (r->head + 1) % r->cap;
+            r->count--;
+        } else {
+            rc = ZKS_ECLOSED;
+        }
+        sync_fd(r);
+    }
+    pthread_mutex_unlock(&h->mu);
+    return rc;
+}
+
+void zks_receiver_free(zks_receiver *r)
+{
+    if (r == NULL)
+        return;
+    zks__hub *h = r->hub;
+    pthread_mutex_lock(&h->mu);
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        h->receivers = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    hub_unref(h);
+    pthread_cond_destroy(&r->cv);
+    close(r->efd);
+    free(r->ring);
+    free(r);
+}
+
+const char *zks_event_name(zks_event_kind kind)
+{
+    switch (kind) {
+    case ZKS_EVENT_CONNECTED:
+        return "connected";
+    case ZKS_EVENT_DISCONNECTED:
+        return "disconnected";
+    case ZKS_EVENT_BLOB_AVAILABLE:
+        return "blob_available";
+    case ZKS_EVENT_BLOB_PUSHED:
+        return "blob_pushed";
+    case ZKS_EVENT_ERROR:
+        return "error";
+    case ZKS_EVENT_STATUS_CHANGED:
+        return "status_changed";
+    }
+    return "unknown";
+}
+
+const char *zks_status_name(zks_status_kind kind)
+{
+    switch (kind) {
+    case ZKS_STATUS_DISCONNECTED:
+        return "disconnected";
+    case ZKS_STATUS_CONNECTING:
+        return "connecting";
+    case ZKS_STATUS_CONNECTED:
+        return "connected";
+    case ZKS_STATUS_RECONNECTING:
+        return "reconnecting";
+    }
+    return "unknown";
+}

@@ -1,0 +1,226 @@
+/*
+ * libzks internals: the parts of the client shared between its files.
+ *
+ *   config.c   zks_config and its setters, relay text parsing
+ *   groupkey.c zks_group_key
+ *   invite.c   invite text encoding and parsing
+ *   state.c    the state directory: key files, group file, state.db
+ *   events.c   the event hub and receivers
+ *   client.c   the public calls and the hand-off to the I/O thread
+ *   loop.c     the I/O thread: connections, sessions, requests, the outbox
+ */
+#ifndef ZKS_CLIENT_INTERNAL_H
+#define ZKS_CLIENT_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "crypto/group.h"
+#include "crypto/nodeid.h"
+#include "net/net.h"
+#include "zks.h"
+
+#define ZKS__MAX_RELAYS 8
+#define ZKS__MAX_ADDRS  8
+
+/* ---- relays ------------------------------------------------------------------------------ */
+
+typedef struct zks__relay_spec {
+    uint8_t id[ZKS_NODE_ID_SIZE];
+    zks_net_addr addrs[ZKS__MAX_ADDRS];
+    size_t naddrs;
+    char url[ZKS_RELAY_TEXT_MAX]; /* discovery URL; empty when none */
+} zks__relay_spec;
+
+/* Parses "NODEID@HOST:PORT[@HOST:PORT...]" or a bare NODEID. ZKS_EINVAL. */
+int zks__relay_parse(zks__relay_spec *out, const char *text);
+
+/* Formats a relay as "NODEID@HOST:PORT..." (a bare NODEID when it has no address). */
+void zks__relay_format(char out[ZKS_RELAY_TEXT_MAX], const zks__relay_spec *r);
+
+/* ---- group keys -------------------------------------------------------------------------- */
+
+struct zks_group_key {
+    zks_group *g; /* the derived keys; owns the secret */
+    bool has_pw;
+    zks_pwhash_params pw;
+};
+
+/* ---- config ------------------------------------------------------------------------------ */
+
+struct zks_config {
+    zks_backend backend;
+    zks__relay_spec relays[ZKS__MAX_RELAYS];
+    size_t nrelays;
+    char *api_key;
+    uint8_t *auth;
+    size_t auth_len;
+    char *state_dir;
+    uint8_t *seed; /* secure memory; NULL when not given */
+    zks_group_key *group;
+    char name[ZKS_DEVICE_NAME_SIZE];
+    bool name_set;
+    bool auto_reconnect;
+    uint32_t reconnect_ms, max_reconnect_ms, jitter_ms;
+    uint32_t ttl_s;
+    uint32_t timeout_ms;
+    uint32_t event_queue;
+    uint32_t push_window;
+    bool tcp_only;
+};
+
+/* ---- state ------------------------------------------------------------------------------- */
+
+typedef struct zks__state zks__state;
+
+/* One outbox row, without its envelope. */
+typedef struct zks__outbox_row {
+    int64_t seq;
+    uint8_t blob_id[ZKS_BLOB_ID_SIZE];
+    uint32_t ttl;
+} zks__outbox_row;
+
+/* Opens `dir` (created 0700 if missing) or, with NULL, an in-memory state. */
+int zks__state_open(zks__state **out, const char *dir);
+void zks__state_close(zks__state *st);
+
+/* The device key of the state directory: loaded, or made and stored on first use. */
+int zks__state_device_key(zks__state *st, zks_node_key **out);
+
+/* The stored group (ZKS_ENOENT when none), and storing one. */
+int zks__state_group_load(zks__state *st, zks_group_key **out);
+int zks__state_group_save(zks__state *st, const zks_group_key *k);
+
+/* Small settings (device name). *out NUL-terminated; ZKS_ENOENT when unset. */
+int zks__state_meta_get(zks__state *st, const char *key, char *out, size_t cap);
+int zks__state_meta_set(zks__state *st, const char *key, const char *value);
+
+/* The relay list (text form). */
+int zks__state_relays_load(zks__state *st, zks__relay_spec *out, size_t cap, size_t *n);
+int zks__state_relays_save(zks__state *st, const zks__relay_spec *r, size_t n);
+
+/* The last cursor of a group at a relay (0 when never synced). */
+int zks__state_cursor_get(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
+                          uint64_t *out);
+/* Raises the stored cursor to `cursor` (never lowers it); *now gets the stored value. */
+int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
+                            uint64_t cursor, uint64_t *now);
+
+/* Durably appends a sealed blob to the outbox; *seq is its position. */
+int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[32],
+                          const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl);
+/* Every row of the group's outbox in order (*rows malloc'd). */
+int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outbox_row **rows,
+                           size_t *n);
+/* The envelope of row `seq` (malloc'd). ZKS_ENOENT when gone. */
+int zks__state_outbox_envelope(zks__state *st, int64_t seq, uint8_t **env, size_t *len);
+/* Deletes rows, in one transaction. */
+int zks__state_outbox_delete(zks__state *st, const int64_t *seqs, size_t n);
+int zks__state_outbox_count(zks__state *st, const uint8_t group_id[32], uint64_t *n);
+
+/* ---- events ------------------------------------------------------------------------------ */
+
+typedef struct zks__hub zks__hub;
+
+int zks__hub_new(zks__hub **out, uint32_t queue);
+/* Drops the client's reference; receivers keep theirs. Marks the hub closed. */
+void zks__hub_close(zks__hub *h);
+/* Delivers a copy of `ev` to every receiver. Any thread; never blocks for long. */
+void zks__hub_emit(zks__hub *h, const zks_event *ev);
+int zks__hub_subscribe(zks__hub *h, zks_receiver **out);
+
+/* ---- the client -------------------------------------------------------------------------- */
+
+enum zks__req_type {
+    ZKS__REQ_CONNECT = 1,
+    ZKS__REQ_DISCONNECT,
+    ZKS__REQ_PUSH, /* a new outbox row to send */
+    ZKS__REQ_PULL,
+    ZKS__REQ_DEVICES,
+    ZKS__REQ_REVOKE,
+    ZKS__REQ_DELETE,
+    ZKS__REQ_STOP,
+};
+
+/*
+ * A request handed from a calling thread to the I/O thread. Shared fields
+ * are guarded by the client's mutex. The caller waits for `done`; if it
+ * gives up first it sets `abandoned`, and whoever comes last frees it.
+ */
+typedef struct zks__req {
+    struct zks__req *next;
+    enum zks__req_type type;
+    bool done, abandoned;
+    int rc;
+    uint32_t remote; /* wire code behind ZKS_EREMOTE */
+    /* inputs */
+    uint64_t after;
+    uint8_t id[32]; /* blob id (push, delete) or device id (revoke) */
+    bool force;
+    int64_t seq;
+    uint32_t ttl;
+    uint8_t *env; /* push: the envelope (owned by the request until the loop takes it) */
+    size_t env_len;
+    bool wait; /* push: the caller waits for the acknowledgement */
+    /* outputs */
+    zks_connection_info info;
+    uint64_t cursor;
+    uint8_t *body; /* pull: the PULL_RESPONSE body, malloc'd */
+    size_t body_len;
+    uint8_t relay_id[32]; /* pull: which relay answered */
+    zks_device_list devices;
+} zks__req;
+
+struct zks_client {
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* requests completed */
+    pthread_t thread;
+    bool thread_started;
+    bool closed;     /* no new calls */
+    bool stopped;    /* the I/O thread has ended */
+    zks__req *queue; /* to the I/O thread, oldest first */
+    zks__req **queue_tail;
+    zks_status status;    /* guarded by mu */
+    uint64_t last_cursor; /* primary relay's, guarded by mu */
+    uint8_t cursor_relay[32];
+    bool have_primary;
+
+    /* Immutable after zks_client_new. */
+    zks_config cfg; /* relays, timings; no secrets (seed and group cleared) */
+    zks__state *st;
+    pthread_mutex_t st_mu; /* serialises use of `st` */
+    zks_node_key *key;
+    zks_group_key *group; /* NULL without a group */
+    uint8_t device_id[32];
+    char name[ZKS_DEVICE_NAME_SIZE];
+    zks__hub *hub;
+
+    /* The I/O thread's. */
+    uv_loop_t loop;
+    uv_async_t async;
+    struct zks__io *io;
+};
+
+/* Completes `r` with `rc` (the caller's side wakes up). Takes the client mutex. */
+void zks__req_finish(zks_client *c, zks__req *r, int rc);
+
+/* Sets the status and emits StatusChanged when it changed. Any thread. */
+void zks__set_status(zks_client *c, zks_status_kind kind, uint32_t attempt);
+
+/* Emits an event of kind ERROR. */
+void zks__emit_error(zks_client *c, int err, uint32_t code, const uint8_t *blob_id, const char *fmt,
+                     ...) __attribute__((format(printf, 5, 6)));
+
+/* Updates the cursor shown by zks_client_last_cursor (primary relay). */
+void zks__set_primary(zks_client *c, const uint8_t relay_id[32]);
+
+/* I/O thread (loop.c). */
+int zks__io_init(zks_client *c);
+void zks__io_run(zks_client *c);
+void zks__io_free(zks_client *c);
+
+#endif

@@ -1,0 +1,542 @@
+/*
+ * The state directory of one device:
+ *
+ *   device.key  the device's Ed25519 key (crypto's key file format, 0600)
+ *   group.key   the group secret, and for a passphrase group its Argon2id
+ *               parameters (0600; the passphrase itself is never stored)
+ *   state.db    SQLite in WAL mode: device name, relays, cursors, outbox
+ *
+ * The outbox commits with synchronous=FULL: a push reported as stored is on
+ * disk. Without a directory everything lives in memory.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/internal.h"
+#include "common/log.h"
+
+#define GROUP_FILE_TAG "zks-group-v1"
+#define GROUP_FILE_MAX 256
+
+struct zks__state {
+    char *dir; /* NULL: in memory */
+    sqlite3 *db;
+    zks_group_key *mem_group; /* the group of an in-memory state */
+};
+
+static int db_err(zks__state *st, const char *what)
+{
+    ZKS_LOGE("client: state database: %s: %s", what, sqlite3_errmsg(st->db));
+    return ZKS_ESTORE;
+}
+
+static int exec(zks__state *st, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        ZKS_LOGE("client: state database: %s", msg ? msg : "failure");
+        sqlite3_free(msg);
+        return ZKS_ESTORE;
+    }
+    return 0;
+}
+
+static int path_of(char *out, size_t cap, const zks__state *st, const char *name)
+{
+    int n = snprintf(out, cap, "%s/%s", st->dir, name);
+    return n < 0 || (size_t)n >= cap ? ZKS_EINVAL : 0;
+}
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS relays(pos INTEGER PRIMARY KEY, spec TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS cursors(group_id BLOB NOT NULL, relay_id BLOB NOT NULL,"
+    " cursor INTEGER NOT NULL, PRIMARY KEY(group_id, relay_id));"
+    "CREATE TABLE IF NOT EXISTS outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " group_id BLOB NOT NULL, blob_id BLOB NOT NULL UNIQUE, envelope BLOB NOT NULL,"
+    " ttl INTEGER NOT NULL, created INTEGER NOT NULL);"
+    "PRAGMA user_version=1;";
+
+int zks__state_open(zks__state **out, const char *dir)
+{
+    *out = NULL;
+    zks__state *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return ZKS_ENOMEM;
+    int rc = 0;
+    char path[4200];
+    if (dir) {
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            ZKS_LOGE("client: cannot create the state directory: %s", strerror(errno));
+            rc = errno == EACCES ? ZKS_EPERM : errno == ENOENT ? ZKS_ENOENT : ZKS_EIO;
+            goto fail;
+        }
+        if ((st->dir = strdup(dir)) == NULL) {
+            rc = ZKS_ENOMEM;
+            goto fail;
+        }
+        if ((rc = path_of(path, sizeof path, st, "state.db")) != 0)
+            goto fail;
+        /* The database names the group's relays and holds sealed blobs: private too. */
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0) {
+            ZKS_LOGE("client: cannot open state.db: %s", strerror(errno));
+            rc = errno == EACCES ? ZKS_EPERM : ZKS_EIO;
+            goto fail;
+        }
+        close(fd);
+    } else {
+        snprintf(path, sizeof path, ":memory:");
+    }
+    if (sqlite3_open_v2(path, &st->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        rc = st->db ? db_err(st, "open") : ZKS_ENOMEM;
+        goto fail;
+    }
+    sqlite3_busy_timeout(st->db, 10000);
+    if ((rc = exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")) != 0 ||
+        (rc = exec(st, schema)) != 0)
+        goto fail;
+    *out = st;
+    return 0;
+fail:
+    zks__state_close(st);
+    return rc;
+}
+
+void zks__state_close(zks__state *st)
+{
+    if (st == NULL)
+        return;
+    if (st->db)
+        sqlite3_close(st->db);
+    zks_group_key_free(st->mem_group);
+    free(st->dir);
+    free(st);
+}
+
+/* ---- device key ---------------------------------------------------------------------------- */
+
+int zks__state_device_key(zks__state *st, zks_node_key **out)
+{
+    *out = NULL;
+    if (st->dir == NULL)
+        return zks_node_key_generate(out);
+    char path[4200];
+    int rc = path_of(path, sizeof path, st, "device.key");
+    if (rc != 0)
+        return rc;
+    rc = zks_node_key_load(out, path);
+    if (rc != ZKS_ENOENT)
+        return rc;
+    rc = zks_node_key_generate(out);
+    if (rc != 0)
+        return rc;
+    rc = zks_node_key_save(*out, path);
+    if (rc == ZKS_EEXIST) {
+        /* Another process made it first: use that one. */
+        zks_node_key_free(*out);
+        return zks_node_key_load(out, path);
+    }
+    if (rc != 0) {
+        zks_node_key_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+/* ---- group file ---------------------------------------------------------------------------- */
+
+int zks__state_group_save(zks__state *st, const zks_group_key *k)
+{
+    if (st->dir == NULL) {
+        zks_group_key *copy;
+        int rc = zks_group_key_copy(&copy, k);
+        if (rc == 0) {
+            zks_group_key_free(st->mem_group);
+            st->mem_group = copy;
+        }
+        return rc;
+    }
+    char text[GROUP_FILE_MAX];
+    char hex[65];
+    sodium_bin2hex(hex, sizeof hex, zks_group_secret(k->g), ZKS_GROUP_SECRET_SIZE);
+    int n = snprintf(text, sizeof text, "%s %s\n", GROUP_FILE_TAG, hex);
+    if (k->has_pw) {
+        char salt[33];
+        sodium_bin2hex(salt, sizeof salt, k->pw.salt, sizeof k->pw.salt);
+        n += snprintf(text + n, sizeof text - (size_t)n, "argon2id %" PRIu32 " %" PRIu64 " %s\n",
+                      k->pw.opslimit, k->pw.memlimit, salt);
+    }
+    sodium_memzero(hex, sizeof hex);
+    char path[4200], tmp[4300];
+    int rc = path_of(path, sizeof path, st, "group.key");
+    if (rc != 0)
+        goto out;
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        rc = errno == EACCES ? ZKS_EPERM : ZKS_EIO;
+        goto out;
+    }
+    ssize_t w = write(fd, text, (size_t)n);
+    if (w != n || fsync(fd) != 0) {
+        close(fd);
+        unlink(tmp);
+        rc = ZKS_EIO;
+        goto out;
+    }
+    close(fd);
+    if (rename(tmp, path) != 0) {
+        unlink(tmp);
+        rc = ZKS_EIO;
+        goto out;
+    }
+    /* The rename is durable once the directory is flushed. */
+    int dfd = open(st->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        (void)fsync(dfd);
+        close(dfd);
+    }
+out:
+    sodium_memzero(text, sizeof text);
+    if (rc != 0)
+        ZKS_LOGE("client: cannot store the group: %s", zks_strerror(rc));
+    return rc;
+}
+
+static int parse_group(zks_group_key **out, char *text)
+{
+    char *save = NULL;
+    char *line = strtok_r(text, "\n", &save);
+    uint8_t secret[ZKS_GROUP_SECRET_SIZE];
+    char tag[16], hex[80];
+    if (line == NULL || sscanf(line, "%15s %79s", tag, hex) != 2 ||
+        strcmp(tag, GROUP_FILE_TAG) != 0 || strlen(hex) != 64 ||
+        sodium_hex2bin(secret, sizeof secret, hex, 64, NULL, NULL, NULL) != 0) {
+        sodium_memzero(hex, sizeof hex);
+        return ZKS_EMALFORMED;
+    }
+    sodium_memzero(hex, sizeof hex);
+    int rc = zks_group_key_from_secret(out, secret);
+    sodium_memzero(secret, sizeof secret);
+    if (rc != 0)
+        return rc;
+    line = strtok_r(NULL, "\n", &save);
+    if (line) {
+        zks_pwhash_params pw;
+        char salt[40];
+        unsigned long long mem;
+        unsigned ops;
+        if (sscanf(line, "argon2id %u %llu %39s", &ops, &mem, salt) != 3 || strlen(salt) != 32 ||
+            sodium_hex2bin(pw.salt, sizeof pw.salt, salt, 32, NULL, NULL, NULL) != 0) {
+            zks_group_key_free(*out);
+            *out = NULL;
+            return ZKS_EMALFORMED;
+        }
+        pw.opslimit = ops;
+        pw.memlimit = mem;
+        if (zks_pwhash_params_check(&pw) != 0) {
+            zks_group_key_free(*out);
+            *out = NULL;
+            return ZKS_EMALFORMED;
+        }
+        (*out)->has_pw = true;
+        (*out)->pw = pw;
+    }
+    return 0;
+}
+
+int zks__state_group_load(zks__state *st, zks_group_key **out)
+{
+    *out = NULL;
+    if (st->dir == NULL)
+        return st->mem_group ? zks_group_key_copy(out, st->mem_group) : ZKS_ENOENT;
+    char path[4200];
+    int rc = path_of(path, sizeof path, st, "group.key");
+    if (rc != 0)
+        return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return errno == ENOENT                     ? ZKS_ENOENT
+               : errno == EACCES || errno == ELOOP ? ZKS_EPERM
+                                                   : ZKS_EIO;
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return ZKS_EIO;
+    }
+    if (!S_ISREG(sb.st_mode) || sb.st_uid != geteuid() || (sb.st_mode & 077) != 0) {
+        close(fd);
+        ZKS_LOGE("client: group.key must be a file of this user with mode 0600");
+        return ZKS_EPERM;
+    }
+    char text[GROUP_FILE_MAX + 1];
+    ssize_t n = read(fd, text, GROUP_FILE_MAX);
+    close(fd);
+    if (n < 0)
+        return ZKS_EIO;
+    text[n] = '\0';
+    rc = parse_group(out, text);
+    sodium_memzero(text, sizeof text);
+    return rc;
+}
+
+/* ---- small settings and relays ------------------------------------------------------------- */
+
+int zks__state_meta_get(zks__state *st, const char *key, char *out, size_t cap)
+{
+    out[0] = '\0';
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key=?", -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "meta");
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        snprintf(out, cap, "%s", (const char *)sqlite3_column_text(s, 0));
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? ZKS_ENOENT : db_err(st, "meta");
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int zks__state_meta_set(zks__state *st, const char *key, const char *value)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1, &s,
+                           NULL) != SQLITE_OK)
+        return db_err(st, "meta");
+    sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(st, "meta");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int zks__state_relays_load(zks__state *st, zks__relay_spec *out, size_t cap, size_t *n)
+{
+    *n = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT spec FROM relays ORDER BY pos", -1, &s, NULL) !=
+        SQLITE_OK)
+        return db_err(st, "relays");
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < cap) {
+        const char *t = (const char *)sqlite3_column_text(s, 0);
+        if (t && zks__relay_parse(&out[*n], t) == 0)
+            (*n)++;
+    }
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "relays");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int zks__state_relays_save(zks__state *st, const zks__relay_spec *r, size_t n)
+{
+    int rc = exec(st, "BEGIN IMMEDIATE; DELETE FROM relays;");
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "INSERT INTO relays(pos, spec) VALUES(?, ?)", -1, &s, NULL) !=
+        SQLITE_OK)
+        rc = db_err(st, "relays");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        char text[ZKS_RELAY_TEXT_MAX];
+        zks__relay_format(text, &r[i]);
+        sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
+        sqlite3_bind_text(s, 2, text, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            rc = db_err(st, "relays");
+        sqlite3_reset(s);
+    }
+    sqlite3_finalize(s);
+    if (rc == 0)
+        rc = exec(st, "COMMIT;");
+    if (rc != 0)
+        (void)exec(st, "ROLLBACK;");
+    return rc;
+}
+
+/* ---- cursors -------------------------------------------------------------------------------- */
+
+int zks__state_cursor_get(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
+                          uint64_t *out)
+{
+    *out = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT cursor FROM cursors WHERE group_id=? AND relay_id=?", -1,
+                           &s, NULL) != SQLITE_OK)
+        return db_err(st, "cursor");
+    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *out = (uint64_t)sqlite3_column_int64(s, 0);
+    rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "cursor");
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
+                            uint64_t cursor, uint64_t *now)
+{
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO cursors(group_id, relay_id, cursor) VALUES(?, ?, ?) "
+                           "ON CONFLICT(group_id, relay_id) DO UPDATE SET "
+                           "cursor=max(cursor, excluded.cursor)",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "cursor");
+    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)(cursor > INT64_MAX ? INT64_MAX : cursor));
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(st, "cursor");
+    sqlite3_finalize(s);
+    if (rc == 0)
+        rc = zks__state_cursor_get(st, group_id, relay_id, now);
+    return rc;
+}
+
+/* ---- outbox --------------------------------------------------------------------------------- */
+
+int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[32],
+                          const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl)
+{
+    *seq = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db,
+                           "INSERT INTO outbox(group_id, blob_id, envelope, ttl, created) "
+                           "VALUES(?, ?, ?, ?, ?)",
+                           -1, &s, NULL) != SQLITE_OK)
+        return db_err(st, "outbox");
+    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, blob_id, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 3, env, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, ttl);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(st, "outbox");
+    sqlite3_finalize(s);
+    if (rc == 0)
+        *seq = sqlite3_last_insert_rowid(st->db);
+    return rc;
+}
+
+int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outbox_row **rows,
+                           size_t *n)
+{
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT seq, blob_id, ttl FROM outbox WHERE group_id=? ORDER BY seq", -1,
+                           &s, NULL) != SQLITE_OK)
+        return db_err(st, "outbox");
+    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
+    size_t cap = 0;
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (sqlite3_column_bytes(s, 1) != 16)
+            continue;
+        if (*n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            zks__outbox_row *p = realloc(*rows, ncap * sizeof *p);
+            if (p == NULL) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            *rows = p;
+            cap = ncap;
+        }
+        zks__outbox_row *r = &(*rows)[(*n)++];
+        r->seq = sqlite3_column_int64(s, 0);
+        memcpy(r->blob_id, sqlite3_column_blob(s, 1), 16);
+        r->ttl = (uint32_t)sqlite3_column_int64(s, 2);
+    }
+    sqlite3_finalize(s);
+    if (rc != SQLITE_DONE) {
+        free(*rows);
+        *rows = NULL;
+        *n = 0;
+        return rc == SQLITE_NOMEM ? ZKS_ENOMEM : db_err(st, "outbox");
+    }
+    return 0;
+}
+
+int zks__state_outbox_envelope(zks__state *st, int64_t seq, uint8_t **env, size_t *len)
+{
+    *env = NULL;
+    *len = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT envelope FROM outbox WHERE seq=?", -1, &s, NULL) !=
+        SQLITE_OK)
+        return db_err(st, "outbox");
+    sqlite3_bind_int64(s, 1, seq);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        size_t n = (size_t)sqlite3_column_bytes(s, 0);
+        *env = malloc(n ? n : 1);
+        if (*env == NULL) {
+            rc = ZKS_ENOMEM;
+        } else {
+            memcpy(*env, sqlite3_column_blob(s, 0), n);
+            *len = n;
+            rc = 0;
+        }
+    } else {
+        rc = rc == SQLITE_DONE ? ZKS_ENOENT : db_err(st, "outbox");
+    }
+    sqlite3_finalize(s);
+    return rc;
+}
+
+int zks__state_outbox_delete(zks__state *st, const int64_t *seqs, size_t n)
+{
+    if (n == 0)
+        return 0;
+    int rc = exec(st, "BEGIN IMMEDIATE;");
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(st->db, "DELETE FROM outbox WHERE seq=?", -1, &s, NULL) != SQLITE_OK)
+        rc = db_err(st, "outbox");
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        sqlite3_bind_int64(s, 1, seqs[i]);
+        if (sqlite3_step(s) != SQLITE_DONE)
+            rc = db_err(st, "outbox");
+        sqlite3_reset(s);
+    }
+    sqlite3_finalize(s);
+    if (rc == 0)
+        rc = exec(st, "COMMIT;");
+    if (rc != 0)
+        (void)exec(st, "ROLLBACK;");
+    return rc;
+}
+
+int zks__state_outbox_count(zks__state *st, const uint8_t group_id[32], uint64_t *n)
+{
+    *n = 0;
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM outbox WHERE group_id=?", -1, &s, NULL) !=
+        SQLITE_OK)
+        return db_err(st, "outbox");
+    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *n = (uint64_t)sqlite3_column_int64(s, 0);
+    rc = rc == SQLITE_ROW ? 0 : db_err(st, "outbox");
+    sqlite3_finalize(s);
+    return rc;
+}

@@ -1,0 +1,669 @@
+/*
+ * Every client call and every event against a real relay: connect, push,
+ * pull, subscribe, status, cursors, the outbox, device management, the
+ * receiver's fd, decryption failures, and the error paths.
+ */
+#include "integration/test_client_harness.h"
+
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <sqlite3.h>
+
+static h_relay relay;
+
+static int setup(void **state)
+{
+    (void)state;
+    h_relay_start(&relay, 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_relay_stop(&relay, SIGTERM);
+    return 0;
+}
+
+static zks_group_key *new_group(void)
+{
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    return g;
+}
+
+static int is_status(const zks_event *ev, const void *arg)
+{
+    return ev->u.status_changed.status.kind == *(const zks_status_kind *)arg;
+}
+
+static int same_blob(const zks_event *ev, const void *arg)
+{
+    const uint8_t *id =
+        ev->kind == ZKS_EVENT_BLOB_PUSHED ? ev->u.blob_pushed.id : ev->u.blob_available.id;
+    return memcmp(id, arg, ZKS_BLOB_ID_SIZE) == 0;
+}
+
+/* ---- configuration and local calls ----------------------------------------------------------- */
+
+static void test_config_setters(void **state)
+{
+    (void)state;
+    zks_config *cfg;
+    assert_int_equal(zks_config_new(NULL), ZKS_EINVAL);
+    assert_int_equal(zks_config_new(&cfg), 0);
+    assert_int_equal(zks_config_backend(cfg), ZKS_BACKEND_SYNC_RELAY);
+    assert_int_equal(zks_config_add_relay(cfg, "not a relay"), ZKS_EINVAL);
+    assert_int_equal(zks_config_add_relay(cfg, relay.addr), 0);
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s@nohost:1", relay.addr);
+    assert_int_equal(zks_config_add_relay(cfg, bad), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_reconnect_delay(cfg, 0, 10), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_reconnect_delay(cfg, 100, 10), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_reconnect_delay(cfg, 100, 100), 0);
+    assert_int_equal(zks_config_set_timeout(cfg, 0), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_event_queue(cfg, 1), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_push_window(cfg, 0), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_push_window(cfg, 4), 0);
+    assert_int_equal(zks_config_set_device_name(cfg, ""), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_device_name(cfg, "\xff\xfe"), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_device_name(cfg, "laptop"), 0);
+    assert_int_equal(zks_config_set_jitter(cfg, 0), 0);
+    assert_int_equal(zks_config_set_default_ttl(cfg, 60), 0);
+    assert_int_equal(zks_config_set_auto_reconnect(cfg, 0), 0);
+    assert_int_equal(zks_config_set_tcp_only(cfg, 0), 0);
+    assert_int_equal(zks_config_set_state_dir(cfg, ""), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_managed_cloud(cfg, ""), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_managed_cloud(cfg, "key-123"), 0);
+    assert_int_equal(zks_config_backend(cfg), ZKS_BACKEND_MANAGED_CLOUD);
+    assert_int_equal(zks_config_set_p2p(cfg), 0);
+    assert_int_equal(zks_config_backend(cfg), ZKS_BACKEND_P2P);
+    const char *addrs[] = {"127.0.0.1:1"};
+    assert_int_equal(zks_config_set_enterprise(cfg, relay.id, addrs, 1, (const uint8_t *)"t", 1),
+                     0);
+    assert_int_equal(zks_config_backend(cfg), ZKS_BACKEND_ENTERPRISE);
+    const char *bad_addrs[] = {"example.org:1"};
+    assert_int_equal(zks_config_set_sync_relay(cfg, relay.id, bad_addrs, 1, NULL), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_sync_relay(cfg, relay.id, addrs, 1, NULL), 0);
+    assert_int_equal(zks_config_backend(cfg), ZKS_BACKEND_SYNC_RELAY);
+    zks_config_free(cfg);
+    zks_config_free(NULL);
+}
+
+static void test_unsupported_backends(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    for (int kind = 0; kind < 4; kind++) {
+        zks_config *cfg = h_config(NULL, g, &relay);
+        const char *addrs[] = {"127.0.0.1:9"};
+        if (kind == 0)
+            assert_int_equal(zks_config_set_p2p(cfg), 0);
+        else if (kind == 1)
+            assert_int_equal(zks_config_set_managed_cloud(cfg, "api-key"), 0);
+        else if (kind == 2)
+            assert_int_equal(zks_config_set_enterprise(cfg, relay.id, addrs, 1, NULL, 0), 0);
+        else
+            /* A relay known by NodeId only, with a discovery URL this build cannot use. */
+            assert_int_equal(
+                zks_config_set_sync_relay(cfg, relay.id, NULL, 0, "https://relays.example/"), 0);
+        zks_client *c;
+        assert_int_equal(zks_client_new(&c, cfg), 0);
+        zks_connection_info info;
+        assert_int_equal(zks_client_connect(&info, c), ZKS_ENOTSUP);
+        zks_status st;
+        assert_int_equal(zks_client_status(&st, c), 0);
+        assert_int_equal(st.kind, ZKS_STATUS_DISCONNECTED);
+        zks_client_free(c);
+        zks_config_free(cfg);
+    }
+    zks_group_key_free(g);
+}
+
+static void test_no_group(void **state)
+{
+    (void)state;
+    zks_client *c = h_client(NULL, NULL, &relay);
+    uint8_t id[32], zero[32] = {0};
+    assert_int_equal(zks_client_device_id(id, c), 0);
+    assert_memory_not_equal(id, zero, 32);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), ZKS_ENOENT);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, c, "x", 1), ZKS_ENOENT);
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, c, 0), ZKS_ENOENT);
+    assert_int_equal(zks_client_group_id(id, c), ZKS_ENOENT);
+    zks_client_free(c);
+}
+
+static void test_closed_client(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    zks_client *c = h_client(NULL, g, &relay);
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    assert_int_equal(zks_client_close(c), 0);
+    assert_int_equal(zks_client_close(c), ZKS_ECLOSED);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), ZKS_ECLOSED);
+    assert_int_equal(zks_client_disconnect(c), ZKS_ECLOSED);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, c, "x", 1), ZKS_ECLOSED);
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, c, 0), ZKS_ECLOSED);
+    zks_status st;
+    assert_int_equal(zks_client_status(&st, c), ZKS_ECLOSED);
+    uint64_t cur;
+    assert_int_equal(zks_client_last_cursor(&cur, c), ZKS_ECLOSED);
+    uint8_t id[32];
+    assert_int_equal(zks_client_device_id(id, c), ZKS_ECLOSED);
+    zks_receiver *rx2;
+    assert_int_equal(zks_client_subscribe(&rx2, c), ZKS_ECLOSED);
+    zks_device_list dl;
+    assert_int_equal(zks_client_devices(&dl, c), ZKS_ECLOSED);
+    assert_int_equal(zks_client_revoke_device(c, id), ZKS_ECLOSED);
+    assert_int_equal(zks_client_delete_blob(c, id, 0), ZKS_ECLOSED);
+    zks_event ev;
+    assert_int_equal(zks_receiver_recv(&ev, rx, 1000), ZKS_ECLOSED);
+    zks_client_free(c);
+    /* The receiver outlives its client. */
+    assert_int_equal(zks_receiver_recv(&ev, rx, 0), ZKS_ECLOSED);
+    zks_receiver_free(rx);
+    zks_group_key_free(g);
+}
+
+static void test_bad_arguments(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    zks_client *c = h_client(NULL, g, &relay);
+    assert_int_equal(zks_client_new(NULL, NULL), ZKS_EINVAL);
+    zks_client *c2;
+    assert_int_equal(zks_client_new(&c2, NULL), ZKS_EINVAL);
+    assert_null(c2);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, c, NULL, 1), ZKS_EINVAL);
+    assert_int_equal(zks_client_push(&pr, c, "x", 0), ZKS_EINVAL);
+    assert_int_equal(zks_client_push(&pr, c, "x", ZKS_BLOB_MAX_DATA_SIZE + 1), ZKS_EINVAL);
+    assert_int_equal(zks_client_push(NULL, c, "x", 1), ZKS_EINVAL);
+    /* Not connected: pulls and device calls say so. */
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, c, 0), ZKS_EAGAIN);
+    zks_device_list dl;
+    assert_int_equal(zks_client_devices(&dl, c), ZKS_EAGAIN);
+    assert_int_equal(zks_receiver_recv(NULL, NULL, 0), ZKS_EINVAL);
+    assert_int_equal(zks_receiver_fd(NULL), -1);
+    zks_client_free(c);
+    zks_group_key_free(g);
+}
+
+/* ---- sessions
+ * ------------------------------------------------------------------------------------- */
+
+static void test_connect_push_pull(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "state");
+    zks_client *c = h_client(dir, g, &relay);
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    zks_status st;
+    assert_int_equal(zks_client_status(&st, c), 0);
+    assert_int_equal(st.kind, ZKS_STATUS_DISCONNECTED);
+
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    assert_memory_equal(info.relay_id, relay.id, 32);
+    assert_int_equal(info.transport, ZKS_TRANSPORT_QUIC);
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%u", relay.port);
+    assert_string_equal(info.address, want);
+    assert_int_equal(info.max_cursor, 0);
+    assert_int_equal(zks_client_status(&st, c), 0);
+    assert_int_equal(st.kind, ZKS_STATUS_CONNECTED);
+    /* Connecting again returns the same session. */
+    zks_connection_info again;
+    assert_int_equal(zks_client_connect(&again, c), 0);
+    assert_memory_equal(again.relay_id, info.relay_id, 32);
+
+    zks_event ev;
+    zks_status_kind k = ZKS_STATUS_CONNECTING;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_STATUS_CHANGED, is_status, &k, 5000), 0);
+    k = ZKS_STATUS_CONNECTED;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_STATUS_CHANGED, is_status, &k, 5000), 0);
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_CONNECTED, NULL, NULL, 5000), 0);
+    assert_memory_equal(ev.u.connected.info.relay_id, relay.id, 32);
+
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, c, "hello", 5), 0);
+    assert_int_equal(pr.pending, 0);
+    assert_int_equal(pr.cursor, 1);
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_BLOB_PUSHED, same_blob, pr.blob_id, 5000), 0);
+    assert_int_equal(ev.u.blob_pushed.cursor, 1);
+    zks_push_result pr2;
+    assert_int_equal(zks_client_push(&pr2, c, "world!", 6), 0);
+    assert_int_equal(pr2.cursor, 2);
+
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, c, 0), 0);
+    assert_int_equal(pl.count, 2);
+    assert_int_equal(pl.has_more, 0);
+    assert_int_equal(pl.max_cursor, 2);
+    assert_int_equal(pl.blobs[0].len, 5);
+    assert_memory_equal(pl.blobs[0].data, "hello", 5);
+    assert_memory_equal(pl.blobs[0].id, pr.blob_id, 16);
+    assert_int_equal(pl.blobs[0].cursor, 1);
+    uint8_t me[32];
+    assert_int_equal(zks_client_device_id(me, c), 0);
+    assert_memory_equal(pl.blobs[0].sender, me, 32);
+    assert_true(pl.blobs[0].timestamp > 0);
+    assert_memory_equal(pl.blobs[1].data, "world!", 6);
+    zks_pull_result_free(&pl);
+    zks_pull_result_free(&pl);
+    uint64_t cur;
+    assert_int_equal(zks_client_last_cursor(&cur, c), 0);
+    assert_int_equal(cur, 2);
+    assert_int_equal(zks_client_pull(&pl, c, 1), 0);
+    assert_int_equal(pl.count, 1);
+    assert_int_equal(pl.blobs[0].cursor, 2);
+    zks_pull_result_free(&pl);
+
+    assert_int_equal(zks_client_disconnect(c), 0);
+    assert_int_equal(zks_client_status(&st, c), 0);
+    assert_int_equal(st.kind, ZKS_STATUS_DISCONNECTED);
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_DISCONNECTED, NULL, NULL, 5000), 0);
+    assert_int_equal(zks_client_disconnect(c), 0);
+    zks_receiver_free(rx);
+    zks_client_free(c);
+
+    /* The cursor, the key and the group persist in the state directory. */
+    zks_client *c2 = h_client(dir, NULL, NULL);
+    assert_int_equal(zks_client_last_cursor(&cur, c2), 0);
+    assert_int_equal(cur, 2);
+    uint8_t me2[32], gid[32], gid2[32];
+    assert_int_equal(zks_client_device_id(me2, c2), 0);
+    assert_memory_equal(me, me2, 32);
+    assert_int_equal(zks_group_key_id(gid, g), 0);
+    assert_int_equal(zks_client_group_id(gid2, c2), 0);
+    assert_memory_equal(gid, gid2, 32);
+    size_t n;
+    char relays[2][ZKS_RELAY_TEXT_MAX];
+    assert_int_equal(zks_client_relays(&n, relays, 2, c2), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(relays[0], relay.addr);
+    assert_int_equal(zks_client_connect(&info, c2), 0);
+    assert_int_equal(info.max_cursor, 2);
+    zks_client_free(c2);
+    zks_group_key_free(g);
+}
+
+static void test_two_devices_notify(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    zks_client *a = h_client(NULL, g, &relay);
+    zks_client *b = h_client(NULL, g, &relay);
+    zks_receiver *rb;
+    assert_int_equal(zks_client_subscribe(&rb, b), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, a, "from a", 6), 0);
+    zks_event ev;
+    assert_int_equal(h_wait_event(rb, &ev, ZKS_EVENT_BLOB_AVAILABLE, same_blob, pr.blob_id, 5000),
+                     0);
+    uint8_t ida[32];
+    assert_int_equal(zks_client_device_id(ida, a), 0);
+    assert_memory_equal(ev.u.blob_available.sender, ida, 32);
+    assert_int_equal(ev.u.blob_available.cursor, pr.cursor);
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, b, 0), 0);
+    assert_int_equal(pl.count, 1);
+    assert_memory_equal(pl.blobs[0].data, "from a", 6);
+    assert_memory_equal(pl.blobs[0].sender, ida, 32);
+    zks_pull_result_free(&pl);
+    zks_receiver_free(rb);
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_group_key_free(g);
+}
+
+static void test_offline_outbox(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "outbox");
+    zks_client *c = h_client(dir, g, &relay);
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    zks_push_result pr[5];
+    for (int i = 0; i < 5; i++) {
+        char msg[16];
+        int n = snprintf(msg, sizeof msg, "offline %d", i);
+        assert_int_equal(zks_client_push(&pr[i], c, msg, (size_t)n), 0);
+        assert_int_equal(pr[i].pending, 1);
+        assert_int_equal(pr[i].cursor, 0);
+    }
+    uint64_t n;
+    assert_int_equal(zks_client_outbox_count(&n, c), 0);
+    assert_int_equal(n, 5);
+    /* The outbox survives the client. */
+    zks_receiver_free(rx);
+    zks_client_free(c);
+    c = h_client(dir, NULL, NULL);
+    assert_int_equal(zks_client_outbox_count(&n, c), 0);
+    assert_int_equal(n, 5);
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    zks_event ev;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_BLOB_PUSHED, NULL, NULL, 5000), 0);
+        /* In push order. */
+        assert_memory_equal(ev.u.blob_pushed.id, pr[i].blob_id, 16);
+        assert_int_equal(ev.u.blob_pushed.cursor, (uint64_t)i + 1);
+    }
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, c, 0), 0);
+    assert_int_equal(pl.count, 5);
+    assert_memory_equal(pl.blobs[4].data, "offline 4", 9);
+    zks_pull_result_free(&pl);
+    /* Acknowledged rows leave the outbox (within a loop turn of the ack). */
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(zks_client_outbox_count(&n, c), 0);
+        if (n == 0)
+            break;
+        usleep(20000);
+    }
+    assert_int_equal(n, 0);
+    zks_receiver_free(rx);
+    zks_client_free(c);
+    zks_group_key_free(g);
+}
+
+static void test_devices_revoke_delete(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    zks_config *cfg = h_config(NULL, g, &relay);
+    assert_int_equal(zks_config_set_device_name(cfg, "phone"), 0);
+    zks_client *a;
+    assert_int_equal(zks_client_new(&a, cfg), 0);
+    zks_config_free(cfg);
+    zks_client *b = h_client(NULL, g, &relay);
+    zks_receiver *rb;
+    assert_int_equal(zks_client_subscribe(&rb, b), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+
+    zks_device_list dl;
+    assert_int_equal(zks_client_devices(&dl, a), 0);
+    assert_int_equal(dl.count, 2);
+    uint8_t ida[32], idb[32];
+    zks_client_device_id(ida, a);
+    zks_client_device_id(idb, b);
+    int saw_self = 0, saw_b = 0;
+    for (size_t i = 0; i < dl.count; i++) {
+        if (memcmp(dl.devices[i].id, ida, 32) == 0) {
+            saw_self = dl.devices[i].self;
+            assert_string_equal(dl.devices[i].name, "phone");
+        }
+        if (memcmp(dl.devices[i].id, idb, 32) == 0)
+            saw_b = dl.devices[i].online && !dl.devices[i].revoked;
+    }
+    zks_device_list_free(&dl);
+    assert_true(saw_self);
+    assert_true(saw_b);
+
+    /* Force delete: only the blob's sender may. */
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, a, "secret", 6), 0);
+    assert_int_equal(zks_client_delete_blob(b, pr.blob_id, 1), ZKS_EREMOTE);
+    assert_int_equal(zks_remote_error(), ZKS_WIRE_NOT_BLOB_OWNER);
+    assert_int_equal(zks_client_delete_blob(a, pr.blob_id, 1), 0);
+    /* Deleting is idempotent: a blob already gone is no error. */
+    assert_int_equal(zks_client_delete_blob(a, pr.blob_id, 1), 0);
+    uint8_t unknown[16] = {1, 2, 3};
+    assert_int_equal(zks_client_delete_blob(a, unknown, 0), 0);
+
+    /* Revoking b ends its session; it is refused from then on. */
+    assert_int_equal(zks_client_revoke_device(a, idb), 0);
+    zks_event ev;
+    assert_int_equal(h_wait_event(rb, &ev, ZKS_EVENT_DISCONNECTED, NULL, NULL, 5000), 0);
+    int found = -1;
+    for (int i = 0; i < 10 && found != 0; i++) {
+        found = h_wait_event(rb, &ev, ZKS_EVENT_ERROR, NULL, NULL, 5000);
+        if (found == 0 && ev.u.error.code != ZKS_WIRE_DEVICE_REVOKED)
+            found = -1;
+    }
+    assert_int_equal(found, 0);
+    zks_status st;
+    for (int i = 0; i < 100; i++) {
+        zks_client_status(&st, b);
+        if (st.kind == ZKS_STATUS_DISCONNECTED)
+            break;
+        usleep(20000);
+    }
+    assert_int_equal(st.kind, ZKS_STATUS_DISCONNECTED);
+    assert_int_equal(zks_client_connect(&info, b), ZKS_EREMOTE);
+    assert_int_equal(zks_remote_error(), ZKS_WIRE_DEVICE_REVOKED);
+    assert_int_equal(zks_client_devices(&dl, a), 0);
+    for (size_t i = 0; i < dl.count; i++)
+        if (memcmp(dl.devices[i].id, idb, 32) == 0)
+            assert_true(dl.devices[i].revoked);
+    zks_device_list_free(&dl);
+    zks_receiver_free(rb);
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_group_key_free(g);
+}
+
+/* A group member that pushes garbage: the other devices report it and never return it. */
+static void test_undecryptable_blob(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "evil");
+    zks_client *evil = h_client(dir, g, &relay);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, evil, "genuine", 7), 0);
+    assert_int_equal(pr.pending, 1);
+    zks_client_free(evil);
+    /* Damage the sealed envelope waiting in the outbox. */
+    char db[PATH_MAX + 16];
+    snprintf(db, sizeof db, "%s/state.db", dir);
+    sqlite3 *s;
+    assert_int_equal(sqlite3_open(db, &s), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(s,
+                     "UPDATE outbox SET envelope = substr(envelope, 1, length(envelope)"
+                     " - 1) || x'00'",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(s);
+    evil = h_client(dir, NULL, NULL);
+    zks_receiver *re;
+    assert_int_equal(zks_client_subscribe(&re, evil), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, evil), 0);
+    zks_event ev;
+    assert_int_equal(h_wait_event(re, &ev, ZKS_EVENT_BLOB_PUSHED, NULL, NULL, 5000), 0);
+    zks_push_result ok;
+    assert_int_equal(zks_client_push(&ok, evil, "fine", 4), 0);
+
+    zks_client *b = h_client(NULL, g, &relay);
+    zks_receiver *rb;
+    assert_int_equal(zks_client_subscribe(&rb, b), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, b, 0), 0);
+    assert_int_equal(pl.count, 1);
+    assert_memory_equal(pl.blobs[0].data, "fine", 4);
+    assert_int_equal(pl.last, 2);
+    zks_pull_result_free(&pl);
+    assert_int_equal(h_wait_event(rb, &ev, ZKS_EVENT_ERROR, NULL, NULL, 5000), 0);
+    assert_int_equal(ev.u.error.err, ZKS_EAUTH);
+    assert_true(ev.u.error.has_blob_id);
+    assert_memory_equal(ev.u.error.blob_id, pr.blob_id, 16);
+    zks_receiver_free(rb);
+    zks_receiver_free(re);
+    zks_client_free(b);
+    zks_client_free(evil);
+    zks_group_key_free(g);
+}
+
+/* ---- receivers
+ * ------------------------------------------------------------------------------------- */
+
+static void test_receivers_fd_and_overflow(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    zks_config *cfg = h_config(NULL, g, &relay);
+    assert_int_equal(zks_config_set_event_queue(cfg, 16), 0);
+    zks_client *c;
+    assert_int_equal(zks_client_new(&c, cfg), 0);
+    zks_config_free(cfg);
+    zks_receiver *r1, *r2;
+    assert_int_equal(zks_client_subscribe(&r1, c), 0);
+    assert_int_equal(zks_client_subscribe(&r2, c), 0);
+    int fd = zks_receiver_fd(r1);
+    assert_true(fd >= 0);
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    assert_int_equal(poll(&p, 1, 0), 0);
+    zks_event ev;
+    assert_int_equal(zks_receiver_recv(&ev, r1, 0), ZKS_ETIMEDOUT);
+    assert_int_equal(zks_receiver_recv(&ev, r1, 10), ZKS_ETIMEDOUT);
+
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_true(p.revents & POLLIN);
+    /* Both receivers see the same first event. */
+    zks_event e1, e2;
+    assert_int_equal(zks_receiver_recv(&e1, r1, 0), 0);
+    assert_int_equal(zks_receiver_recv(&e2, r2, 1000), 0);
+    assert_int_equal(e1.kind, ZKS_EVENT_STATUS_CHANGED);
+    assert_int_equal(e2.kind, e1.kind);
+    assert_int_equal(e1.u.status_changed.status.kind, ZKS_STATUS_CONNECTING);
+
+    /* r1 is drained as we go; r2 is left to overflow. */
+    for (int i = 0; i < 40; i++) {
+        zks_push_result pr;
+        assert_int_equal(zks_client_push(&pr, c, "tick", 4), 0);
+        while (zks_receiver_recv(&ev, r1, 0) == 0)
+            ;
+    }
+    assert_int_equal(poll(&p, 1, 0), 0);
+    assert_int_equal(zks_receiver_recv(&ev, r2, 0), 0);
+    assert_int_equal(ev.kind, ZKS_EVENT_ERROR);
+    assert_int_equal(ev.u.error.err, ZKS_ETOOBIG);
+    assert_true(ev.u.error.lost > 0);
+    int left = 0;
+    while (zks_receiver_recv(&ev, r2, 0) == 0)
+        left++;
+    assert_int_equal(left, 16);
+    assert_string_equal(zks_event_name(ZKS_EVENT_BLOB_PUSHED), "blob_pushed");
+    assert_string_equal(zks_status_name(ZKS_STATUS_RECONNECTING), "reconnecting");
+    zks_receiver_free(r1);
+    zks_client_free(c);
+    zks_receiver_free(r2);
+    zks_group_key_free(g);
+}
+
+/* ---- threads
+ * --------------------------------------------------------------------------------------- */
+
+#define THREADS    8
+#define PER_THREAD 25
+
+struct pusher {
+    zks_client *c;
+    int index;
+    int failures;
+    uint8_t ids[PER_THREAD][16];
+};
+
+static void *push_thread(void *arg)
+{
+    struct pusher *p = arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        char msg[32];
+        int n = snprintf(msg, sizeof msg, "thread %d blob %d", p->index, i);
+        zks_push_result pr;
+        if (zks_client_push(&pr, p->c, msg, (size_t)n) != 0 || pr.pending || pr.cursor == 0)
+            p->failures++;
+        memcpy(p->ids[i], pr.blob_id, 16);
+        zks_status st;
+        uint64_t cur;
+        (void)zks_client_status(&st, p->c);
+        (void)zks_client_last_cursor(&cur, p->c);
+    }
+    return NULL;
+}
+
+static void test_push_from_threads(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    zks_client *c = h_client(NULL, g, &relay);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    pthread_t t[THREADS];
+    static struct pusher ps[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        ps[i] = (struct pusher){.c = c, .index = i};
+        assert_int_equal(pthread_create(&t[i], NULL, push_thread, &ps[i]), 0);
+    }
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(ps[i].failures, 0);
+    /* Every blob is there exactly once. */
+    size_t total = 0;
+    uint64_t after = 0;
+    for (int round = 0; round < 10; round++) {
+        zks_pull_result pl;
+        assert_int_equal(zks_client_pull(&pl, c, after), 0);
+        total += pl.count;
+        if (pl.count)
+            after = pl.blobs[pl.count - 1].cursor;
+        int more = pl.has_more;
+        zks_pull_result_free(&pl);
+        if (!more)
+            break;
+    }
+    assert_int_equal(total, THREADS * PER_THREAD);
+    zks_client_free(c);
+    zks_group_key_free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_setters),
+        cmocka_unit_test(test_unsupported_backends),
+        cmocka_unit_test(test_no_group),
+        cmocka_unit_test(test_closed_client),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_connect_push_pull),
+        cmocka_unit_test(test_two_devices_notify),
+        cmocka_unit_test(test_offline_outbox),
+        cmocka_unit_test(test_devices_revoke_delete),
+        cmocka_unit_test(test_undecryptable_blob),
+        cmocka_unit_test(test_receivers_fd_and_overflow),
+        cmocka_unit_test(test_push_from_threads),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,162 @@
+#!/bin/sh
+# The zks command end to end against a real relay on 127.0.0.1:
+# init, group create (random and passphrase), join from a second home,
+# push, pull, watch, status, devices, revoke, and the documented exit codes.
+#
+# usage: test_client_cli.sh ZKS_BINARY ZKS_RELAY_BINARY
+set -eu
+
+ZKS=${1:-${ZKS_BIN:-}}
+RELAY=${2:-${ZKS_RELAY:-}}
+if [ -z "$ZKS" ] || [ -z "$RELAY" ] || [ ! -x "$ZKS" ] || [ ! -x "$RELAY" ]; then
+    echo "skipped: need the zks and zks-relay binaries" >&2
+    exit 77
+fi
+
+TMP=$(mktemp -d /tmp/zks-cli-test-XXXXXX)
+RELAY_PID=""
+WATCH_PID=""
+cleanup() {
+    [ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null || true
+    [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
+    [ -n "$RELAY_PID" ] && wait "$RELAY_PID" 2>/dev/null || true
+    [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+
+# expect CODE COMMAND...: runs the command and checks its exit code.
+expect() {
+    want=$1
+    shift
+    set +e
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    got=$?
+    set -e
+    [ "$got" -eq "$want" ] || { cat "$TMP/err" >&2; fail "exit $got, wanted $want: $*"; }
+}
+
+"$RELAY" --listen 127.0.0.1:0 --http= --data "$TMP/relay" --log-level error >"$TMP/relay.out" &
+RELAY_PID=$!
+i=0
+while [ ! -s "$TMP/relay.out" ] && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+ADDR=$(head -n 1 "$TMP/relay.out")
+case "$ADDR" in *@127.0.0.1:*) ;; *) fail "relay did not start" ;; esac
+
+A="$ZKS --home $TMP/a --timeout 10"
+B="$ZKS --home $TMP/b --timeout 10"
+
+# Usage errors and a home that was never initialised.
+expect 2 $A frobnicate
+expect 2 $A push
+expect 0 $A --help
+expect 0 $A pull --help
+grep -q -- "--follow" "$TMP/out" || fail "pull --help does not mention --follow"
+expect 0 $A group create --help
+expect 3 $A status
+expect 3 $A push hello
+
+# Two devices, one group.
+expect 0 $A init --name alice
+expect 0 $A --json init
+grep -q '"created":false' "$TMP/out" || fail "second init made a new device"
+expect 0 $B init --name bob
+expect 3 $B push "no group yet"
+expect 0 $A group create --relay "$ADDR" --qr-png "$TMP/invite.png"
+INVITE=$(grep '^zks1:' "$TMP/out")
+[ -n "$INVITE" ] || fail "no invite printed"
+grep -q '█' "$TMP/out" || fail "no QR code drawn"
+head -c 8 "$TMP/invite.png" | od -An -c | grep -q 'P   N   G' || fail "--qr-png did not write a PNG"
+expect 0 $A --json group invite
+grep -q "\"invite\":\"$INVITE\"" "$TMP/out" || fail "group invite differs"
+expect 6 $B group join "zks1:notaninvite"
+expect 0 $B group join "$INVITE"
+
+# B watches while A pushes.
+$B watch --json --count 5 >"$TMP/watch.out" 2>"$TMP/watch.err" &
+WATCH_PID=$!
+i=0
+while ! grep -q '"status":"connected"' "$TMP/watch.out" 2>/dev/null && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+grep -q '"status":"connected"' "$TMP/watch.out" || fail "watch did not connect"
+
+expect 0 $A --json push "hello from alice"
+grep -q '"cursor":1' "$TMP/out" || fail "first push not at cursor 1"
+printf 'line one\nline two\n' >"$TMP/file.txt"
+expect 0 $A --json push --file "$TMP/file.txt"
+grep -q '"pending":false' "$TMP/out" || fail "push --file was not sent"
+
+i=0
+while kill -0 "$WATCH_PID" 2>/dev/null && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+kill -0 "$WATCH_PID" 2>/dev/null && fail "watch did not see its 5 events"
+WATCH_PID=""
+[ "$(grep -c '"event":"blob_available"' "$TMP/watch.out")" -eq 2 ] || fail "watch missed blobs"
+
+expect 0 $B --json pull
+grep -q '"data":"hello from alice"' "$TMP/out" || fail "pull lost the first blob"
+grep -q '"data":"line one\\nline two\\n"' "$TMP/out" || fail "pull lost the file"
+expect 0 $B pull
+[ ! -s "$TMP/out" ] || fail "a second pull repeated blobs"
+expect 0 $B pull --after 1 --raw
+[ "$(head -n 1 "$TMP/out")" = "line one" ] || fail "pull --after 1 --raw"
+
+expect 0 $B --json status
+grep -q '"connected":true' "$TMP/out" || fail "status is not connected"
+grep -q '"last_cursor":2' "$TMP/out" || fail "status cursor"
+expect 0 $A --json devices
+grep -q '"name":"bob"' "$TMP/out" || fail "devices does not list bob"
+BOB=$(sed -n 's/.*"device_id":"\([a-z2-7]*\)","name":"bob".*/\1/p' "$TMP/out")
+[ -n "$BOB" ] || fail "no id for bob"
+
+# Offline pushes are queued and sent later.
+expect 0 $A --json status --offline
+kill "$RELAY_PID"
+wait "$RELAY_PID" 2>/dev/null || true
+RELAY_PID=""
+expect 0 $A --timeout 2 --json push "while offline"
+grep -q '"pending":true' "$TMP/out" || fail "offline push not queued"
+PORT=${ADDR##*:}
+"$RELAY" --listen "127.0.0.1:$PORT" --http= --data "$TMP/relay" --log-level error \
+    >"$TMP/relay2.out" &
+RELAY_PID=$!
+i=0
+while [ ! -s "$TMP/relay2.out" ] && [ $i -lt 100 ]; do
+    sleep 0.1
+    i=$((i + 1))
+done
+expect 0 $A --json status
+grep -q '"outbox":0' "$TMP/out" || fail "the outbox did not drain"
+expect 0 $B --json pull
+grep -q '"data":"while offline"' "$TMP/out" || fail "queued blob not delivered"
+
+# Revoking bob locks him out.
+expect 0 $A revoke "$BOB"
+expect 5 $B pull
+
+# A passphrase group: the invite holds no secret, the passphrase is asked.
+C="$ZKS --home $TMP/c --timeout 10"
+D="$ZKS --home $TMP/d --timeout 10"
+expect 0 $C init
+expect 0 $D init
+expect 0 env ZKS_PASSPHRASE="correct horse" $C --json group create --relay "$ADDR" --passphrase \
+    --argon-ops 1 --argon-mem 8
+PINVITE=$(sed -n 's/.*"invite":"\([^"]*\)".*/\1/p' "$TMP/out")
+expect 6 env ZKS_PASSPHRASE="wrong horse" $D group join "$PINVITE"
+expect 0 env ZKS_PASSPHRASE="correct horse" $D group join "$PINVITE"
+expect 0 $C push "shared by passphrase"
+expect 0 $D --json pull
+grep -q '"data":"shared by passphrase"' "$TMP/out" || fail "passphrase group pull"
+
+echo "cli end to end: ok"
