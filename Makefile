@@ -33,7 +33,7 @@ asan: deps
 tsan: deps
 	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DZKS_TSAN=ON >/dev/null
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && $(CTEST)
+	cd build-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 $(CTEST)
 
 build-fuzz: deps
 	CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DZKS_FUZZ=ON \
