@@ -199,6 +199,47 @@ static char *trim(char *s)
     return s;
 }
 
+int zks_relay_config_load_text(zks_relay_config *c, const char *text, size_t len, const char *name,
+                               char *err, size_t err_len)
+{
+    unsigned lineno = 0;
+    size_t pos = 0;
+    while (pos < len) {
+        lineno++;
+        const char *start = text + pos;
+        const char *nl = memchr(start, '\n', len - pos);
+        size_t n = nl ? (size_t)(nl - start) : len - pos;
+        pos += n + (nl != NULL);
+        char line[2048];
+        if (n >= sizeof line) {
+            seterr(err, err_len, "%s:%u: line too long", name, lineno);
+            return ZKS_EINVAL;
+        }
+        if (memchr(start, '\0', n) != NULL) {
+            seterr(err, err_len, "%s:%u: NUL byte in the line", name, lineno);
+            return ZKS_EINVAL;
+        }
+        memcpy(line, start, n);
+        line[n] = '\0';
+        char *s = trim(line);
+        if (*s == '\0' || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (eq == NULL) {
+            seterr(err, err_len, "%s:%u: expected 'name = value'", name, lineno);
+            return ZKS_EINVAL;
+        }
+        *eq = '\0';
+        char msg[256];
+        int rc = zks_relay_config_set(c, trim(s), trim(eq + 1), msg, sizeof msg);
+        if (rc != 0) {
+            seterr(err, err_len, "%s:%u: %s", name, lineno, msg);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 int zks_relay_config_load_file(zks_relay_config *c, const char *path, char *err, size_t err_len)
 {
     FILE *f = fopen(path, "r");
@@ -206,36 +247,22 @@ int zks_relay_config_load_file(zks_relay_config *c, const char *path, char *err,
         seterr(err, err_len, "%s: %s", path, strerror(errno));
         return ZKS_EIO;
     }
-    char line[2048];
-    unsigned lineno = 0;
+    /* Config files are small: read the whole file, refusing anything huge. */
+    char *text = malloc(ZKS_RELAY_CONFIG_MAX + 1);
+    size_t len = text ? fread(text, 1, ZKS_RELAY_CONFIG_MAX + 1, f) : 0;
     int rc = 0;
-    while (rc == 0 && fgets(line, sizeof line, f)) {
-        lineno++;
-        if (strchr(line, '\n') == NULL && !feof(f)) {
-            seterr(err, err_len, "%s:%u: line too long", path, lineno);
-            rc = ZKS_EINVAL;
-            break;
-        }
-        char *s = trim(line);
-        if (*s == '\0' || *s == '#')
-            continue;
-        char *eq = strchr(s, '=');
-        if (eq == NULL) {
-            seterr(err, err_len, "%s:%u: expected 'name = value'", path, lineno);
-            rc = ZKS_EINVAL;
-            break;
-        }
-        *eq = '\0';
-        char msg[256];
-        rc = zks_relay_config_set(c, trim(s), trim(eq + 1), msg, sizeof msg);
-        if (rc != 0)
-            seterr(err, err_len, "%s:%u: %s", path, lineno, msg);
-    }
-    if (rc == 0 && ferror(f)) {
-        seterr(err, err_len, "%s: read error", path);
+    if (text == NULL)
+        rc = ZKS_ENOMEM;
+    else if (ferror(f))
         rc = ZKS_EIO;
-    }
+    else if (len > ZKS_RELAY_CONFIG_MAX)
+        rc = ZKS_ETOOBIG;
     fclose(f);
+    if (rc != 0)
+        seterr(err, err_len, "%s: %s", path, zks_strerror(rc));
+    else
+        rc = zks_relay_config_load_text(c, text, len, path, err, err_len);
+    free(text);
     return rc;
 }
 

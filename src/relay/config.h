@@ -47,9 +47,21 @@ void zks_relay_config_defaults(zks_relay_config *c);
 int zks_relay_config_set(zks_relay_config *c, const char *name, const char *value, char *err,
                          size_t err_len);
 
+/* The largest config file read, in bytes. */
+#define ZKS_RELAY_CONFIG_MAX (64 * 1024)
+
 /*
- * Reads a config file of `name = value` lines; blank lines and lines starting
- * with '#' are ignored. Errors name the line. ZKS_EIO when unreadable.
+ * Applies config text of `name = value` lines (`len` bytes, not necessarily
+ * NUL-terminated); blank lines and lines starting with '#' are ignored.
+ * Errors name `name` and the line: ZKS_EINVAL (a malformed line, a bad
+ * value), ZKS_ENOENT (an unknown setting).
+ */
+int zks_relay_config_load_text(zks_relay_config *c, const char *text, size_t len, const char *name,
+                               char *err, size_t err_len);
+
+/*
+ * Reads a config file (at most ZKS_RELAY_CONFIG_MAX bytes) and applies it as
+ * zks_relay_config_load_text() does. ZKS_EIO when unreadable, ZKS_ETOOBIG.
  */
 int zks_relay_config_load_file(zks_relay_config *c, const char *path, char *err, size_t err_len);
 
