@@ -10,8 +10,8 @@
  * keys or membership proofs, and it never logs an envelope or a token.
  *
  * Threads: a handle is synchronous and NOT thread-safe. Every call on one
- * handle must come from one thread at a time (the relay runs the store on a
- * single database thread fed by a queue). Different handles are independent.
+ * handle must come from one thread at a time (the relay calls it from its
+ * event loop's thread). Different handles are independent.
  *
  * Time: there is no clock inside. Every call that needs the time takes
  * `now_ms`, milliseconds since the Unix epoch, from the caller.
