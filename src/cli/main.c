@@ -1279,6 +1279,37 @@ static int cmd_delete(struct cli *g, int argc, char **argv)
     return rc;
 }
 
+/*
+ * `zks relay ...` runs the relay: zks-relay from beside this program, else
+ * from the PATH, with the remaining arguments (see `zks relay --help`).
+ */
+static int cmd_relay(struct cli *g, int argc, char **argv)
+{
+    (void)g;
+    char self[4096], path[4096 + 16];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    char **args = calloc((size_t)argc + 1, sizeof *args);
+    if (args == NULL)
+        return EXIT_FAIL;
+    args[0] = "zks-relay";
+    for (int i = 1; i < argc; i++)
+        args[i] = argv[i];
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(path, sizeof path, "%s/zks-relay", self);
+            if (access(path, X_OK) == 0)
+                execv(path, args);
+        }
+    }
+    execvp("zks-relay", args);
+    free(args);
+    cli_error("relay: cannot run zks-relay: %s", strerror(errno));
+    return EXIT_FAIL;
+}
+
 static const struct command commands[] = {
     {"init", "[--name NAME]", "make this device's key and state in the home directory",
      "  --name NAME   the name other devices see (default \"zks\")\n  --json\n", cmd_init},
@@ -1302,6 +1333,8 @@ static const struct command commands[] = {
     {"delete", "BLOB [--force]", "delete a blob at the relay",
      "  --force       delete now, even if not every device has it (only its sender may)\n",
      cmd_delete},
+    {"relay", "[--listen HOST:PORT] [--data DIR] ...", "run a relay (zks-relay)",
+     "  every zks-relay setting; 'zks relay --help' lists them\n", cmd_relay},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -59,6 +59,9 @@ expect 2 $A push
 expect 0 $A --help
 expect 0 $A pull --help
 grep -q -- "--follow" "$TMP/out" || fail "pull --help does not mention --follow"
+# 'zks relay' runs the relay program (here only its help, to keep one relay).
+expect 0 $A relay --help
+grep -q "usage: zks-relay" "$TMP/out" || fail "zks relay --help did not reach zks-relay"
 expect 0 $A group create --help
 expect 3 $A status
 expect 3 $A push hello
