@@ -37,14 +37,16 @@ static const struct setting settings[] = {
     STR(webhook_url, "webhook_url", "URL called when a blob waits for an offline device"),
     U64(max_blob_bytes, 64, 1048576, "largest sealed blob accepted, bytes"),
     U64(group_quota_bytes, 1024, UINT64_MAX, "bytes a group may keep buffered"),
-    U64(default_ttl_s, 1, UINT64_MAX, "TTL of a blob pushed with TTL 0, seconds"),
-    U64(max_ttl_s, 1, UINT64_MAX, "longest TTL a push may ask for, seconds"),
-    U64(cleanup_interval_s, 1, UINT64_MAX, "seconds between expiry and cleanup runs"),
-    U64(rate_per_device_per_min, 1, UINT64_MAX, "messages per device per minute"),
-    U64(global_rate_per_s, 1, UINT64_MAX, "messages per second across all devices"),
-    U64(max_conns_per_ip, 1, UINT64_MAX, "open connections per client IP address"),
-    U64(hello_timeout_ms, 100, UINT64_MAX, "time a connection has to send HELLO, ms"),
-    U64(max_sessions, 1, UINT64_MAX, "sessions open at once; more are refused with 3000"),
+    U64(max_storage_bytes, 0, UINT64_MAX,
+        "bytes all groups together may keep buffered (0: no limit)"),
+    U64(default_ttl_s, 1, UINT32_MAX, "TTL of a blob pushed with TTL 0, seconds"),
+    U64(max_ttl_s, 1, UINT32_MAX, "longest TTL a push may ask for, seconds"),
+    U64(cleanup_interval_s, 1, 7 * 86400, "seconds between expiry and cleanup runs"),
+    U64(rate_per_device_per_min, 1, UINT32_MAX, "messages per device per minute"),
+    U64(global_rate_per_s, 1, UINT32_MAX, "messages per second across all devices"),
+    U64(max_conns_per_ip, 1, 1000000, "open connections per client address (IPv6: per /64)"),
+    U64(hello_timeout_ms, 100, 600000, "time a connection has to send HELLO, ms"),
+    U64(max_sessions, 1, 10000000, "sessions open at once; more are refused with 3000"),
     U64(pull_limit, 1, 1000, "most blobs one PULL returns"),
     U64(idle_timeout_s, 1, 3600, "idle connections close after this many seconds"),
     U64(commit_batch_max, 1, 65536, "most pushes committed in one transaction"),
@@ -64,6 +66,7 @@ void zks_relay_config_defaults(zks_relay_config *c)
     snprintf(c->data_dir, sizeof c->data_dir, "var");
     c->max_blob_bytes = 1048576;
     c->group_quota_bytes = 100u * 1048576u;
+    c->max_storage_bytes = 8ull << 30;
     c->default_ttl_s = 7 * 86400;
     c->max_ttl_s = 30 * 86400;
     c->cleanup_interval_s = 3600;

@@ -21,6 +21,7 @@ typedef struct zks_relay_config {
     char webhook_url[ZKS_RELAY_STR_MAX];
     uint64_t max_blob_bytes;
     uint64_t group_quota_bytes;
+    uint64_t max_storage_bytes; /* all groups together; 0 = no limit */
     uint64_t default_ttl_s;
     uint64_t max_ttl_s;
     uint64_t cleanup_interval_s;

@@ -8,6 +8,7 @@
  * the acknowledgements, so durability costs one commit per loop turn rather
  * than one per push.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -142,6 +143,29 @@ static void io_wake(void *user, const uint8_t group_id[32], uint64_t cursor, con
 
 /* ---- transport → engine ---------------------------------------------------------------- */
 
+/*
+ * What per-address limits count: an IPv4 host, or an IPv6 /64 (one
+ * customer's prefix holds 2^64 addresses, so counting single addresses
+ * would limit nothing). IPv4-mapped IPv6 addresses count as IPv4.
+ */
+static void client_key(const zks_net_addr *a, char *out, size_t len)
+{
+    out[0] = '\0';
+    if (a->u.sa.sa_family == AF_INET) {
+        inet_ntop(AF_INET, &a->u.in.sin_addr, out, (socklen_t)len);
+    } else if (a->u.sa.sa_family == AF_INET6) {
+        struct in6_addr x = a->u.in6.sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(&x)) {
+            inet_ntop(AF_INET, &x.s6_addr[12], out, (socklen_t)len);
+            return;
+        }
+        memset(&x.s6_addr[8], 0, 8);
+        char text[INET6_ADDRSTRLEN];
+        if (inet_ntop(AF_INET6, &x, text, sizeof text))
+            snprintf(out, len, "%s/64", text);
+    }
+}
+
 static void on_connected(void *user, zks_conn *conn)
 {
     struct app *a = user;
@@ -158,13 +182,8 @@ static void on_connected(void *user, zks_conn *conn)
     uint8_t exporter[ZKS_NET_EXPORTER_LEN];
     char ip[64] = "";
     zks_net_addr addr;
-    if (zks_conn_remote_addr(conn, &addr) == 0) {
-        zks_net_addr_format(&addr, ip, sizeof ip);
-        /* Limits count per host, not per host and port. */
-        char *colon = strrchr(ip, ':');
-        if (colon)
-            *colon = '\0';
-    }
+    if (zks_conn_remote_addr(conn, &addr) == 0)
+        client_key(&addr, ip, sizeof ip);
     uint32_t code;
     if (zks_conn_exporter(conn, exporter) != 0)
         code = ZKS_WIRE_INVALID_MESSAGE;
@@ -233,21 +252,30 @@ static void on_tick(uv_timer_t *t)
 static void on_net_closed(void *arg)
 {
     struct app *a = arg;
-    /* The process is on its way out: a second signal must not cut the exit short. */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
     uv_close((uv_handle_t *)&a->flush, NULL);
     uv_close((uv_handle_t *)&a->tick, NULL);
     uv_close((uv_handle_t *)&a->grace, NULL);
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
     uv_close((uv_handle_t *)&a->sighup, NULL);
+    /* The process is on its way out: a second signal must not cut the exit short.
+     * (Closing the signal handles has just restored the default action.) */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
 }
 
 static void on_grace(uv_timer_t *t)
 {
     struct app *a = t->data;
-    /* Everything acknowledged is committed; the connections can go. */
+    /* Everything acknowledged is committed; the connections can go, each told
+     * why in its close code as well as by the notice already sent. */
+    struct conn_entry *e, *tmp;
+    HASH_ITER(hh, a->conns, e, tmp)
+    {
+        zks_conn_close(e->conn, ZKS_NET_CODE_APP + ZKS_WIRE_RELAY_SHUTTING_DOWN,
+                       "relay shutting down");
+    }
     zks_net_close(a->net, on_net_closed, a);
 }
 
@@ -275,6 +303,17 @@ static void on_signal(uv_signal_t *s, int signum)
             return;
         }
         zks_relay_reconfigure(a->relay, &cfg);
+        if (strcmp(cfg.webhook_url, a->cfg.webhook_url) != 0) {
+            zks_webhook_free(a->webhook);
+            a->webhook = NULL;
+            if (cfg.webhook_url[0] && zks_webhook_new(&a->webhook, cfg.webhook_url, &a->metrics))
+                ZKS_LOGE("relay: cannot start webhook calls to the new URL");
+        }
+        /* Keep what does not change while running; take the rest. */
+        memcpy(cfg.listen, a->cfg.listen, sizeof cfg.listen);
+        memcpy(cfg.http, a->cfg.http, sizeof cfg.http);
+        memcpy(cfg.data_dir, a->cfg.data_dir, sizeof cfg.data_dir);
+        a->cfg = cfg;
         g_level = cfg.log_level;
         zks_log_set(log_stderr, NULL, g_level);
         ZKS_LOGI("relay: limits reloaded");
@@ -328,9 +367,11 @@ static int start(struct app *a)
     zks_store_config_init(&scfg);
     scfg.max_envelope = (uint32_t)a->cfg.max_blob_bytes + 64;
     scfg.group_quota = a->cfg.group_quota_bytes;
+    /* The engine applies the TTL limits and decides when cleanup runs, so
+     * that SIGHUP can change them; the store itself neither clamps nor skips. */
     scfg.default_ttl_s = (uint32_t)a->cfg.default_ttl_s;
-    scfg.max_ttl_s = (uint32_t)a->cfg.max_ttl_s;
-    scfg.delete_delivered = a->cfg.delete_delivered;
+    scfg.max_ttl_s = 0;
+    scfg.delete_delivered = 1;
     rc = zks_store_open_sqlite(&a->store, a->cfg.data_dir, &scfg);
     if (rc != 0) {
         ZKS_LOGE("relay: cannot open the store in %s: %s", a->cfg.data_dir, zks_strerror(rc));

@@ -20,6 +20,10 @@
 #define RELAY_MAX_NAME 64
 /* An upper bound on what one PULL_RESPONSE item adds besides its envelope. */
 #define PULL_ITEM_OVERHEAD 160
+/* Wake-up calls one commit may cause in one group. */
+#define RELAY_MAX_WAKES 32
+/* Undecodable frames a session may send before it is closed. */
+#define RELAY_MAX_BAD_FRAMES 16
 /* Expired or delivered rows deleted per maintenance step, so a step stays short. */
 #define MAINTAIN_ROWS         5000
 #define MAINTAIN_VACUUM_PAGES 2048
@@ -34,6 +38,16 @@
 #define ACK_STORED_LEN (ZKS_MSG_HASH_LEN + ZKS_MSG_BLOB_ID_LEN)
 
 enum session_state { AWAIT_HELLO, ACTIVE, CLOSING };
+
+/* The size of the envelope a PULL hands out for a stored item (see REF_PREFIX_LEN). */
+static uint64_t forwarded_size(uint8_t kind, size_t stored)
+{
+    if (kind == ZKS_STORE_KIND_CONTENT_REF && stored >= REF_PREFIX_LEN)
+        return stored - REF_PREFIX_LEN;
+    if (kind == ZKS_STORE_KIND_CONTENT_ACK && stored == ACK_STORED_LEN)
+        return ZKS_MSG_BLOB_ID_LEN;
+    return stored;
+}
 
 struct group;
 
@@ -54,6 +68,7 @@ struct session {
     char ip[64];
     uint64_t hello_deadline_us;
     struct device_rate *rate;
+    unsigned bad_frames; /* undecodable frames so far */
     struct group *group;
     struct session *gprev, *gnext; /* in group->sessions */
     struct session *wprev, *wnext; /* in relay->awaiting while waiting for HELLO */
@@ -91,7 +106,9 @@ struct zks_relay {
 
     struct session *sessions; /* by conn */
     struct session *awaiting; /* sessions waiting for HELLO, oldest first */
+    size_t nawaiting;
     size_t nsessions;
+    uint64_t stored_bytes; /* all groups, from the store at maintenance plus pushes since */
     struct group *groups;
     struct ip_count *ips;
     struct device_rate *rates;
@@ -107,6 +124,7 @@ struct zks_relay {
     zks_buf out; /* scratch for encoding replies */
 
     uint64_t next_maintain_us;
+    uint64_t next_sweep_us;
     bool shutting_down;
 };
 
@@ -180,6 +198,7 @@ static void leave_awaiting(zks_relay *r, struct session *s)
     if (s->awaiting) {
         DL_DELETE2(r->awaiting, s, wprev, wnext);
         s->awaiting = false;
+        r->nawaiting--;
     }
 }
 
@@ -259,11 +278,27 @@ static struct device_rate *get_rate(zks_relay *r, const uint8_t id[32], uint64_t
     return d;
 }
 
+/*
+ * A device's bucket outlives its sessions until it would be full again
+ * anyway (a minute without messages), so reconnecting does not refill it.
+ * zks_relay_tick() drops the idle ones.
+ */
 static void put_rate(zks_relay *r, struct device_rate *d)
 {
-    if (d && --d->refs == 0) {
-        HASH_DEL(r->rates, d);
-        free(d);
+    (void)r;
+    if (d && d->refs > 0)
+        d->refs--;
+}
+
+static void sweep_rates(zks_relay *r, uint64_t now_us)
+{
+    struct device_rate *d, *tmp;
+    HASH_ITER(hh, r->rates, d, tmp)
+    {
+        if (d->refs == 0 && ms(now_us) >= d->bucket.last_ms + 60000) {
+            HASH_DEL(r->rates, d);
+            free(d);
+        }
     }
 }
 
@@ -278,6 +313,9 @@ uint32_t zks_relay_conn_open(zks_relay *r, zks_relay_conn conn, const uint8_t pe
     if (r->shutting_down)
         code = ZKS_WIRE_RELAY_SHUTTING_DOWN;
     else if (r->nsessions >= r->cfg.max_sessions)
+        code = ZKS_WIRE_RELAY_OVERLOADED;
+    /* Connections that have not said HELLO may hold a quarter of the places at most. */
+    else if (r->nawaiting >= (r->cfg.max_sessions + 3) / 4)
         code = ZKS_WIRE_RELAY_OVERLOADED;
     else if (exporter_len < ZKS_CHANNEL_BINDING_MIN || exporter_len > ZKS_CHANNEL_BINDING_MAX ||
              find_session(r, conn) != NULL)
@@ -316,6 +354,7 @@ uint32_t zks_relay_conn_open(zks_relay *r, zks_relay_conn conn, const uint8_t pe
     HASH_ADD(hh, r->sessions, conn, sizeof s->conn, s);
     DL_APPEND2(r->awaiting, s, wprev, wnext);
     s->awaiting = true;
+    r->nawaiting++;
     r->nsessions++;
     zks_metrics_add(&r->metrics->connections_total, 1);
     zks_metrics_set(&r->metrics->connections_active, r->nsessions);
@@ -389,7 +428,7 @@ static void notify_newest(zks_relay *r, struct session *s, uint64_t cursor, uint
     memcpy(m.u.notify.blob_id, b.blob_id, ZKS_MSG_BLOB_ID_LEN);
     m.u.notify.cursor = b.cursor;
     memcpy(m.u.notify.sender, b.sender, 32);
-    m.u.notify.size = b.envelope_len;
+    m.u.notify.size = forwarded_size(b.kind, b.envelope_len);
     m.u.notify.time = (uint64_t)b.created_ms;
     m.u.notify.kind = b.kind;
     send_new(r, s, &m);
@@ -459,6 +498,8 @@ static int queue_push(zks_relay *r, struct session *s, int64_t stream, uint8_t k
                       const uint8_t blob_id[16], const uint8_t *prefix, size_t prefix_len,
                       const uint8_t *data, size_t len, uint64_t ttl_s, uint64_t now_us)
 {
+    if (r->cfg.max_storage_bytes && r->stored_bytes + prefix_len + len > r->cfg.max_storage_bytes)
+        return ZKS_ETOOBIG;
     if (r->npending == r->cap_pending) {
         size_t cap = r->cap_pending ? r->cap_pending * 2 : 64;
         struct pending *p = realloc(r->pending, cap * sizeof *p);
@@ -495,6 +536,11 @@ static int queue_push(zks_relay *r, struct session *s, int64_t stream, uint8_t k
     return 0;
 }
 
+static const char *queue_error_text(int rc)
+{
+    return rc == ZKS_ETOOBIG ? "the relay's storage is full; retry later" : "out of memory";
+}
+
 static void on_push(zks_relay *r, struct session *s, int64_t stream, const struct zks_msg_push *p,
                     uint64_t now_us)
 {
@@ -507,9 +553,10 @@ static void on_push(zks_relay *r, struct session *s, int64_t stream, const struc
         reply_error(r, s, stream, ZKS_WIRE_INVALID_MESSAGE, "empty envelope", p->blob_id);
         return;
     }
-    if (queue_push(r, s, stream, ZKS_STORE_KIND_BLOB, p->blob_id, NULL, 0, p->envelope.p,
-                   p->envelope.len, p->ttl, now_us) != 0)
-        reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, "out of memory", p->blob_id);
+    int rc = queue_push(r, s, stream, ZKS_STORE_KIND_BLOB, p->blob_id, NULL, 0, p->envelope.p,
+                        p->envelope.len, p->ttl, now_us);
+    if (rc != 0)
+        reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, queue_error_text(rc), p->blob_id);
 }
 
 static void on_content_ref(zks_relay *r, struct session *s, int64_t stream,
@@ -518,9 +565,10 @@ static void on_content_ref(zks_relay *r, struct session *s, int64_t stream,
     uint8_t prefix[REF_PREFIX_LEN];
     memcpy(prefix, c->hash, ZKS_MSG_HASH_LEN);
     zks_be64_put(prefix + ZKS_MSG_HASH_LEN, c->size);
-    if (queue_push(r, s, stream, ZKS_STORE_KIND_CONTENT_REF, c->ref_id, prefix, sizeof prefix,
-                   c->envelope.p, c->envelope.len, c->ttl, now_us) != 0)
-        reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, "out of memory", c->ref_id);
+    int rc = queue_push(r, s, stream, ZKS_STORE_KIND_CONTENT_REF, c->ref_id, prefix, sizeof prefix,
+                        c->envelope.p, c->envelope.len, c->ttl, now_us);
+    if (rc != 0)
+        reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, queue_error_text(rc), c->ref_id);
 }
 
 static void on_content_ack(zks_relay *r, struct session *s, int64_t stream,
@@ -536,9 +584,10 @@ static void on_content_ack(zks_relay *r, struct session *s, int64_t stream,
     uint8_t stored[ACK_STORED_LEN];
     memcpy(stored, c->hash, ZKS_MSG_HASH_LEN);
     memcpy(stored + ZKS_MSG_HASH_LEN, c->ref_id, ZKS_MSG_BLOB_ID_LEN);
-    if (queue_push(r, s, stream, ZKS_STORE_KIND_CONTENT_ACK, id, NULL, 0, stored, sizeof stored, 0,
-                   now_us) != 0)
-        reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, "out of memory", c->ref_id);
+    int rc = queue_push(r, s, stream, ZKS_STORE_KIND_CONTENT_ACK, id, NULL, 0, stored,
+                        sizeof stored, 0, now_us);
+    if (rc != 0)
+        reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, queue_error_text(rc), c->ref_id);
 }
 
 bool zks_relay_want_flush(const zks_relay *r)
@@ -559,7 +608,8 @@ static void wake_offline(zks_relay *r, struct group *g, const uint8_t group_id[3
     if (rc == 0) {
         if (g)
             g->has_tokens = tl.n > 0;
-        for (size_t i = 0; i < tl.n; i++) {
+        size_t woken = 0;
+        for (size_t i = 0; i < tl.n && woken < RELAY_MAX_WAKES; i++) {
             const zks_store_token *t = &tl.tokens[i];
             if (sodium_memcmp(t->device_id, sender, 32) == 0)
                 continue;
@@ -567,6 +617,7 @@ static void wake_offline(zks_relay *r, struct group *g, const uint8_t group_id[3
                 continue;
             r->io.wake(r->io.user, group_id, cursor, t->platform, t->token, t->token_len);
             zks_metrics_add(&r->metrics->webhook_calls, 1);
+            woken++;
         }
     }
     zks_store_tokens_free(&tl);
@@ -622,22 +673,24 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
         struct session *s = find_session(r, p->conn);
         if (s && s->state == CLOSING)
             s = NULL;
-        if (err != 0) {
-            const char *text;
-            uint32_t code = push_error_code(err, &text);
-            if (s)
-                reply_error(r, s, p->stream, code, text, p->item.blob_id);
-            else
-                zks_metrics_error(r->metrics, code);
-            continue;
-        }
         /* A kind-2 entry answers with the ref id the client knows, not the derived one. */
         const uint8_t *ack_id = p->item.kind == ZKS_STORE_KIND_CONTENT_ACK
                                     ? p->data + ZKS_MSG_HASH_LEN
                                     : p->item.blob_id;
+        if (err != 0) {
+            const char *text;
+            uint32_t code = push_error_code(err, &text);
+            if (s)
+                reply_error(r, s, p->stream, code, text, ack_id);
+            else
+                zks_metrics_error(r->metrics, code);
+            continue;
+        }
         zks_metrics_add(&r->metrics->pushes, 1);
         if (results[i].duplicate)
             zks_metrics_add(&r->metrics->push_duplicates, 1);
+        else
+            r->stored_bytes += p->item.envelope_len;
         if (s) {
             zks_msg m;
             zks_msg_init(&m, ZKS_MSG_PUSH_ACK);
@@ -656,7 +709,7 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
         memcpy(m.u.notify.blob_id, p->item.blob_id, ZKS_MSG_BLOB_ID_LEN);
         m.u.notify.cursor = results[i].cursor;
         memcpy(m.u.notify.sender, p->item.sender, 32);
-        m.u.notify.size = p->item.envelope_len;
+        m.u.notify.size = forwarded_size(p->item.kind, p->item.envelope_len);
         m.u.notify.time = ms(now_us);
         m.u.notify.kind = p->item.kind;
         broadcast(r, g, p->item.sender, &m);
@@ -813,17 +866,24 @@ static void on_revoke(zks_relay *r, struct session *s, int64_t stream,
     }
 }
 
-/* Push tokens are short printable text; platforms are lowercase words. */
+/*
+ * The notification services this relay wakes devices through. A fixed list
+ * keeps what one device can register, and so the calls one push can cause,
+ * small.
+ */
+static const char *const served_platforms[] = {"apns", "fcm", "webpush"};
+
+/* Push tokens are short printable text for a served platform. */
 static bool token_ok(const struct zks_msg_register_push *p)
 {
-    if (p->platform.len == 0 || p->platform.len > ZKS_STORE_MAX_PLATFORM || p->token.len == 0 ||
-        p->token.len > ZKS_STORE_MAX_TOKEN)
+    if (p->token.len == 0 || p->token.len > ZKS_STORE_MAX_TOKEN)
         return false;
-    for (size_t i = 0; i < p->platform.len; i++) {
-        char c = p->platform.p[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.'))
-            return false;
-    }
+    bool served = false;
+    for (size_t i = 0; i < sizeof served_platforms / sizeof served_platforms[0]; i++)
+        served |= strlen(served_platforms[i]) == p->platform.len &&
+                  memcmp(served_platforms[i], p->platform.p, p->platform.len) == 0;
+    if (!served)
+        return false;
     for (size_t i = 0; i < p->token.len; i++)
         if ((unsigned char)p->token.p[i] < 0x21 || (unsigned char)p->token.p[i] > 0x7e)
             return false;
@@ -835,7 +895,7 @@ static void on_register_push(zks_relay *r, struct session *s, int64_t stream,
 {
     if (!token_ok(p)) {
         reply_error(r, s, stream, ZKS_WIRE_INVALID_PUSH_TOKEN,
-                    "push token must be 1-1024 printable characters, platform 1-32 of [a-z0-9._-]",
+                    "push token must be 1-1024 printable characters for apns, fcm or webpush",
                     NULL);
         return;
     }
@@ -918,8 +978,14 @@ void zks_relay_frame(zks_relay *r, zks_relay_conn conn, int64_t stream, const ui
                      size_t len, uint64_t now_us)
 {
     struct session *s = find_session(r, conn);
-    if (s == NULL || s->state == CLOSING)
+    if (s == NULL)
         return;
+    if (s->state == CLOSING) {
+        /* Requests that arrive after a shutdown began are told so; others are dropped. */
+        if (r->shutting_down)
+            reply_error(r, s, stream, ZKS_WIRE_RELAY_SHUTTING_DOWN, "relay shutting down", NULL);
+        return;
+    }
     zks_metrics_add(&r->metrics->bytes_in, len + ZKS_FRAME_HEADER_LEN);
 
     zks_msg m;
@@ -929,22 +995,35 @@ void zks_relay_frame(zks_relay *r, zks_relay_conn conn, int64_t stream, const ui
         snprintf(text, sizeof text, "%s: %s",
                  rc == ZKS_EUNSUPPORTED ? "unknown message type" : "malformed message",
                  zks_strerror(rc));
-        reply_error(r, s, stream, ZKS_WIRE_INVALID_MESSAGE, text, NULL);
+        /* Before HELLO there is nothing to be lenient with; after it, a few mistakes
+         * are answered and counted like any message, and too many end the session. */
+        if (s->state == AWAIT_HELLO || ++s->bad_frames > RELAY_MAX_BAD_FRAMES)
+            refuse(r, s, stream, ZKS_WIRE_INVALID_MESSAGE, text);
+        else if (!zks_bucket_take(&s->rate->bucket, ms(now_us)))
+            reply_error(r, s, stream, ZKS_WIRE_RATE_LIMITED, "too many messages from this device",
+                        NULL);
+        else
+            reply_error(r, s, stream, ZKS_WIRE_INVALID_MESSAGE, text, NULL);
         return;
     }
-    if (!zks_bucket_take(&r->global_rate, ms(now_us))) {
-        reply_error(r, s, stream, ZKS_WIRE_RATE_LIMITED, "relay is busy; slow down", NULL);
-        goto out;
-    }
     if (s->state == AWAIT_HELLO) {
-        if (m.type == ZKS_MSG_HELLO)
+        /* HELLO costs a global token only: the device has no bucket before it. */
+        if (!zks_bucket_take(&r->global_rate, ms(now_us)))
+            refuse(r, s, stream, ZKS_WIRE_RATE_LIMITED, "relay is busy; try again later");
+        else if (m.type == ZKS_MSG_HELLO)
             on_hello(r, s, stream, &m.u.hello, now_us);
         else
             refuse(r, s, stream, ZKS_WIRE_UNAUTHORIZED, "HELLO must come first");
         goto out;
     }
+    /* The device's own limit first, so a device over it cannot drain the global one. */
     if (!zks_bucket_take(&s->rate->bucket, ms(now_us))) {
         reply_error(r, s, stream, ZKS_WIRE_RATE_LIMITED, "too many messages from this device",
+                    m.type == ZKS_MSG_PUSH ? m.u.push.blob_id : NULL);
+        goto out;
+    }
+    if (!zks_bucket_take(&r->global_rate, ms(now_us))) {
+        reply_error(r, s, stream, ZKS_WIRE_RATE_LIMITED, "relay is busy; slow down",
                     m.type == ZKS_MSG_PUSH ? m.u.push.blob_id : NULL);
         goto out;
     }
@@ -980,7 +1059,7 @@ void zks_relay_frame(zks_relay *r, zks_relay_conn conn, int64_t stream, const ui
         on_devices(r, s, stream, now_us);
         break;
     case ZKS_MSG_HELLO:
-        reply_error(r, s, stream, ZKS_WIRE_INVALID_MESSAGE, "HELLO already received", NULL);
+        reply_error(r, s, stream, ZKS_WIRE_UNAUTHORIZED, "HELLO already received", NULL);
         break;
     default:
         reply_error(r, s, stream, ZKS_WIRE_INVALID_MESSAGE, "not a request a client may send",
@@ -1022,6 +1101,7 @@ void zks_relay_maintain(zks_relay *r, uint64_t now_us)
         zks_metrics_set(&r->metrics->groups, st.groups);
         zks_metrics_set(&r->metrics->blobs_stored, st.blobs);
         zks_metrics_set(&r->metrics->storage_bytes, st.bytes);
+        r->stored_bytes = st.bytes;
     }
     if (expired || delivered || freed)
         ZKS_LOGI("relay: maintenance removed %" PRIu64 " expired and %" PRIu64
@@ -1037,6 +1117,10 @@ uint64_t zks_relay_tick(zks_relay *r, uint64_t now_us)
         if (s->hello_deadline_us > now_us)
             break; /* oldest first: the rest are later */
         refuse(r, s, -1, ZKS_WIRE_UNAUTHORIZED, "HELLO not received in time");
+    }
+    if (now_us >= r->next_sweep_us) {
+        sweep_rates(r, now_us);
+        r->next_sweep_us = now_us + 60000000;
     }
     if (now_us >= r->next_maintain_us) {
         zks_relay_maintain(r, now_us);
@@ -1124,6 +1208,12 @@ void zks_relay_free(zks_relay *r)
     {
         HASH_DEL(r->groups, g);
         free(g);
+    }
+    struct device_rate *d, *dtmp;
+    HASH_ITER(hh, r->rates, d, dtmp)
+    {
+        HASH_DEL(r->rates, d);
+        free(d);
     }
     for (size_t i = 0; i < r->npending; i++)
         free(r->pending[i].data);

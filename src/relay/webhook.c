@@ -30,6 +30,21 @@ struct zks_webhook {
     bool stop;
 };
 
+/* libcurl's progress hook: a nonzero return abandons the call in progress. */
+static int abort_on_stop(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                         curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    zks_webhook *w = arg;
+    pthread_mutex_lock(&w->lock);
+    bool stop = w->stop;
+    pthread_mutex_unlock(&w->lock);
+    return stop ? 1 : 0;
+}
+
 static void *worker(void *arg)
 {
     zks_webhook *w = arg;
@@ -39,7 +54,7 @@ static void *worker(void *arg)
         pthread_mutex_lock(&w->lock);
         while (w->count == 0 && !w->stop)
             pthread_cond_wait(&w->cond, &w->lock);
-        if (w->count == 0 && w->stop) {
+        if (w->stop) {
             pthread_mutex_unlock(&w->lock);
             break;
         }
@@ -58,8 +73,15 @@ static void *worker(void *arg)
             curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, CALL_TIMEOUT_MS);
             curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
             curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+            curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+            curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, abort_on_stop);
+            curl_easy_setopt(curl, CURLOPT_XFERINFODATA, w);
             rc = curl_easy_perform(curl);
             curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+        }
+        if (rc == CURLE_ABORTED_BY_CALLBACK) {
+            sodium_memzero(&c, sizeof c);
+            break;
         }
         if (rc != CURLE_OK || status < 200 || status >= 300) {
             zks_metrics_add(&w->metrics->webhook_failures, 1);
@@ -150,6 +172,8 @@ void zks_webhook_free(zks_webhook *w)
     pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
     pthread_join(w->thread, NULL);
+    /* Calls never made count as failed. */
+    zks_metrics_add(&w->metrics->webhook_failures, w->count);
     pthread_mutex_destroy(&w->lock);
     pthread_cond_destroy(&w->cond);
     sodium_memzero(w->queue, QUEUE_MAX * sizeof *w->queue);

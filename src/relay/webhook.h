@@ -24,7 +24,11 @@ int zks_webhook_new(zks_webhook **out, const char *url, zks_metrics *metrics);
 int zks_webhook_post(zks_webhook *w, const uint8_t group_id[32], uint64_t cursor,
                      const char *platform, const uint8_t *token, size_t token_len);
 
-/* Sends what is queued (each call bounded by a short timeout), stops the worker, frees. */
+/*
+ * Stops the worker and frees everything: calls still queued are dropped and
+ * a call in progress is abandoned, so shutdown never waits on a slow
+ * notification service (a wake-up is only a hint).
+ */
 void zks_webhook_free(zks_webhook *w);
 
 #endif

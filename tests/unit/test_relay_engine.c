@@ -316,7 +316,7 @@ static void test_hello_welcome(void **state)
     /* A second HELLO on the same connection is refused. */
     make_hello(&m, e->group, 1, 1, "again");
     feed(e, 1, 4, &m);
-    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+    expect_error(e, 1, ZKS_WIRE_UNAUTHORIZED);
 }
 
 static void test_outsiders_are_refused(void **state)
@@ -534,18 +534,98 @@ static void test_limits(void **state)
     assert_int_equal(m.type, ZKS_MSG_OK);
 
     /* Two connections per address, three sessions in all. */
-    open_conn(e, 2, 2, "127.0.0.1");
+    join(e, 2, 2);
     uint8_t id[32], x[32];
     device_id(id, 3);
     exporter_of(x, 3);
     assert_int_equal(zks_relay_conn_open(e->relay, 3, id, x, 32, "127.0.0.1", e->now),
                      ZKS_WIRE_RATE_LIMITED);
     open_conn(e, 3, 3, "127.0.0.2");
+    make_hello(&m, e->group, 3, 3, "three");
+    feed(e, 3, 0, &m);
     exporter_of(x, 4);
     assert_int_equal(zks_relay_conn_open(e->relay, 4, id, x, 32, "127.0.0.3", e->now),
                      ZKS_WIRE_RELAY_OVERLOADED);
     zks_relay_conn_closed(e->relay, 2, e->now);
     assert_int_equal(zks_relay_conn_open(e->relay, 4, id, x, 32, "127.0.0.1", e->now), 0);
+}
+
+static void test_reconnecting_does_not_refill_the_rate(void **state)
+{
+    struct env *e = *state;
+    zks_relay_free(e->relay);
+    e->cfg.rate_per_device_per_min = 3;
+    start_relay(e);
+    zks_msg m;
+    for (zks_relay_conn conn = 1; conn <= 3; conn++) {
+        join(e, conn, 1);
+        zks_msg_init(&m, ZKS_MSG_PRESENCE);
+        feed(e, conn, 4, &m);
+        zks_relay_conn_closed(e->relay, conn, e->now);
+    }
+    /* Three messages spent over three sessions: the fourth session is still limited. */
+    join(e, 4, 1);
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    feed(e, 4, 4, &m);
+    expect_error(e, 4, ZKS_WIRE_RATE_LIMITED);
+    /* An idle device's bucket is forgotten once it would be full again. */
+    zks_relay_conn_closed(e->relay, 4, e->now);
+    e->now += 61ull * 1000000;
+    zks_relay_tick(e->relay, e->now);
+    join(e, 5, 1);
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    feed(e, 5, 4, &m);
+    last_to(e, 5, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+}
+
+static void test_unsaid_hellos_hold_a_quarter_of_the_places(void **state)
+{
+    struct env *e = *state;
+    zks_relay_free(e->relay);
+    e->cfg.max_sessions = 8;
+    start_relay(e);
+    open_conn(e, 1, 1, "127.0.0.1");
+    open_conn(e, 2, 2, "127.0.0.2");
+    uint8_t id[32], x[32];
+    device_id(id, 3);
+    exporter_of(x, 3);
+    assert_int_equal(zks_relay_conn_open(e->relay, 3, id, x, 32, "127.0.0.3", e->now),
+                     ZKS_WIRE_RELAY_OVERLOADED);
+    /* Once one of them has said HELLO, there is room again. */
+    zks_msg m;
+    make_hello(&m, e->group, 1, 1, "one");
+    feed(e, 1, 0, &m);
+    assert_int_equal(zks_relay_conn_open(e->relay, 3, id, x, 32, "127.0.0.3", e->now), 0);
+}
+
+static void test_bad_frames_and_the_global_rate(void **state)
+{
+    struct env *e = *state;
+    zks_relay_free(e->relay);
+    e->cfg.rate_per_device_per_min = 10;
+    e->cfg.global_rate_per_s = 15;
+    start_relay(e);
+    join(e, 1, 1);
+    join(e, 2, 2);
+    /* Device 1 goes over its own limit; that must not use up the relay's. */
+    zks_msg m;
+    for (int i = 0; i < 30; i++) {
+        zks_msg_init(&m, ZKS_MSG_PRESENCE);
+        feed(e, 1, 4 * i, &m);
+    }
+    zks_msg_init(&m, ZKS_MSG_PRESENCE);
+    feed(e, 2, 4, &m);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_OK);
+    /* Garbage before HELLO closes at once; after it, a session gets a few chances. */
+    open_conn(e, 3, 3, "127.0.0.1");
+    zks_relay_frame(e->relay, 3, 0, (const uint8_t *)"\xc1", 1, e->now);
+    assert_true(was_closed(e, 3, ZKS_WIRE_INVALID_MESSAGE));
+    e->now += 60ull * 1000000;
+    for (int i = 0; i < 17; i++)
+        zks_relay_frame(e->relay, 2, 8 + 4 * i, (const uint8_t *)"\xc1", 1, e->now);
+    assert_true(was_closed(e, 2, ZKS_WIRE_INVALID_MESSAGE));
 }
 
 static void test_bad_frames(void **state)
@@ -831,6 +911,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_group_commit_of_many, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pull_paging_and_welcome_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reconnecting_does_not_refill_the_rate, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_unsaid_hellos_hold_a_quarter_of_the_places, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_bad_frames_and_the_global_rate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),

@@ -78,7 +78,14 @@ static void test_calls_arrive(void **state)
     memset(gid, 0xab, sizeof gid);
     assert_int_equal(zks_webhook_post(w, gid, 42, "fcm", (const uint8_t *)"tok-1", 5), 0);
     assert_int_equal(zks_webhook_post(w, gid, 43, "apns", (const uint8_t *)"a\"b", 3), 0);
-    /* Freeing sends what is queued first. */
+    for (int i = 0; i < 500; i++) {
+        pthread_mutex_lock(&s.lock);
+        int got = s.n;
+        pthread_mutex_unlock(&s.lock);
+        if (got == 2)
+            break;
+        usleep(10000);
+    }
     zks_webhook_free(w);
     MHD_stop_daemon(d);
 
@@ -102,15 +109,60 @@ static void test_failures_are_counted(void **state)
     assert_int_equal(zks_webhook_new(&w, "http://127.0.0.1:1/", &m), 0);
     uint8_t gid[32] = {0};
     assert_int_equal(zks_webhook_post(w, gid, 1, "fcm", (const uint8_t *)"t", 1), 0);
+    for (int i = 0; i < 500 && atomic_load(&m.webhook_failures) == 0; i++)
+        usleep(10000);
     zks_webhook_free(w);
     assert_int_equal(atomic_load(&m.webhook_failures), 1);
     assert_int_equal(zks_webhook_new(&w, "", &m), ZKS_EINVAL);
+}
+
+/* A server that accepts the connection and never answers. */
+static enum MHD_Result on_request_slow(void *cls, struct MHD_Connection *c, const char *url,
+                                       const char *method, const char *version, const char *data,
+                                       size_t *data_len, void **req_cls)
+{
+    (void)cls;
+    (void)c;
+    (void)url;
+    (void)method;
+    (void)version;
+    (void)data;
+    (void)req_cls;
+    *data_len = 0;
+    sleep(3);
+    return MHD_NO;
+}
+
+static void test_free_does_not_wait_for_a_slow_service(void **state)
+{
+    (void)state;
+    struct MHD_Daemon *d =
+        MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL,
+                         NULL, on_request_slow, NULL, MHD_OPTION_END);
+    assert_non_null(d);
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
+    char url[64];
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", info->port);
+    zks_metrics m;
+    zks_metrics_init(&m, 0);
+    zks_webhook *w;
+    assert_int_equal(zks_webhook_new(&w, url, &m), 0);
+    uint8_t gid[32] = {0};
+    /* A thousand queued calls at up to 5 s each would take over an hour. */
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(zks_webhook_post(w, gid, (uint64_t)i, "fcm", (const uint8_t *)"t", 1), 0);
+    usleep(200000);
+    zks_webhook_free(w);
+    /* Freeing dropped the queue instead of working through it (at most one call was made). */
+    assert_true(atomic_load(&m.webhook_failures) >= 999);
+    MHD_stop_daemon(d);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_calls_arrive),
+        cmocka_unit_test(test_free_does_not_wait_for_a_slow_service),
         cmocka_unit_test(test_failures_are_counted),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
