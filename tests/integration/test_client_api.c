@@ -480,15 +480,15 @@ static void test_undecryptable_blob(void **state)
     assert_int_equal(zks_client_push(&pr, evil, "genuine", 7), 0);
     assert_int_equal(pr.pending, 1);
     zks_client_free(evil);
-    /* Damage the sealed envelope waiting in the outbox. */
+    /* Damage the sealed envelope waiting in the outbox: change its last byte (the tag's). */
     char db[PATH_MAX + 16];
     snprintf(db, sizeof db, "%s/state.db", dir);
     sqlite3 *s;
     assert_int_equal(sqlite3_open(db, &s), SQLITE_OK);
     assert_int_equal(
         sqlite3_exec(s,
-                     "UPDATE outbox SET envelope = substr(envelope, 1, length(envelope)"
-                     " - 1) || x'00'",
+                     "UPDATE outbox SET envelope = substr(envelope, 1, length(envelope) - 1) ||"
+                     " CASE WHEN substr(envelope, -1) = x'00' THEN x'01' ELSE x'00' END",
                      NULL, NULL, NULL),
         SQLITE_OK);
     sqlite3_close(s);
