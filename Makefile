@@ -68,3 +68,10 @@ format-check:
 
 clean:
 	rm -rf build build-asan build-tsan build-fuzz
+
+# zks against mosquitto (MQTT) and NATS JetStream, side by side (docs/BENCH-PEERS.md). Installs
+# the peers' Debian packages when missing, builds in $(PEERS_BUILD), writes its CSV there.
+PEERS_BUILD ?= build
+.PHONY: bench-peers
+bench-peers: deps
+	@./bench/peers/run.sh $(PEERS_BUILD)
