@@ -235,6 +235,8 @@ static int read_passphrase(char *out, size_t cap, bool confirm)
         cli_error("a passphrase is needed: set ZKS_PASSPHRASE or run in a terminal");
         return -1;
     }
+    /* Unbuffered: no stdio buffer keeps a copy of the passphrase after fclose. */
+    setvbuf(tty, NULL, _IONBF, 0);
     struct termios old, quiet;
     int fd = fileno(tty);
     bool restore = tcgetattr(fd, &old) == 0;
@@ -258,7 +260,7 @@ static int read_passphrase(char *out, size_t cap, bool confirm)
             snprintf(out, cap, "%s", line);
         else if (strcmp(out, line) != 0)
             rc = -1, cli_error("the passphrases differ");
-        memset(line, 0, sizeof line);
+        explicit_bzero(line, sizeof line);
     }
     if (restore)
         tcsetattr(fd, TCSAFLUSH, &old);
@@ -267,6 +269,8 @@ static int read_passphrase(char *out, size_t cap, bool confirm)
         cli_error("the passphrase is empty");
         rc = -1;
     }
+    if (rc != 0)
+        explicit_bzero(out, cap);
     return rc;
 }
 
@@ -521,7 +525,7 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
         if (read_passphrase(pass, sizeof pass, true) != 0)
             return EXIT_USAGE;
         rc = zks_group_key_new_passphrase(&key, pass, (uint32_t)o.ops, o.mem_mib << 20);
-        memset(pass, 0, sizeof pass);
+        explicit_bzero(pass, sizeof pass);
     } else {
         rc = zks_group_key_generate(&key);
     }
@@ -558,7 +562,7 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
         if (info.passphrase && read_passphrase(pass, sizeof pass, false) != 0)
             return EXIT_USAGE;
         rc = zks_group_key_from_invite(&key, invite, info.passphrase ? pass : NULL);
-        memset(pass, 0, sizeof pass);
+        explicit_bzero(pass, sizeof pass);
         if (rc == ZKS_EAUTH) {
             cli_error("group join: wrong passphrase for this invite");
             return EXIT_INVITE;
@@ -579,7 +583,7 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
         if (read_passphrase(pass, sizeof pass, false) != 0)
             return EXIT_USAGE;
         rc = zks_group_key_from_passphrase(&key, pass, (uint32_t)o.ops, o.mem_mib << 20, salt);
-        memset(pass, 0, sizeof pass);
+        explicit_bzero(pass, sizeof pass);
         if (rc != 0)
             return cli_fail("group join", rc);
         for (size_t i = 0; i < o.nrelays; i++)
@@ -832,6 +836,21 @@ static int pull_each(int opt, const char *arg, void *ctx)
     return -1;
 }
 
+/*
+ * Writes relay-supplied text (a disconnect reason, an ERROR message, a
+ * device name) with control characters and backslashes escaped as \xNN, as
+ * blob data is, so a relay cannot drive the terminal.
+ */
+static void print_text(const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p >= 0x20 && *p != 0x7f && *p != '\\')
+            putchar(*p);
+        else
+            printf("\\x%02x", *p);
+    }
+}
+
 static void print_blob(const zks_blob *b, const struct pull_opts *o)
 {
     char sender[ZKS_NODE_ID_TEXT_SIZE], id[2 * ZKS_BLOB_ID_SIZE + 1];
@@ -932,6 +951,8 @@ static int cmd_pull(struct cli *g, int argc, char **argv)
     }
     zks_connection_info info;
     rc = connect_client(c, &info);
+    uint8_t relay_id[ZKS_NODE_ID_SIZE];
+    memcpy(relay_id, info.relay_id, sizeof relay_id);
     uint64_t after = o.after;
     if (!o.has_after)
         zks_client_last_cursor(&after, c);
@@ -947,6 +968,13 @@ static int cmd_pull(struct cli *g, int argc, char **argv)
             continue;
         if (err != 0)
             break;
+        if (ev.kind == ZKS_EVENT_CONNECTED &&
+            memcmp(ev.u.connected.info.relay_id, relay_id, sizeof relay_id) != 0) {
+            /* Failed over: cursors are per relay, so go on from this relay's own. */
+            memcpy(relay_id, ev.u.connected.info.relay_id, sizeof relay_id);
+            if (!o.has_after)
+                zks_client_last_cursor(&after, c);
+        }
         if (ev.kind == ZKS_EVENT_BLOB_AVAILABLE || ev.kind == ZKS_EVENT_CONNECTED)
             rc = pull_batch(c, &after, &o, false);
     }
@@ -999,7 +1027,9 @@ static void print_event(const zks_event *ev, bool json)
             cli_json_str(stdout, ev->u.disconnected.reason, strlen(ev->u.disconnected.reason));
             printf("}\n");
         } else {
-            printf("disconnected: %s\n", ev->u.disconnected.reason);
+            printf("disconnected: ");
+            print_text(ev->u.disconnected.reason);
+            putchar('\n');
         }
         break;
     case ZKS_EVENT_BLOB_AVAILABLE:
@@ -1026,7 +1056,9 @@ static void print_event(const zks_event *ev, bool json)
             cli_json_str(stdout, ev->u.error.message, strlen(ev->u.error.message));
             printf("}\n");
         } else {
-            printf("error: %s\n", ev->u.error.message);
+            printf("error: ");
+            print_text(ev->u.error.message);
+            putchar('\n');
         }
         break;
     case ZKS_EVENT_STATUS_CHANGED:
@@ -1208,7 +1240,10 @@ static int cmd_devices(struct cli *g, int argc, char **argv)
                    d->self ? "true" : "false", (unsigned long long)d->last_seen,
                    (unsigned long long)d->pending);
         } else {
-            printf("%s  %-20s %-8s %llu waiting%s\n", id, d->name,
+            printf("%s  ", id);
+            print_text(d->name);
+            size_t w = strlen(d->name);
+            printf("%*s %-8s %llu waiting%s\n", w < 20 ? (int)(20 - w) : 0, "",
                    d->revoked  ? "revoked"
                    : d->online ? "online"
                                : "offline",

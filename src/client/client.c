@@ -90,13 +90,24 @@ void zks__emit_error(zks_client *c, int err, uint32_t code, const uint8_t *blob_
     zks__hub_emit(c->hub, &ev);
 }
 
+void zks__state_lock(zks_client *c, bool io_thread)
+{
+    pthread_mutex_lock(&c->st_mu);
+    zks__state_set_busy(c->st, io_thread ? ZKS__IO_BUSY_MS : c->cfg.timeout_ms);
+}
+
+void zks__state_unlock(zks_client *c)
+{
+    pthread_mutex_unlock(&c->st_mu);
+}
+
 void zks__set_primary(zks_client *c, const uint8_t relay_id[32])
 {
     uint64_t cursor = 0;
     if (c->group) {
-        pthread_mutex_lock(&c->st_mu);
+        zks__state_lock(c, true);
         (void)zks__state_cursor_get(c->st, zks_group_id(c->group->g), relay_id, &cursor);
-        pthread_mutex_unlock(&c->st_mu);
+        zks__state_unlock(c);
     }
     pthread_mutex_lock(&c->mu);
     memcpy(c->cursor_relay, relay_id, 32);
@@ -122,17 +133,16 @@ static bool on_io_thread(zks_client *c)
 }
 
 /*
- * Queues `r` for the I/O thread and waits for it. On success the caller
- * owns `r` again (and frees it); on ZKS_ETIMEDOUT the request is abandoned
- * and freed by the I/O thread; on ZKS_ECLOSED it was never queued and has
- * been freed.
+ * Queues `r` for the I/O thread and waits for it. On ZKS_ETIMEDOUT the
+ * request is abandoned and freed by the I/O thread; for every other result
+ * (ZKS_ECLOSED included, whether the request was never queued or the I/O
+ * thread ended it while stopping) the caller owns `r` again and frees it.
  */
 static int submit_wait(zks_client *c, zks__req *r)
 {
     pthread_mutex_lock(&c->mu);
     if (c->closed) {
         pthread_mutex_unlock(&c->mu);
-        req_free(r);
         return ZKS_ECLOSED;
     }
     *c->queue_tail = r;
@@ -249,7 +259,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
     c->cfg.seed = NULL;
     c->cfg.group = NULL;
 
-    int rc = zks__state_open(&c->st, cfg->state_dir);
+    int rc = zks__state_open(&c->st, cfg->state_dir, cfg->timeout_ms);
     if (rc == 0)
         rc = load_identity(c, cfg);
     if (rc == 0)
@@ -317,8 +327,9 @@ int zks_client_close(zks_client *c)
     c->status.attempt = 0;
     pthread_mutex_unlock(&c->mu);
     zks__io_free(c);
-    zks__hub_close(c->hub);
-    c->hub = NULL;
+    /* The hub outlives the close (a pull may still be opening blobs on its caller's
+     * thread and report one that fails); zks_client_free drops it. */
+    zks__hub_shutdown(c->hub);
     return 0;
 }
 
@@ -327,6 +338,8 @@ void zks_client_free(zks_client *c)
     if (c == NULL)
         return;
     (void)zks_client_close(c);
+    zks__hub_close(c->hub);
+    c->hub = NULL;
     zks_group_key_free(c->group);
     zks_node_key_free(c->key);
     zks__state_close(c->st);
@@ -350,7 +363,7 @@ int zks_client_connect(zks_connection_info *out, zks_client *c)
     if (r == NULL)
         return ZKS_ENOMEM;
     int rc = submit_wait(c, r);
-    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+    if (rc == ZKS_ETIMEDOUT)
         return rc;
     if (rc == 0)
         *out = r->info;
@@ -366,7 +379,7 @@ int zks_client_disconnect(zks_client *c)
     if (r == NULL)
         return ZKS_ENOMEM;
     int rc = submit_wait(c, r);
-    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+    if (rc == ZKS_ETIMEDOUT)
         return rc;
     req_free(r);
     return rc;
@@ -407,10 +420,10 @@ int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_
     r->ttl = c->cfg.ttl_s;
     memcpy(out->blob_id, r->id, ZKS_BLOB_ID_SIZE);
     /* Durable before anything is sent: a crash from here on loses nothing. */
-    pthread_mutex_lock(&c->st_mu);
+    zks__state_lock(c, false);
     rc = zks__state_outbox_add(c->st, &r->seq, zks_group_id(c->group->g), r->id, r->env, r->env_len,
                                r->ttl);
-    pthread_mutex_unlock(&c->st_mu);
+    zks__state_unlock(c);
     if (rc != 0) {
         req_free(r);
         return rc;
@@ -418,10 +431,8 @@ int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_
     rc = submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc; /* out->blob_id is set; the blob stays queued */
-    if (rc == ZKS_ECLOSED) {
+    if (rc == ZKS_ECLOSED)
         out->pending = 1; /* stored: the next client on this state sends it */
-        return rc;
-    }
     if (rc == 0) {
         out->cursor = r->cursor;
         out->pending = r->cursor == 0;
@@ -532,16 +543,16 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         return ZKS_ENOMEM;
     r->after = after_cursor;
     int rc = submit_wait(c, r);
-    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+    if (rc == ZKS_ETIMEDOUT)
         return rc;
     if (rc == 0)
         rc = open_pull(out, c, r->body, r->body_len);
     if (rc == 0 && out->last > 0) {
         uint64_t now = 0;
-        pthread_mutex_lock(&c->st_mu);
+        zks__state_lock(c, false);
         int src =
             zks__state_cursor_raise(c->st, zks_group_id(c->group->g), r->relay_id, out->last, &now);
-        pthread_mutex_unlock(&c->st_mu);
+        zks__state_unlock(c);
         if (src == 0) {
             pthread_mutex_lock(&c->mu);
             if (memcmp(c->cursor_relay, r->relay_id, 32) == 0 && now > c->last_cursor)
@@ -641,9 +652,9 @@ int zks_client_outbox_count(uint64_t *out, zks_client *c)
         return ZKS_ECLOSED;
     if (c->group == NULL)
         return 0;
-    pthread_mutex_lock(&c->st_mu);
+    zks__state_lock(c, false);
     int rc = zks__state_outbox_count(c->st, zks_group_id(c->group->g), out);
-    pthread_mutex_unlock(&c->st_mu);
+    zks__state_unlock(c);
     return rc;
 }
 
@@ -703,7 +714,7 @@ int zks_client_devices(zks_device_list *out, zks_client *c)
     if (r == NULL)
         return ZKS_ENOMEM;
     int rc = submit_wait(c, r);
-    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+    if (rc == ZKS_ETIMEDOUT)
         return rc;
     if (rc == 0) {
         *out = r->devices;
@@ -724,7 +735,7 @@ static int simple_call(zks_client *c, enum zks__req_type type, const uint8_t *id
     memcpy(r->id, id, id_len);
     r->force = force;
     int rc = submit_wait(c, r);
-    if (rc == ZKS_ETIMEDOUT || rc == ZKS_ECLOSED)
+    if (rc == ZKS_ETIMEDOUT)
         return rc;
     req_free(r);
     return rc;

@@ -78,22 +78,43 @@ static void sync_fd(zks_receiver *r)
     r->signaled = want;
 }
 
-void zks__hub_close(zks__hub *h)
+/* Called with h->mu held. */
+static void mark_closed(zks__hub *h)
 {
-    if (h == NULL)
-        return;
-    pthread_mutex_lock(&h->mu);
     h->closed = true;
     for (zks_receiver *r = h->receivers; r; r = r->next) {
         sync_fd(r);
         pthread_cond_broadcast(&r->cv);
     }
+}
+
+void zks__hub_shutdown(zks__hub *h)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->mu);
+    mark_closed(h);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void zks__hub_close(zks__hub *h)
+{
+    if (h == NULL)
+        return;
+    pthread_mutex_lock(&h->mu);
+    mark_closed(h);
     hub_unref(h);
 }
 
 void zks__hub_emit(zks__hub *h, const zks_event *ev)
 {
     pthread_mutex_lock(&h->mu);
+    if (h->closed) {
+        /* The client is closed: a late event (e.g. from a pull finishing on its
+         * caller's thread) goes nowhere. */
+        pthread_mutex_unlock(&h->mu);
+        return;
+    }
     for (zks_receiver *r = h->receivers; r; r = r->next) {
         if (r->count == r->cap) {
             r->head = (r->head + 1) % r->cap;

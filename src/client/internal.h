@@ -84,8 +84,14 @@ typedef struct zks__outbox_row {
     uint32_t ttl;
 } zks__outbox_row;
 
-/* Opens `dir` (created 0700 if missing) or, with NULL, an in-memory state. */
-int zks__state_open(zks__state **out, const char *dir);
+/*
+ * Opens `dir` (created 0700 if missing) or, with NULL, an in-memory state.
+ * While another process holds state.db locked, a call waits at most
+ * `busy_ms` and then fails with ZKS_ESTORE.
+ */
+int zks__state_open(zks__state **out, const char *dir, uint32_t busy_ms);
+/* Sets how long the next calls wait for a lock held by another process. */
+void zks__state_set_busy(zks__state *st, uint32_t busy_ms);
 void zks__state_close(zks__state *st);
 
 /* The device key of the state directory: loaded, or made and stored on first use. */
@@ -127,9 +133,15 @@ int zks__state_outbox_count(zks__state *st, const uint8_t group_id[32], uint64_t
 typedef struct zks__hub zks__hub;
 
 int zks__hub_new(zks__hub **out, uint32_t queue);
-/* Drops the client's reference; receivers keep theirs. Marks the hub closed. */
+/*
+ * Marks the hub closed and wakes every receiver; the hub stays valid, and
+ * emitting on it is a no-op from now on. Any thread.
+ */
+void zks__hub_shutdown(zks__hub *h);
+/* Marks the hub closed and drops the client's reference; receivers keep theirs. */
 void zks__hub_close(zks__hub *h);
-/* Delivers a copy of `ev` to every receiver. Any thread; never blocks for long. */
+/* Delivers a copy of `ev` to every receiver (none once closed). Any thread; never blocks for long.
+ */
 void zks__hub_emit(zks__hub *h, const zks_event *ev);
 int zks__hub_subscribe(zks__hub *h, zks_receiver **out);
 
@@ -204,6 +216,19 @@ struct zks_client {
     uv_async_t async;
     struct zks__io *io;
 };
+
+/*
+ * How long the I/O thread lets SQLite wait for another process's lock: short,
+ * so the connections never stall; what fails is tried again later.
+ */
+#define ZKS__IO_BUSY_MS 100
+
+/*
+ * Takes st_mu for a calling thread: SQLite then waits for another process's
+ * lock at most the configured timeout. The I/O thread uses ZKS__IO_BUSY_MS.
+ */
+void zks__state_lock(zks_client *c, bool io_thread);
+void zks__state_unlock(zks_client *c);
 
 /* Completes `r` with `rc` (the caller's side wakes up). Takes the client mutex. */
 void zks__req_finish(zks_client *c, zks__req *r, int rc);

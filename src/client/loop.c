@@ -47,7 +47,12 @@ struct entry {
     zks__req *waiter;
 };
 
-enum relay_state { R_IDLE, R_DIALING, R_HELLO, R_READY };
+/*
+ * R_CLOSING: the client closed the connection (disconnect) and waits for the
+ * transport to report it ended; it is never promoted, and a connect in the
+ * meantime dials the relay again once it has.
+ */
+enum relay_state { R_IDLE, R_DIALING, R_HELLO, R_READY, R_CLOSING };
 
 struct relay {
     zks__relay_spec spec;
@@ -55,6 +60,8 @@ struct relay {
     zks_conn *conn;
     enum relay_state st;
     int64_t hello_stream;
+    uv_timer_t hello_timer; /* a relay that does not answer HELLO in time is given up */
+    bool hello_expired;
     struct op *ops;
     zks_connection_info info;
     uint32_t wire;              /* a refusal the relay announced (ERROR frame or close code) */
@@ -75,7 +82,7 @@ struct zks__io {
     uint32_t attempt;
     int round_err;
     uint32_t round_wire;
-    uv_timer_t reconnect_timer, retry_timer;
+    uv_timer_t reconnect_timer, retry_timer, flush_timer;
     uv_check_t check;
     zks__req *connect_waiters, *disconnect_waiters;
     struct entry *head, *tail;
@@ -237,18 +244,39 @@ static void mark_acked(struct zks__io *io, int64_t seq)
     io->acked[io->nacked++] = seq;
 }
 
+#define FLUSH_RETRY_MS 1000
+
+static void on_flush_retry(uv_timer_t *t);
+
+/*
+ * Deletes the acknowledged rows. When state.db is locked by another process
+ * for longer than ZKS__IO_BUSY_MS, the rows are kept in memory and the
+ * deletion is tried again after FLUSH_RETRY_MS (a row left behind by a crash
+ * in between is sent again and deduplicated by the relay).
+ */
 static void flush_acked(struct zks__io *io)
 {
-    if (io->nacked == 0)
+    if (io->nacked == 0 || uv_is_active((uv_handle_t *)&io->flush_timer))
         return;
     zks_client *c = io->c;
-    pthread_mutex_lock(&c->st_mu);
+    zks__state_lock(c, true);
     int rc = zks__state_outbox_delete(c->st, io->acked, io->nacked);
-    pthread_mutex_unlock(&c->st_mu);
-    if (rc != 0)
-        ZKS_LOGW("client: cannot drop %zu sent blobs from the outbox: %s", io->nacked,
+    zks__state_unlock(c);
+    if (rc != 0) {
+        ZKS_LOGW("client: cannot drop %zu sent blobs from the outbox yet: %s", io->nacked,
                  zks_strerror(rc));
+        if (!io->stopping)
+            uv_timer_start(&io->flush_timer, on_flush_retry, FLUSH_RETRY_MS, 0);
+        return;
+    }
     io->nacked = 0;
+}
+
+static void on_flush_retry(uv_timer_t *t)
+{
+    struct zks__io *io = t->data;
+    uv_timer_stop(t);
+    flush_acked(io);
 }
 
 static void fanout(struct zks__io *io)
@@ -272,22 +300,21 @@ static void pump(struct zks__io *io)
         return;
     zks_client *c = io->c;
     struct relay *r = &io->relays[io->primary];
-    for (struct entry *e = io->head; e && io->inflight < c->cfg.push_window; e = e->next) {
+    struct entry *next;
+    for (struct entry *e = io->head; e && io->inflight < c->cfg.push_window; e = next) {
+        next = e->next;
         if (e->inflight)
             continue;
         if (e->env == NULL) {
-            pthread_mutex_lock(&c->st_mu);
+            zks__state_lock(c, true);
             int rc = zks__state_outbox_envelope(c->st, e->seq, &e->env, &e->env_len);
-            pthread_mutex_unlock(&c->st_mu);
+            zks__state_unlock(c);
             if (rc == ZKS_ENOENT) {
-                /* Another client on this state directory sent it already. */
-                struct entry *prev = e->prev;
+                /* Another client on this state directory sent it already: go on with the
+                 * row after it, which `next` already holds. */
                 if (e->waiter)
                     zks__req_finish(c, e->waiter, 0);
                 entry_unlink(io, e);
-                e = prev ? prev : io->head;
-                if (e == NULL)
-                    break;
                 continue;
             }
             if (rc != 0)
@@ -459,6 +486,8 @@ static void dial_next(struct zks__io *io)
         io->dial_idx = (int)i;
         if (r->st == R_DIALING || r->st == R_HELLO)
             return; /* already on its way (as a secondary): wait for it */
+        if (r->st == R_CLOSING)
+            return; /* dialled again once its old connection has ended (on_closed) */
         int rc = dial(io, r);
         if (rc == 0)
             return;
@@ -479,6 +508,34 @@ static void connect_secondaries(struct zks__io *io)
 /* ---- transport callbacks -----------------------------------------------------------------------
  */
 
+/*
+ * How long a relay may take to answer HELLO: half the blocking-call timeout
+ * (at most 10 s, like dialling), so that a connect still has time to try the
+ * next relay.
+ */
+static uint64_t hello_timeout_ms(const zks_client *c)
+{
+    uint64_t ms = c->cfg.timeout_ms / 2;
+    if (ms > 10000)
+        ms = 10000;
+    return ms ? ms : 1;
+}
+
+static void on_hello_timeout(uv_timer_t *t)
+{
+    struct zks__io *io = t->data;
+    for (size_t i = 0; i < io->nrelays; i++) {
+        struct relay *r = &io->relays[i];
+        if (&r->hello_timer != t || r->st != R_HELLO || r->conn == NULL)
+            continue;
+        char id[ZKS_NODE_ID_TEXT_SIZE];
+        zks_nodeid_to_text(id, r->spec.id);
+        ZKS_LOGW("client: relay %.12s did not answer HELLO in time", id);
+        r->hello_expired = true;
+        zks_conn_close(r->conn, ZKS_NET_CODE_NO_ERROR, "no WELCOME in time");
+    }
+}
+
 static void send_hello(struct zks__io *io, struct relay *r)
 {
     zks_client *c = io->c;
@@ -491,9 +548,9 @@ static void send_hello(struct zks__io *io, struct relay *r)
     sodium_memzero(exporter, sizeof exporter);
     if (rc == 0) {
         uint64_t cursor = 0;
-        pthread_mutex_lock(&c->st_mu);
+        zks__state_lock(c, true);
         (void)zks__state_cursor_get(c->st, zks_group_id(c->group->g), r->spec.id, &cursor);
-        pthread_mutex_unlock(&c->st_mu);
+        zks__state_unlock(c);
         m.u.hello.version = ZKS_PROTOCOL_VERSION;
         memcpy(m.u.hello.group_id, zks_group_id(c->group->g), ZKS_MSG_GROUP_ID_LEN);
         memcpy(m.u.hello.group_pk, zks_group_auth_public(c->group->g), ZKS_MSG_GROUP_PK_LEN);
@@ -508,13 +565,15 @@ static void send_hello(struct zks__io *io, struct relay *r)
         return;
     }
     r->st = R_HELLO;
+    r->hello_expired = false;
+    uv_timer_start(&r->hello_timer, on_hello_timeout, hello_timeout_ms(c), 0);
 }
 
 static void on_connected(void *user, zks_conn *conn)
 {
     struct zks__io *io = user;
     struct relay *r = zks_conn_user(conn);
-    if (io->stopping || r == NULL)
+    if (io->stopping || r == NULL || r->st == R_CLOSING)
         return;
     memset(&r->info, 0, sizeof r->info);
     memcpy(r->info.relay_id, zks_conn_peer_id(conn), ZKS_NODE_ID_SIZE);
@@ -527,6 +586,7 @@ static void on_connected(void *user, zks_conn *conn)
 
 static void on_welcome(struct zks__io *io, struct relay *r, const struct zks_msg_welcome *w)
 {
+    uv_timer_stop(&r->hello_timer);
     r->st = R_READY;
     r->info.max_cursor = w->max_cursor;
     r->info.pending = w->pending;
@@ -538,8 +598,10 @@ static void on_welcome(struct zks__io *io, struct relay *r, const struct zks_msg
     char id[ZKS_NODE_ID_TEXT_SIZE];
     zks_nodeid_to_text(id, r->spec.id);
     ZKS_LOGI("client: secondary relay %.12s connected", id);
-    if (io->phase == P_OFF)
+    if (io->phase == P_OFF) {
+        r->st = R_CLOSING;
         zks_conn_close(r->conn, ZKS_NET_CODE_NO_ERROR, "disconnect requested");
+    }
 }
 
 static void notice_error(struct relay *r, const struct zks_msg_error *e)
@@ -710,7 +772,26 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
         break;
     }
     free(o);
-    pump(io);
+}
+
+/* Stream ids follow QUIC numbering on both transports: bit 0 set = opened by the relay. */
+static bool relay_opened(int64_t stream)
+{
+    return (stream & 1) != 0;
+}
+
+/*
+ * A relay-opened stream carries one message; ending our side returns its
+ * credit, without which the relay can open no more streams (and NOTIFYs stop
+ * at the stream limit). Done for every such stream however it ended: after
+ * its message, after one that does not decode (e.g. an unknown type, which a
+ * client ignores), and after a reset or a FIN with no frame. Finishing a
+ * stream twice is harmless (the transport answers ZKS_ENOENT).
+ */
+static void finish_relay_stream(struct relay *r, zks_conn *conn, int64_t stream)
+{
+    if (relay_opened(stream) && r->conn == conn)
+        (void)zks_conn_finish_stream(conn, stream);
 }
 
 static void on_frame(void *user, zks_conn *conn, int64_t stream, const uint8_t *body, size_t len)
@@ -722,32 +803,36 @@ static void on_frame(void *user, zks_conn *conn, int64_t stream, const uint8_t *
     zks_msg m;
     int rc = zks_msg_decode(&m, body, len);
     if (rc != 0) {
-        ZKS_LOGW("client: undecodable message from the relay: %s", zks_strerror(rc));
-        struct op *o = op_take(r, stream);
-        if (o)
-            op_fail(io, o, ZKS_EPROTO, 0);
-        return;
-    }
-    if (r->st == R_HELLO && stream == r->hello_stream) {
-        if (m.type == ZKS_MSG_WELCOME)
-            on_welcome(io, r, &m.u.welcome);
-        else if (m.type == ZKS_MSG_ERROR)
-            notice_error(r, &m.u.error);
-        else
-            zks_conn_close(conn, ZKS_NET_CODE_PROTOCOL, "expected WELCOME");
-    } else {
         struct op *o = op_take(r, stream);
         if (o) {
-            on_reply(io, r, o, &m, body, len);
+            ZKS_LOGW("client: undecodable reply from the relay: %s", zks_strerror(rc));
+            op_fail(io, o, ZKS_EPROTO, 0);
         } else {
-            on_server_message(io, r, &m);
-            /* A relay-opened stream carries one message; ending our side returns its
-             * credit, without which notifications stop at the stream limit. */
-            if (r->conn == conn)
-                (void)zks_conn_finish_stream(conn, stream);
+            ZKS_LOGD("client: ignoring an undecodable message from the relay: %s",
+                     zks_strerror(rc));
+            finish_relay_stream(r, conn, stream);
         }
+    } else {
+        if (r->st == R_HELLO && stream == r->hello_stream) {
+            if (m.type == ZKS_MSG_WELCOME)
+                on_welcome(io, r, &m.u.welcome);
+            else if (m.type == ZKS_MSG_ERROR)
+                notice_error(r, &m.u.error);
+            else
+                zks_conn_close(conn, ZKS_NET_CODE_PROTOCOL, "expected WELCOME");
+        } else {
+            struct op *o = op_take(r, stream);
+            if (o) {
+                on_reply(io, r, o, &m, body, len);
+            } else {
+                on_server_message(io, r, &m);
+                finish_relay_stream(r, conn, stream);
+            }
+        }
+        zks_msg_clear(&m);
     }
-    zks_msg_clear(&m);
+    /* Whatever the frame was (a reply, a refusal, garbage), the outbox goes on. */
+    pump(io);
 }
 
 static void on_stream_finished(void *user, zks_conn *conn, int64_t stream, int err, uint64_t code)
@@ -762,7 +847,9 @@ static void on_stream_finished(void *user, zks_conn *conn, int64_t stream, int e
     if (o) {
         op_fail(io, o, err ? ZKS_ECONNRESET : ZKS_EPROTO, 0);
         pump(io);
+        return;
     }
+    finish_relay_stream(r, conn, stream);
 }
 
 static void session_lost(struct zks__io *io, struct relay *r, int err, const char *reason)
@@ -803,8 +890,9 @@ static void maybe_finish_disconnect(struct zks__io *io)
 {
     if (io->disconnect_waiters == NULL)
         return;
+    /* Done when every connection it closed has ended (a later connect may dial anew). */
     for (size_t i = 0; i < io->nrelays; i++)
-        if (io->relays[i].conn)
+        if (io->relays[i].st == R_CLOSING)
             return;
     finish_list(io->c, &io->disconnect_waiters, 0);
 }
@@ -818,13 +906,15 @@ static void on_closed(void *user, zks_conn *conn, const zks_net_close_info *info
     enum relay_state was = r->st;
     r->conn = NULL;
     r->st = R_IDLE;
+    uv_timer_stop(&r->hello_timer);
     if (info->app && info->code >= ZKS_NET_CODE_APP && info->code < ZKS_NET_CODE_APP + 10000) {
         r->wire = (uint32_t)(info->code - ZKS_NET_CODE_APP);
         if (r->why[0] == '\0')
             snprintf(r->why, sizeof r->why, "%s",
                      info->reason[0] ? info->reason : zks_wire_strerror(r->wire));
     }
-    int err = info->err;
+    int err = r->hello_expired && !r->wire ? ZKS_ETIMEDOUT : info->err;
+    r->hello_expired = false;
     int rc = r->wire ? ZKS_EREMOTE : err ? err : ZKS_ECONNRESET;
     while (r->ops) {
         struct op *o = r->ops;
@@ -845,6 +935,16 @@ static void on_closed(void *user, zks_conn *conn, const zks_net_close_info *info
 
     if (r->idx == io->primary && was == R_READY) {
         session_lost(io, r, err, reason);
+    } else if (r->idx == io->dial_idx && was == R_CLOSING) {
+        /* A connect came while this connection was closing: dial the relay afresh. */
+        if (io->phase == P_CONNECTING || io->phase == P_RECONNECTING) {
+            int drc = dial(io, r);
+            if (drc != 0) {
+                io->dial_idx = -1;
+                io->round_err = drc;
+                dial_next(io);
+            }
+        }
     } else if (r->idx == io->dial_idx) {
         io->dial_idx = -1;
         io->round_err = rc;
@@ -964,9 +1064,15 @@ static void do_disconnect(struct zks__io *io, zks__req *q)
     uv_timer_stop(&io->reconnect_timer);
     finish_list(c, &io->connect_waiters, ZKS_ECONNRESET);
     push_waiters_pending(io, 0);
-    for (size_t i = 0; i < io->nrelays; i++)
-        if (io->relays[i].conn)
-            zks_conn_close(io->relays[i].conn, ZKS_NET_CODE_NO_ERROR, "disconnect requested");
+    for (size_t i = 0; i < io->nrelays; i++) {
+        struct relay *r = &io->relays[i];
+        if (r->conn == NULL)
+            continue;
+        /* Until the transport reports it closed, it must not be promoted again. */
+        r->st = R_CLOSING;
+        uv_timer_stop(&r->hello_timer);
+        zks_conn_close(r->conn, ZKS_NET_CODE_NO_ERROR, "disconnect requested");
+    }
     if (was_on)
         emit_disconnected(c, "disconnect requested");
     set_status(io, ZKS_STATUS_DISCONNECTED, 0);
@@ -1059,7 +1165,10 @@ static void on_net_closed(void *arg)
     io->net = NULL;
     uv_close((uv_handle_t *)&io->reconnect_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->retry_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&io->flush_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->check, on_handle_closed);
+    for (size_t i = 0; i < io->nrelays; i++)
+        uv_close((uv_handle_t *)&io->relays[i].hello_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->c->async, on_handle_closed);
 }
 
@@ -1073,6 +1182,7 @@ static void stop_all(struct zks__io *io)
     io->primary = -1;
     uv_timer_stop(&io->reconnect_timer);
     uv_timer_stop(&io->retry_timer);
+    uv_timer_stop(&io->flush_timer);
     finish_list(c, &io->connect_waiters, ZKS_ECLOSED);
     finish_list(c, &io->disconnect_waiters, ZKS_ECLOSED);
     push_waiters_pending(io, ZKS_ECLOSED);
@@ -1100,9 +1210,9 @@ int zks__io_init(zks_client *c)
     if (c->group) {
         zks__outbox_row *rows;
         size_t n;
-        pthread_mutex_lock(&c->st_mu);
+        zks__state_lock(c, false);
         rc = zks__state_outbox_list(c->st, zks_group_id(c->group->g), &rows, &n);
-        pthread_mutex_unlock(&c->st_mu);
+        zks__state_unlock(c);
         if (rc != 0)
             goto fail;
         for (size_t i = 0; i < n; i++) {
@@ -1130,6 +1240,12 @@ int zks__io_init(zks_client *c)
     io->reconnect_timer.data = io;
     uv_timer_init(&c->loop, &io->retry_timer);
     io->retry_timer.data = io;
+    uv_timer_init(&c->loop, &io->flush_timer);
+    io->flush_timer.data = io;
+    for (size_t i = 0; i < io->nrelays; i++) {
+        uv_timer_init(&c->loop, &io->relays[i].hello_timer);
+        io->relays[i].hello_timer.data = io;
+    }
     uv_check_init(&c->loop, &io->check);
     io->check.data = io;
     uv_check_start(&io->check, on_check);
@@ -1153,7 +1269,10 @@ int zks__io_init(zks_client *c)
         ZKS_LOGE("client: cannot start the transport: %s", zks_strerror(rc));
         uv_close((uv_handle_t *)&io->reconnect_timer, NULL);
         uv_close((uv_handle_t *)&io->retry_timer, NULL);
+        uv_close((uv_handle_t *)&io->flush_timer, NULL);
         uv_close((uv_handle_t *)&io->check, NULL);
+        for (size_t i = 0; i < io->nrelays; i++)
+            uv_close((uv_handle_t *)&io->relays[i].hello_timer, NULL);
         uv_close((uv_handle_t *)&c->async, NULL);
         uv_run(&c->loop, UV_RUN_DEFAULT);
         uv_loop_close(&c->loop);

@@ -66,7 +66,12 @@ static const char schema[] =
     " ttl INTEGER NOT NULL, created INTEGER NOT NULL);"
     "PRAGMA user_version=1;";
 
-int zks__state_open(zks__state **out, const char *dir)
+void zks__state_set_busy(zks__state *st, uint32_t busy_ms)
+{
+    sqlite3_busy_timeout(st->db, busy_ms > INT32_MAX ? INT32_MAX : (int)busy_ms);
+}
+
+int zks__state_open(zks__state **out, const char *dir, uint32_t busy_ms)
 {
     *out = NULL;
     zks__state *st = calloc(1, sizeof *st);
@@ -103,7 +108,7 @@ int zks__state_open(zks__state **out, const char *dir)
         rc = st->db ? db_err(st, "open") : ZKS_ENOMEM;
         goto fail;
     }
-    sqlite3_busy_timeout(st->db, 10000);
+    zks__state_set_busy(st, busy_ms);
     if ((rc = exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")) != 0 ||
         (rc = exec(st, schema)) != 0)
         goto fail;

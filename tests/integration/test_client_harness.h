@@ -113,9 +113,10 @@ static void h_relay_binary(char out[PATH_MAX])
 
 /*
  * Starts a relay on `port` (0 = any) with data in r->dir (made by h_tmpdir
- * unless already set, so a restart reuses it). Reads the address line.
+ * unless already set, so a restart reuses it) and `extra` settings (NULL or
+ * a NULL-terminated list of at most 16 arguments). Reads the address line.
  */
-static void h_relay_start(h_relay *r, unsigned port)
+static void h_relay_start_with(h_relay *r, unsigned port, const char *const *extra)
 {
     char bin[PATH_MAX];
     h_relay_binary(bin);
@@ -138,9 +139,25 @@ static void h_relay_start(h_relay *r, unsigned port)
         close(out[0]);
         close(out[1]);
         const char *level = getenv("ZKS_TEST_RELAY_LOG") ? getenv("ZKS_TEST_RELAY_LOG") : "error";
-        execl(bin, bin, "--listen", listen, "--http=", "--data", r->dir,
-              "--rate-per-device-per-min", "100000000", "--global-rate-per-s", "100000000",
-              "--max-conns-per-ip", "1000", "--log-level", level, (char *)NULL);
+        const char *argv[40] = {bin,
+                                "--listen",
+                                listen,
+                                "--http=",
+                                "--data",
+                                r->dir,
+                                "--rate-per-device-per-min",
+                                "100000000",
+                                "--global-rate-per-s",
+                                "100000000",
+                                "--max-conns-per-ip",
+                                "1000",
+                                "--log-level",
+                                level};
+        int argc = 14;
+        for (int i = 0; extra && extra[i] && i < 16; i++)
+            argv[argc++] = extra[i];
+        argv[argc] = NULL;
+        execv(bin, (char *const *)argv);
         _exit(127);
     }
     close(out[1]);
@@ -175,6 +192,11 @@ static void h_relay_start(h_relay *r, unsigned port)
     *at = '\0';
     if (zks_node_id_from_text(r->id, line) != 0)
         h_die("bad relay id \"%s\"", line);
+}
+
+static void h_relay_start(h_relay *r, unsigned port)
+{
+    h_relay_start_with(r, port, NULL);
 }
 
 /* Stops a relay: SIGTERM (graceful) or SIGKILL, and waits for it (bounded). */
