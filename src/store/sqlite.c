@@ -874,6 +874,18 @@ static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int col)
     dst[len] = '\0';
 }
 
+/* Doubles a result array (starting at `first` elements). ZKS_ENOMEM leaves it as it was. */
+static int grow(void **arr, size_t *cap, size_t elem, size_t first)
+{
+    size_t ncap = *cap ? *cap * 2 : first;
+    void *p = realloc(*arr, ncap * elem);
+    if (p == NULL)
+        return ZKS_ENOMEM;
+    *arr = p;
+    *cap = ncap;
+    return 0;
+}
+
 static int sq_device_list(zks_store *base, zks_store_devices *out, const uint8_t *group_id,
                           int64_t now_ms)
 {
@@ -888,16 +900,9 @@ static int sq_device_list(zks_store *base, zks_store_devices *out, const uint8_t
     if (sqlite3_bind_int64(st, 1, g.gid))
         return fail(s, sqlite3_errcode(s->db), "bind");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (out->n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            zks_store_device *p = realloc(out->devices, ncap * sizeof *p);
-            if (p == NULL) {
-                rc = ZKS_ENOMEM;
-                break;
-            }
-            out->devices = p;
-            cap = ncap;
-        }
+        if (out->n == cap &&
+            (rc = grow((void **)&out->devices, &cap, sizeof *out->devices, 8)) != 0)
+            break;
         zks_store_device *d = &out->devices[out->n];
         memset(d, 0, sizeof *d);
         const void *id = sqlite3_column_blob(st, 0);
@@ -1119,16 +1124,8 @@ static int sq_token_get(zks_store *base, zks_store_tokens *out, const uint8_t *g
     if (sqlite3_bind_int64(st, 1, g.gid) || (device_id && bind_id(st, 2, device_id)))
         return fail(s, sqlite3_errcode(s->db), "bind");
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (out->n == cap) {
-            size_t ncap = cap ? cap * 2 : 4;
-            zks_store_token *p = realloc(out->tokens, ncap * sizeof *p);
-            if (p == NULL) {
-                rc = ZKS_ENOMEM;
-                break;
-            }
-            out->tokens = p;
-            cap = ncap;
-        }
+        if (out->n == cap && (rc = grow((void **)&out->tokens, &cap, sizeof *out->tokens, 4)) != 0)
+            break;
         zks_store_token *t = &out->tokens[out->n];
         memset(t, 0, sizeof *t);
         const void *id = sqlite3_column_blob(st, 0);
