@@ -596,6 +596,32 @@ int zks_client_disconnect(zks_client *c);
 int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_t len);
 
 /*
+ * The same push without waiting for the relay: seals `data` (copied; the
+ * caller keeps its buffer) under a fresh random blob id, stores the
+ * envelope durably in the outbox, hands it to the I/O thread and returns at
+ * once with out->blob_id set and out->pending = 1, connected or not. The
+ * relay's acknowledgement comes as a BlobPushed event (the blob id and its
+ * cursor); a refusal for good as an Error event with the blob id (err
+ * ZKS_EREMOTE, code e.g. ZKS_WIRE_BLOB_TOO_LARGE; the blob is dropped from
+ * the outbox and the pushes after it go on); a transient refusal as an
+ * Error event with the blob id, after which the blob is sent again.
+ * Subscribe before pushing to see them all, with an event queue
+ * (zks_config_set_event_queue) larger than the pushes kept outstanding. The
+ * outbox is the one zks_client_push uses: pushes are sent in call order
+ * (per calling thread) and at most once per relay in effect, and the push
+ * window (zks_config_set_push_window) bounds how many are sent before the
+ * first is acknowledged. The outbox itself is not bounded: a publisher
+ * keeps its own count of pushes not yet acknowledged. Any thread.
+ * Errors: ZKS_EINVAL (NULL, len 0 or too large, called on the I/O thread),
+ * ZKS_ENOENT (no group key), ZKS_ESTORE (nothing stored), ZKS_ENOMEM,
+ * ZKS_ECRYPTO, ZKS_ECLOSED (with out->pending = 0 nothing was stored; with
+ * out->pending = 1 the blob was stored as the client closed, and the next
+ * client on this state directory sends it).
+ * Never blocks on the network; it waits only for the outbox transaction.
+ */
+int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data, size_t len);
+
+/*
  * Fetches the blobs with cursor > `after_cursor` from the primary relay (as
  * many as the relay sends at once, up to 1000) and opens them. A blob that
  * fails to open (tampered, foreign, damaged) is not returned: an Error

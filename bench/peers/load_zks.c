@@ -6,9 +6,10 @@
  * connection and an in-memory state (no client-side outbox on disk, like the
  * MQTT and NATS clients, which keep unacknowledged messages in memory).
  *
- *   pub      P devices push 1 KiB payloads; zks_client_push blocks until the
- *            relay acknowledges the commit, so each device runs `window`
- *            pushing threads with a push window of the same size
+ *   pub      P devices push 1 KiB payloads with zks_client_push_async, one
+ *            thread each, keeping up to `window` pushes unacknowledged (a
+ *            push counts once its BlobPushed event arrives: the relay has
+ *            committed it), with a push window of the same size
  *   lat      one device pushes, `subscribers` devices pull on BlobAvailable
  *   catchup  a device that said HELLO and went away pulls its backlog
  *   idle     `conns` devices with an open session (HELLO answered), at rest
@@ -67,60 +68,129 @@ static pthread_t spawn(void *(*fn)(void *), void *arg)
 
 /* ---- pub ------------------------------------------------------------------------------------- */
 
-struct pusher {
+/*
+ * One publishing device, driven by one thread: it pushes while fewer than
+ * `window` pushes await their acknowledgement, and learns of each from its
+ * BlobPushed event (or an Error event naming the blob, for a refusal).
+ */
+struct publisher {
     zks_client *c;
+    zks_receiver *rx;
     pc_pub *p;
-    pthread_barrier_t *go;
-    uint64_t seq;
+    pthread_barrier_t *go; /* NULL: start at once */
+    int window;
+    uint64_t seq;     /* of the next payload */
+    uint64_t limit;   /* pushes to make; 0: until the measured interval is over */
+    uint64_t give_up; /* ns: stop waiting for acknowledgements */
 };
 
-static void *push_loop(void *arg)
+static int transient(uint32_t code)
 {
-    struct pusher *w = arg;
-    uint8_t buf[PC_PAYLOAD];
-    pthread_barrier_wait(w->go);
-    /* Bounded by the measured interval; each push by the client's timeout. */
-    while (!pc_pub_over(w->p)) {
-        pc_payload(buf, sizeof buf, w->seq++);
-        zks_push_result r;
-        int rc = zks_client_push(&r, w->c, buf, sizeof buf);
-        pc_pub_acked(w->p, -1, rc == 0 && !r.pending);
+    return code == ZKS_WIRE_RATE_LIMITED || code == ZKS_WIRE_RELAY_OVERLOADED ||
+           code == ZKS_WIRE_GROUP_QUOTA_EXCEEDED || code == ZKS_WIRE_RELAY_SHUTTING_DOWN;
+}
+
+/* Counts what one event says about the pushes outstanding. */
+static void on_event(struct publisher *w, const zks_event *ev, int *outstanding)
+{
+    if (ev->kind == ZKS_EVENT_BLOB_PUSHED) {
+        (*outstanding)--;
+        pc_pub_acked(w->p, -1, 1);
+    } else if (ev->kind == ZKS_EVENT_ERROR) {
+        if (ev->u.error.err == ZKS_ETOOBIG && ev->u.error.lost)
+            pc_fail("the event queue overflowed: acknowledgements were lost");
+        if (!ev->u.error.has_blob_id || transient(ev->u.error.code))
+            return; /* a transiently refused push is sent again and acknowledged later */
+        pc_note("push refused: %s", ev->u.error.message);
+        (*outstanding)--;
+        pc_pub_acked(w->p, -1, 0);
     }
+}
+
+static void *publish_loop(void *arg)
+{
+    struct publisher *w = arg;
+    uint8_t buf[PC_PAYLOAD];
+    uint64_t sent = 0;
+    int outstanding = 0;
+    if (w->go)
+        pthread_barrier_wait(w->go);
+    /* Bounded by the measured interval (or the limit) and then by give_up. */
+    while (pc_now_ns() < w->give_up) {
+        int more = w->limit ? sent < w->limit : !pc_pub_over(w->p);
+        if (more && outstanding < w->window) {
+            pc_payload(buf, sizeof buf, w->seq++);
+            zks_push_result r;
+            int rc = zks_client_push_async(&r, w->c, buf, sizeof buf);
+            sent++;
+            if (rc != 0) {
+                pc_note("push: %s", zks_strerror(rc));
+                pc_pub_acked(w->p, -1, 0);
+            } else {
+                outstanding++;
+            }
+            continue;
+        }
+        if (!more && outstanding == 0)
+            break;
+        /* The window is full (or everything is sent): wait for one event, then take the rest. */
+        zks_event ev;
+        if (zks_receiver_recv(&ev, w->rx, 100) != 0)
+            continue;
+        on_event(w, &ev, &outstanding);
+        while (zks_receiver_recv(&ev, w->rx, 0) == 0)
+            on_event(w, &ev, &outstanding);
+    }
+    if (outstanding > 0)
+        pc_note("%d pushes were still unacknowledged", outstanding);
     return NULL;
+}
+
+static void publisher_init(struct publisher *w, zks_client *c, pc_pub *p, int window)
+{
+    memset(w, 0, sizeof *w);
+    w->c = c;
+    w->p = p;
+    w->window = window;
+    if (zks_client_subscribe(&w->rx, c) != 0)
+        pc_fail("cannot subscribe to events");
 }
 
 static void run_pub(void)
 {
-    int np = opt.publishers, nw = opt.window, nt = np * nw;
-    zks_client **cl = calloc((size_t)np, sizeof *cl);
-    struct pusher *w = calloc((size_t)nt, sizeof *w);
-    pthread_t *th = calloc((size_t)nt, sizeof *th);
-    if (cl == NULL || w == NULL || th == NULL)
+    int np = opt.publishers, nw = opt.window;
+    struct publisher *w = calloc((size_t)np, sizeof *w);
+    pthread_t *th = calloc((size_t)np, sizeof *th);
+    if (w == NULL || th == NULL)
         pc_fail("out of memory");
-    for (int i = 0; i < np; i++)
-        cl[i] = device((uint32_t)nw, NULL);
     pc_pub p;
     pc_pub_init(&p, np, nw);
+    for (int i = 0; i < np; i++)
+        publisher_init(&w[i], device((uint32_t)nw, NULL), &p, nw);
     pthread_barrier_t go;
-    pthread_barrier_init(&go, NULL, (unsigned)nt + 1);
+    pthread_barrier_init(&go, NULL, (unsigned)np + 1);
     pc_pub_start(&p, 3600); /* the threads wait at the barrier until the real start */
-    for (int i = 0; i < nt; i++) {
-        w[i] = (struct pusher){.c = cl[i / nw], .p = &p, .go = &go, .seq = (uint64_t)i << 32};
-        th[i] = spawn(push_loop, &w[i]);
+    for (int i = 0; i < np; i++) {
+        w[i].go = &go;
+        w[i].seq = (uint64_t)i << 32;
+        /* The interval starts as the threads are started; then 30 s for what is outstanding. */
+        w[i].give_up = pc_now_ns() + (uint64_t)((opt.seconds + 30) * 1e9);
+        th[i] = spawn(publish_loop, &w[i]);
     }
     pc_pub_start(&p, opt.seconds);
     pthread_barrier_wait(&go);
     while (!pc_pub_over(&p))
         pc_sleep_ms(1);
     uint64_t acked = pc_pub_count(&p);
-    for (int i = 0; i < nt; i++)
+    for (int i = 0; i < np; i++)
         pthread_join(th[i], NULL);
     pc_pub_report(&p, acked);
-    for (int i = 0; i < np; i++)
-        zks_client_free(cl[i]);
+    for (int i = 0; i < np; i++) {
+        zks_receiver_free(w[i].rx);
+        zks_client_free(w[i].c);
+    }
     pthread_barrier_destroy(&go);
     pc_pub_destroy(&p);
-    free(cl);
     free(w);
     free(th);
 }
@@ -207,58 +277,36 @@ static void run_lat(void)
 
 /* ---- catchup --------------------------------------------------------------------------------- */
 
-struct filler {
-    zks_client *c;
-    pc_pub *p;
-    pthread_mutex_t *mu;
-    uint64_t *next, total, deadline;
-};
-
-static void *fill_loop(void *arg)
-{
-    struct filler *f = arg;
-    uint8_t buf[PC_PAYLOAD];
-    for (;;) {
-        pthread_mutex_lock(f->mu);
-        uint64_t seq = (*f->next)++;
-        pthread_mutex_unlock(f->mu);
-        if (seq >= f->total || pc_now_ns() > f->deadline)
-            break;
-        pc_payload(buf, sizeof buf, seq);
-        zks_push_result r;
-        int rc = zks_client_push(&r, f->c, buf, sizeof buf);
-        pc_pub_acked(f->p, -1, rc == 0 && !r.pending);
-    }
-    return NULL;
-}
-
 static void run_catchup(void)
 {
-    enum { FILLERS = 4, THREADS_EACH = 16 };
+    enum { FILLERS = 4, WINDOW = 16 };
     uint8_t seed[32];
     if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed)
         pc_fail("getrandom failed");
     /* The reader says HELLO once, so the relay keeps every later blob for it, and leaves. */
     zks_client_free(device(1, seed));
 
-    uint64_t total = (uint64_t)opt.messages, next = 0;
+    uint64_t total = (uint64_t)opt.messages;
     pc_pub p;
-    pc_pub_init(&p, FILLERS, THREADS_EACH);
-    pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    zks_client *fc[FILLERS];
-    struct filler f[FILLERS * THREADS_EACH];
-    pthread_t th[FILLERS * THREADS_EACH];
-    for (int i = 0; i < FILLERS; i++)
-        fc[i] = device(THREADS_EACH, NULL);
-    uint64_t deadline = pc_now_ns() + 300000000000ull;
-    for (int i = 0; i < FILLERS * THREADS_EACH; i++) {
-        f[i] = (struct filler){fc[i / THREADS_EACH], &p, &mu, &next, total, deadline};
-        th[i] = spawn(fill_loop, &f[i]);
+    pc_pub_init(&p, FILLERS, WINDOW);
+    struct publisher f[FILLERS];
+    pthread_t th[FILLERS];
+    uint64_t give_up = pc_now_ns() + 300000000000ull, first = 0;
+    for (int i = 0; i < FILLERS; i++) {
+        publisher_init(&f[i], device(WINDOW, NULL), &p, WINDOW);
+        f[i].limit = total / FILLERS + ((uint64_t)i < total % FILLERS);
+        f[i].seq = first;
+        f[i].give_up = give_up;
+        first += f[i].limit;
     }
-    for (int i = 0; i < FILLERS * THREADS_EACH; i++)
-        pthread_join(th[i], NULL);
     for (int i = 0; i < FILLERS; i++)
-        zks_client_free(fc[i]);
+        th[i] = spawn(publish_loop, &f[i]);
+    for (int i = 0; i < FILLERS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < FILLERS; i++) {
+        zks_receiver_free(f[i].rx);
+        zks_client_free(f[i].c);
+    }
     if (pc_pub_count(&p) != total)
         pc_fail("only %llu of %llu pushes were acknowledged", (unsigned long long)pc_pub_count(&p),
                 (unsigned long long)total);

@@ -392,11 +392,14 @@ static uint64_t wall_ms(void)
     return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
-int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_t len)
+/*
+ * The part of a push done on the calling thread: checks, seals `data` under a
+ * fresh blob id and stores the envelope durably in the outbox. *out is a
+ * request for the I/O thread holding the envelope, its outbox row and id.
+ */
+static int push_store(zks__req **out, zks_client *c, const void *data, size_t len)
 {
-    if (out == NULL)
-        return ZKS_EINVAL;
-    memset(out, 0, sizeof *out);
+    *out = NULL;
     if (c == NULL || data == NULL || len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE || on_io_thread(c))
         return ZKS_EINVAL;
     if (is_closed(c))
@@ -418,7 +421,6 @@ int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_
     r->env = env.data;
     r->env_len = env.len;
     r->ttl = c->cfg.ttl_s;
-    memcpy(out->blob_id, r->id, ZKS_BLOB_ID_SIZE);
     /* Durable before anything is sent: a crash from here on loses nothing. */
     zks__state_lock(c, false);
     rc = zks__state_outbox_add(c->st, &r->seq, zks_group_id(c->group->g), r->id, r->env, r->env_len,
@@ -428,6 +430,21 @@ int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_
         req_free(r);
         return rc;
     }
+    *out = r;
+    return 0;
+}
+
+int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_t len)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    zks__req *r;
+    int rc = push_store(&r, c, data, len);
+    if (rc != 0)
+        return rc;
+    memcpy(out->blob_id, r->id, ZKS_BLOB_ID_SIZE);
+    r->wait = true;
     rc = submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc; /* out->blob_id is set; the blob stays queued */
@@ -439,6 +456,33 @@ int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_
     }
     req_free(r);
     return rc;
+}
+
+int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data, size_t len)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    zks__req *r;
+    int rc = push_store(&r, c, data, len);
+    if (rc != 0)
+        return rc;
+    memcpy(out->blob_id, r->id, ZKS_BLOB_ID_SIZE);
+    out->pending = 1;
+    /* Nobody waits: the request is abandoned from the start, and the I/O thread frees it
+     * once it has taken the envelope (or refused it while stopping). */
+    r->abandoned = true;
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        req_free(r);
+        return ZKS_ECLOSED; /* stored: the next client on this state sends it */
+    }
+    *c->queue_tail = r;
+    c->queue_tail = &r->next;
+    uv_async_send(&c->async);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
 }
 
 /* The private storage behind a pull result: one block for blobs and data. */

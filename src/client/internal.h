@@ -177,7 +177,7 @@ typedef struct zks__req {
     uint32_t ttl;
     uint8_t *env; /* push: the envelope (owned by the request until the loop takes it) */
     size_t env_len;
-    bool wait; /* push: the caller waits for the acknowledgement */
+    bool wait; /* push: the caller waits for the acknowledgement (false: async, abandoned) */
     /* outputs */
     zks_connection_info info;
     uint64_t cursor;

@@ -1096,10 +1096,10 @@ static void do_push(struct zks__io *io, zks__req *q)
     e->env_len = q->env_len;
     q->env = NULL;
     entry_insert(io, e);
-    if (io->primary >= 0 && !io->paused)
+    if (q->wait && io->primary >= 0 && !io->paused)
         e->waiter = q;
     else
-        zks__req_finish(io->c, q, 0); /* pending */
+        zks__req_finish(io->c, q, 0); /* pending, or an async push nobody waits for */
     pump(io);
 }
 
