@@ -144,10 +144,18 @@ static int encode(zks_relay *r, const zks_msg *m)
     return rc;
 }
 
+static void make_error(zks_msg *m, uint32_t code, const char *text, const uint8_t *blob_id);
+
 static void reply(zks_relay *r, struct session *s, int64_t stream, const zks_msg *m)
 {
-    if (encode(r, m) != 0)
-        return;
+    if (encode(r, m) != 0) {
+        /* Every request gets an answer, even when ours could not be built. */
+        zks_msg e;
+        make_error(&e, ZKS_WIRE_RELAY_OVERLOADED, "the relay could not build its answer", NULL);
+        if (m->type == ZKS_MSG_ERROR || encode(r, &e) != 0)
+            return;
+        zks_metrics_error(r->metrics, ZKS_WIRE_RELAY_OVERLOADED);
+    }
     if (r->io.send(r->io.user, s->conn, stream, r->out.data, r->out.len, true) == 0)
         zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
 }
@@ -363,12 +371,14 @@ uint32_t zks_relay_conn_open(zks_relay *r, zks_relay_conn conn, const uint8_t pe
 
 void zks_relay_conn_closed(zks_relay *r, zks_relay_conn conn, uint64_t now_us)
 {
-    (void)now_us;
     struct session *s = find_session(r, conn);
     if (s == NULL)
         return;
     HASH_DEL(r->sessions, s);
     if (s->group) {
+        /* "Last seen" of an offline device is when its session ended. A revoked
+         * device is refused here as everywhere, which is fine. */
+        (void)zks_store_device_touch(r->store, s->group->id, s->device, (int64_t)ms(now_us));
         DL_DELETE2(s->group->sessions, s, gprev, gnext);
         s->group->nsessions--;
         zks_metrics_add(&r->metrics->sessions_active, (uint64_t)-1);
