@@ -393,8 +393,8 @@ int zks_config_set_event_queue(zks_config *cfg, uint32_t events);
 /*
  * Pushes sent to the relay before the first is acknowledged (1 to 256,
  * default 1). With 1 the relay assigns cursors exactly in push order; more
- * is faster, but a lost packet can then let a later push overtake an
- * earlier one.
+ * is faster, but each push travels on its own stream, so the relay may see
+ * (and number) a later push before an earlier one.
  */
 int zks_config_set_push_window(zks_config *cfg, uint32_t pushes);
 

@@ -905,6 +905,11 @@ static int pull_batch(zks_client *c, uint64_t *after, const struct pull_opts *o,
         int err = zks_client_pull(&pl, c, *after);
         if (err != 0)
             return cli_fail("pull", err);
+        if (shown && pl.count > 0) {
+            /* Clear the bar so the blobs print on a clean line; it is drawn again below. */
+            fputs("\r\033[K", stderr);
+            fflush(stderr);
+        }
         for (size_t i = 0; i < pl.count; i++)
             print_blob(&pl.blobs[i], o);
         fflush(stdout);
