@@ -87,6 +87,9 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
     metric(out, "zks_relay_blobs_pulled_total", "counter", "Blobs sent in PULL responses.",
            get(&m->blobs_pulled));
     metric(out, "zks_relay_notifies_total", "counter", "NOTIFY messages sent.", get(&m->notifies));
+    metric(out, "zks_relay_notifies_dropped_total", "counter",
+           "Relay-initiated messages not sent because the device had no stream credit left.",
+           get(&m->notifies_dropped));
     metric(out, "zks_relay_bytes_received_total", "counter", "Frame bytes received.",
            get(&m->bytes_in));
     metric(out, "zks_relay_bytes_sent_total", "counter", "Frame bytes sent.", get(&m->bytes_out));

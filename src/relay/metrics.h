@@ -31,6 +31,7 @@ typedef struct zks_metrics {
     atomic_uint_fast64_t pulls;
     atomic_uint_fast64_t blobs_pulled;
     atomic_uint_fast64_t notifies;
+    atomic_uint_fast64_t notifies_dropped; /* relay-opened streams that could not be opened */
     atomic_uint_fast64_t bytes_in;
     atomic_uint_fast64_t bytes_out;
     atomic_uint_fast64_t rate_limit_hits;

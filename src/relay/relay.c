@@ -166,6 +166,8 @@ static void send_new(zks_relay *r, struct session *s, const zks_msg *m)
         return;
     if (r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len) == 0)
         zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
+    else
+        zks_metrics_add(&r->metrics->notifies_dropped, 1);
 }
 
 static void make_error(zks_msg *m, uint32_t code, const char *text, const uint8_t *blob_id)
@@ -423,6 +425,9 @@ static void broadcast(zks_relay *r, struct group *g, const uint8_t *skip_device,
             zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
             if (m->type == ZKS_MSG_NOTIFY)
                 zks_metrics_add(&r->metrics->notifies, 1);
+        } else {
+            /* Usually a client that never ends its side of relay-opened streams. */
+            zks_metrics_add(&r->metrics->notifies_dropped, 1);
         }
     }
 }

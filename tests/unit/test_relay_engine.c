@@ -43,6 +43,7 @@ struct fake {
     size_t nclosed;
     struct wake wakes[64];
     size_t nwakes;
+    bool no_credit; /* send_new fails */
 };
 
 struct env {
@@ -74,6 +75,9 @@ static int fake_send(void *user, zks_relay_conn conn, int64_t stream, const uint
 
 static int fake_send_new(void *user, zks_relay_conn conn, const uint8_t *body, size_t len)
 {
+    struct fake *f = user;
+    if (f->no_credit)
+        return ZKS_EAGAIN; /* as the transport says at the peer's stream limit */
     return fake_send(user, conn, -1, body, len, true);
 }
 
@@ -426,6 +430,10 @@ static void test_push_ack_after_commit_and_notify(void **state)
     zks_msg_clear(&m);
     assert_int_equal(atomic_load(&e->metrics.pushes), 4);
     assert_int_equal(atomic_load(&e->metrics.push_duplicates), 1);
+    /* A NOTIFY that cannot get a stream is counted, and the push is still acknowledged. */
+    e->io.no_credit = true;
+    assert_int_equal(push_acked(e, 1, 20, 0xa4, 10), 4);
+    assert_int_equal(atomic_load(&e->metrics.notifies_dropped), 1);
 }
 
 static void test_group_commit_of_many(void **state)
