@@ -319,9 +319,34 @@ static void idle_memory(uv_loop_t *loop, const relay_proc *r, const zks_group *g
     dev_free(&d);
 }
 
+/* The relay running now, stopped at exit whatever ends the run (a failed check exits). */
+static relay_proc *g_running;
+
+static void stop_running_relay(void)
+{
+    if (g_running && g_running->pid > 0) {
+        kill(g_running->pid, SIGKILL);
+        waitpid(g_running->pid, NULL, 0);
+        g_running->pid = 0;
+        relay_cleanup(g_running);
+    }
+}
+
+/* On Ctrl-C only async-signal-safe calls: stop the relay, then leave. */
+static void on_signal(int sig)
+{
+    (void)sig;
+    if (g_running && g_running->pid > 0)
+        kill(g_running->pid, SIGKILL);
+    _exit(1);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
+    atexit(stop_running_relay);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     if (sodium_init() < 0)
         return 1;
     uv_loop_t loop;
@@ -330,6 +355,7 @@ int main(void)
     assert_int_equal(zks_group_generate(&g), 0);
     relay_proc r;
     memset(&r, 0, sizeof r);
+    g_running = &r;
     relay_make_dir(&r);
     relay_start(&r, "127.0.0.1:0", relay_flags);
     printf("zks-relay on loopback (QUIC, sealed 1 KiB blobs, SQLite WAL, ACK after commit)\n");
