@@ -45,6 +45,7 @@ static const struct setting settings[] = {
     U64(rate_per_device_per_min, 1, UINT32_MAX, "messages per device per minute"),
     U64(global_rate_per_s, 1, UINT32_MAX, "messages per second across all devices"),
     U64(max_conns_per_ip, 1, 1000000, "open connections per client address (IPv6: per /64)"),
+    U64(new_groups_per_ip_per_hour, 1, 1000000, "groups one client address may create per hour"),
     U64(hello_timeout_ms, 100, 600000, "time a connection has to send HELLO, ms"),
     U64(max_sessions, 1, 10000000, "sessions open at once; more are refused with 3000"),
     U64(pull_limit, 1, 1000, "most blobs one PULL returns"),
@@ -73,6 +74,7 @@ void zks_relay_config_defaults(zks_relay_config *c)
     c->rate_per_device_per_min = 100;
     c->global_rate_per_s = 100000;
     c->max_conns_per_ip = 10;
+    c->new_groups_per_ip_per_hour = 20;
     c->hello_timeout_ms = 10000;
     c->max_sessions = 10000;
     c->pull_limit = 1000;

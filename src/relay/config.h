@@ -28,6 +28,7 @@ typedef struct zks_relay_config {
     uint64_t rate_per_device_per_min;
     uint64_t global_rate_per_s;
     uint64_t max_conns_per_ip;
+    uint64_t new_groups_per_ip_per_hour;
     uint64_t hello_timeout_ms;
     uint64_t max_sessions;
     uint64_t pull_limit;

@@ -89,6 +89,13 @@ struct ip_count {
     UT_hash_handle hh;
 };
 
+/* How many new groups an address may still open; kept until it would be full again. */
+struct ip_groups {
+    char ip[64];
+    zks_bucket bucket;
+    UT_hash_handle hh;
+};
+
 struct pending {
     zks_relay_conn conn;
     int64_t stream;
@@ -111,6 +118,7 @@ struct zks_relay {
     uint64_t stored_bytes; /* all groups, from the store at maintenance plus pushes since */
     struct group *groups;
     struct ip_count *ips;
+    struct ip_groups *new_groups; /* by address */
     struct device_rate *rates;
     zks_bucket global_rate;
 
@@ -311,6 +319,34 @@ static void sweep_rates(zks_relay *r, uint64_t now_us)
             free(d);
         }
     }
+    struct ip_groups *g, *gtmp;
+    HASH_ITER(hh, r->new_groups, g, gtmp)
+    {
+        if (ms(now_us) >= g->bucket.last_ms + 3600000) {
+            HASH_DEL(r->new_groups, g);
+            free(g);
+        }
+    }
+}
+
+/*
+ * Takes one "new group" token for the session's address. Creating groups is
+ * open to anyone who can reach the relay, so each address may open only so
+ * many an hour; joining an existing group costs nothing.
+ */
+static bool may_create_group(zks_relay *r, const struct session *s, uint64_t now_us)
+{
+    struct ip_groups *g;
+    HASH_FIND_STR(r->new_groups, s->ip, g);
+    if (g == NULL) {
+        g = calloc(1, sizeof *g);
+        if (g == NULL)
+            return false;
+        snprintf(g->ip, sizeof g->ip, "%s", s->ip);
+        zks_bucket_init(&g->bucket, r->cfg.new_groups_per_ip_per_hour, 3600000, ms(now_us));
+        HASH_ADD_STR(r->new_groups, ip, g);
+    }
+    return zks_bucket_take(&g->bucket, ms(now_us));
 }
 
 uint32_t zks_relay_conn_open(zks_relay *r, zks_relay_conn conn, const uint8_t peer_id[32],
@@ -469,8 +505,13 @@ static void on_hello(zks_relay *r, struct session *s, int64_t stream, const stru
     }
     size_t name_len = zks_utf8_truncate(h->device_name.p, h->device_name.len, RELAY_MAX_NAME);
     zks_store_group info;
-    int rc = zks_store_device_hello(r->store, &info, h->group_id, s->device, h->device_name.p,
-                                    name_len, h->last_cursor, (int64_t)ms(now_us));
+    int rc = zks_store_group_info(r->store, &info, h->group_id, NULL, (int64_t)ms(now_us));
+    if (rc == ZKS_ENOENT && !may_create_group(r, s, now_us)) {
+        refuse(r, s, stream, ZKS_WIRE_RATE_LIMITED, "too many new groups from this address");
+        return;
+    }
+    rc = zks_store_device_hello(r->store, &info, h->group_id, s->device, h->device_name.p, name_len,
+                                h->last_cursor, (int64_t)ms(now_us));
     if (rc == ZKS_STORE_EREVOKED) {
         refuse(r, s, stream, ZKS_WIRE_DEVICE_REVOKED, "this device was revoked from the group");
         return;
@@ -1230,6 +1271,12 @@ void zks_relay_free(zks_relay *r)
     {
         HASH_DEL(r->rates, d);
         free(d);
+    }
+    struct ip_groups *ig, *igtmp;
+    HASH_ITER(hh, r->new_groups, ig, igtmp)
+    {
+        HASH_DEL(r->new_groups, ig);
+        free(ig);
     }
     for (size_t i = 0; i < r->npending; i++)
         free(r->pending[i].data);

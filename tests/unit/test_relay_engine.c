@@ -912,6 +912,39 @@ static void test_maintenance_expires(void **state)
     assert_int_equal(atomic_load(&e->metrics.blobs_stored), 0);
 }
 
+static void test_new_groups_per_address(void **state)
+{
+    struct env *e = *state;
+    zks_relay_free(e->relay);
+    e->cfg.new_groups_per_ip_per_hour = 2;
+    start_relay(e);
+    zks_group *g[3] = {e->group, e->other_group, NULL};
+    assert_int_equal(zks_group_generate(&g[2]), 0);
+    zks_msg m, w;
+    for (int i = 0; i < 3; i++) {
+        open_conn(e, (zks_relay_conn)(10 + i), 10 + i, "127.0.0.1");
+        make_hello(&m, g[i], (zks_relay_conn)(10 + i), 10 + i, "creator");
+        feed(e, (zks_relay_conn)(10 + i), 0, &m);
+        last_to(e, (zks_relay_conn)(10 + i), &w);
+        if (i < 2) {
+            assert_int_equal(w.type, ZKS_MSG_WELCOME);
+        } else {
+            assert_int_equal(w.type, ZKS_MSG_ERROR);
+            assert_int_equal(w.u.error.code, ZKS_WIRE_RATE_LIMITED);
+        }
+        zks_relay_conn_closed(e->relay, (zks_relay_conn)(10 + i), e->now);
+    }
+    /* Joining a group that exists costs nothing. */
+    join(e, 20, 20);
+    /* Another address, or an hour later, may create again. */
+    open_conn(e, 21, 21, "127.0.0.9");
+    make_hello(&m, g[2], 21, 21, "elsewhere");
+    feed(e, 21, 0, &m);
+    last_to(e, 21, &w);
+    assert_int_equal(w.type, ZKS_MSG_WELCOME);
+    zks_group_free(g[2]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -927,6 +960,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unsaid_hellos_hold_a_quarter_of_the_places, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_bad_frames_and_the_global_rate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_new_groups_per_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
