@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/addr.h"
 #include "net/internal.h"
 
 uint64_t zks__now_ns(void)
@@ -59,39 +60,11 @@ int zks_net_addr_parse(zks_net_addr *out, const char *text)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
     char host[INET6_ADDRSTRLEN + 1];
-    const char *port;
-    size_t hlen;
-    if (text[0] == '[') {
-        const char *end = strchr(text, ']');
-        if (end == NULL || end[1] != ':')
-            return ZKS_EADDR;
-        hlen = (size_t)(end - text - 1);
-        if (hlen == 0 || hlen >= sizeof host)
-            return ZKS_EADDR;
-        memcpy(host, text + 1, hlen);
-        port = end + 2;
-    } else {
-        const char *colon = strrchr(text, ':');
-        if (colon == NULL || strchr(text, ':') != colon)
-            return ZKS_EADDR; /* an IPv6 host needs brackets */
-        hlen = (size_t)(colon - text);
-        if (hlen == 0 || hlen >= sizeof host)
-            return ZKS_EADDR;
-        memcpy(host, text, hlen);
-        port = colon + 1;
-    }
-    host[hlen] = 0;
-    unsigned long p = 0;
-    if (*port == 0 || strlen(port) > 5)
+    uint16_t p;
+    /* A dial needs a host and a port: the listener forms ":port" and port 0 are refused. */
+    if (zks_hostport_split(text, host, sizeof host, &p) != 0 || host[0] == '\0' || p == 0)
         return ZKS_EADDR;
-    for (const char *q = port; *q; q++) {
-        if (*q < '0' || *q > '9')
-            return ZKS_EADDR;
-        p = p * 10 + (unsigned long)(*q - '0');
-    }
-    if (p == 0 || p > 65535)
-        return ZKS_EADDR;
-    int rc = zks_net_addr_set(out, host, (uint16_t)p);
+    int rc = zks_net_addr_set(out, host, p);
     if (rc == 0 && text[0] == '[' && out->u.sa.sa_family != AF_INET6)
         return ZKS_EADDR;
     if (rc == 0 && text[0] != '[' && out->u.sa.sa_family != AF_INET)
