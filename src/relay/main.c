@@ -28,7 +28,6 @@
 #include "common/log.h"
 #include "crypto/nodeid.h"
 #include "net/net.h"
-#include "proto/msg.h"
 #include "relay/config.h"
 #include "relay/http.h"
 #include "relay/metrics.h"
@@ -193,19 +192,13 @@ static void on_connected(void *user, zks_conn *conn)
     sodium_memzero(exporter, sizeof exporter);
     if (code != 0) {
         /* Tell the client why on a stream of its own, then close. */
-        char body[128];
         zks_buf b;
         zks_buf_init(&b, 0);
-        snprintf(body, sizeof body, "%s", zks_wire_strerror(code));
         int64_t stream;
-        zks_msg m;
-        zks_msg_init(&m, ZKS_MSG_ERROR);
-        m.u.error.code = code;
-        m.u.error.message = zks_msg_cstr(body);
-        if (zks_msg_encode(&b, &m) == 0 && zks_conn_open_stream(conn, &stream) == 0)
+        if (zks_relay_encode_refusal(&b, code) == 0 && zks_conn_open_stream(conn, &stream) == 0)
             (void)zks_conn_send_frame(conn, stream, b.data, b.len, 1);
         zks_buf_free(&b);
-        zks_conn_close(conn, ZKS_NET_CODE_APP + code, body);
+        zks_conn_close(conn, ZKS_NET_CODE_APP + code, zks_wire_strerror(code));
     }
 }
 

@@ -408,6 +408,13 @@ uint32_t zks_relay_conn_open(zks_relay *r, zks_relay_conn conn, const uint8_t pe
     return 0;
 }
 
+int zks_relay_encode_refusal(zks_buf *out, uint32_t code)
+{
+    zks_msg m;
+    make_error(&m, code, zks_wire_strerror(code), NULL);
+    return zks_msg_encode(out, &m);
+}
+
 void zks_relay_conn_closed(zks_relay *r, zks_relay_conn conn, uint64_t now_us)
 {
     struct session *s = find_session(r, conn);

@@ -85,6 +85,13 @@ uint32_t zks_relay_conn_open(zks_relay *r, zks_relay_conn conn, const uint8_t pe
                              const uint8_t *exporter, size_t exporter_len, const char *ip,
                              uint64_t now_us);
 
+/*
+ * Appends the ERROR message body that tells a client why its connection was
+ * refused with `code` (a code zks_relay_conn_open() returned), for the owner
+ * to send before closing. Returns 0 or the buffer's error.
+ */
+int zks_relay_encode_refusal(zks_buf *out, uint32_t code);
+
 /* The connection is gone (whoever closed it). Unknown connections are ignored. */
 void zks_relay_conn_closed(zks_relay *r, zks_relay_conn conn, uint64_t now_us);
 

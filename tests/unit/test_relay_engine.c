@@ -884,6 +884,16 @@ static void test_shutdown_acknowledges_queued_pushes(void **state)
     exporter_of(x, 3);
     assert_int_equal(zks_relay_conn_open(e->relay, 3, id, x, 32, "127.0.0.1", e->now),
                      ZKS_WIRE_RELAY_SHUTTING_DOWN);
+    /* What the owner sends such a connection before closing it. */
+    zks_buf b;
+    zks_buf_init(&b, 0);
+    assert_int_equal(zks_relay_encode_refusal(&b, ZKS_WIRE_RELAY_SHUTTING_DOWN), 0);
+    zks_msg m;
+    assert_int_equal(zks_msg_decode(&m, b.data, b.len), 0);
+    assert_int_equal(m.type, ZKS_MSG_ERROR);
+    assert_int_equal(m.u.error.code, ZKS_WIRE_RELAY_SHUTTING_DOWN);
+    assert_int_equal(m.u.error.message.len, strlen("relay shutting down"));
+    zks_buf_free(&b);
     /* A push whose connection went away before the commit is still stored. */
     zks_store_group info;
     uint8_t gid[32];
