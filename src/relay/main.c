@@ -10,6 +10,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -467,6 +468,13 @@ int main(int argc, char **argv)
     bool help, version;
     char err[512];
     signal(SIGPIPE, SIG_IGN);
+    /* Every commit frees SQLite's scratch memory at the top of the heap, and
+     * glibc would hand it back to the kernel each time only to ask for it again
+     * on the next commit: a quarter of the relay's time under load went to
+     * those brk calls and the page faults after them. Keep up to 64 MiB of free
+     * heap instead, and grow it 8 MiB at a time. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 8 << 20);
     if (zks_relay_config_load_all(&a->cfg, argc, argv, environ, &help, &version, err, sizeof err) !=
         0) {
         fprintf(stderr, "zks-relay: %s\n", err);

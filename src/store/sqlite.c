@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,12 +178,46 @@ static const char *const stmt_sql[ST__COUNT] = {
 #undef STMT_SQL
 };
 
+/*
+ * Checkpoints run on a thread of their own, over a second connection, so the
+ * thread that commits does not copy the log back into the database or wait
+ * for the syncs that go with it. The committing connection asks for one each
+ * time the log has grown by zks_store_config.checkpoint_pages. A passive
+ * checkpoint copies what was committed when it began, and the log starts over
+ * from its beginning only when a commit finds all of it copied: when commits
+ * never pause, that never happens, and the log keeps growing while the
+ * checkpointer copies it in steps. Once it holds CKPT_HARD times the interval,
+ * the committing connection waits for the checkpointer's step to end and
+ * copies the rest itself (a stall of some milliseconds, for the syncs), so
+ * that the next commit starts the log over. This bounds the log's size (128
+ * MiB with the default interval) and holds back a writer that outruns the
+ * disk.
+ */
+#define CKPT_HARD 8
+
+typedef struct sq_ckpt {
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* a request, or stop */
+    pthread_cond_t idle;       /* a checkpoint ended */
+    sqlite3 *db;               /* the checkpointer's own connection */
+    bool started;              /* the thread exists and must be joined */
+    bool want;                 /* a checkpoint was asked for; guarded by mu */
+    bool running;              /* a checkpoint is under way; guarded by mu */
+    bool stop;                 /* the handle is closing; guarded by mu */
+    atomic_uint_fast64_t done; /* checkpoints completed by the thread */
+    int last_request;          /* log pages at the last request (committing thread only) */
+    int pages;                 /* log pages between requests */
+    int hard_pages;            /* log pages at which the committing connection checkpoints */
+} sq_ckpt;
+
 typedef struct sq_store {
     zks_store base; /* first: the wrappers hand us a pointer to it */
     sqlite3 *db;
     sqlite3_stmt *st[ST__COUNT];
     zks_store_config cfg;
     int lock_fd;
+    sq_ckpt ckpt;
 } sq_store;
 
 /* The group row as the store reads it. */
@@ -1284,11 +1321,123 @@ static int sq_stats(zks_store *base, zks_store_totals *out)
     return 0;
 }
 
+/* ---- checkpoints ---- */
+
+static void *ckpt_main(void *arg)
+{
+    sq_store *s = arg;
+    sq_ckpt *k = &s->ckpt;
+    pthread_mutex_lock(&k->mu);
+    for (;;) {
+        while (!k->want && !k->stop)
+            pthread_cond_wait(&k->cv, &k->mu);
+        if (k->stop)
+            break;
+        k->want = false;
+        k->running = true;
+        pthread_mutex_unlock(&k->mu);
+        int log_pages = 0, copied = 0;
+        int rc =
+            sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied);
+        if (rc == SQLITE_OK) {
+            atomic_fetch_add(&k->done, 1);
+        } else if ((rc & 0xff) != SQLITE_BUSY) {
+            /* Busy: the committing connection is checkpointing right now. */
+            ZKS_LOGW("store: checkpoint failed: %s (%s)", sqlite3_errmsg(k->db),
+                     sqlite3_errstr(rc));
+        }
+        pthread_mutex_lock(&k->mu);
+        k->running = false;
+        pthread_cond_broadcast(&k->idle);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+/* Called by SQLite after every commit of the committing connection. */
+static int ckpt_on_commit(void *arg, sqlite3 *db, const char *schema, int log_pages)
+{
+    sq_store *s = arg;
+    sq_ckpt *k = &s->ckpt;
+    (void)schema;
+    if (log_pages < k->last_request) /* the log started over */
+        k->last_request = 0;
+    bool inline_now = log_pages >= k->hard_pages || (!k->started && log_pages >= k->pages);
+    if (inline_now) {
+        /* The checkpointer is behind: wait for its step to end, so that this
+         * one is not refused as busy and copies the whole log. */
+        pthread_mutex_lock(&k->mu);
+        k->want = false;
+        while (k->running)
+            pthread_cond_wait(&k->idle, &k->mu);
+        pthread_mutex_unlock(&k->mu);
+        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+            ZKS_LOGW("store: checkpoint failed: %s (%s)", sqlite3_errmsg(db), sqlite3_errstr(rc));
+        k->last_request = 0;
+    } else if (k->started && log_pages - k->last_request >= k->pages) {
+        k->last_request = log_pages;
+        pthread_mutex_lock(&k->mu);
+        k->want = true;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+    }
+    return SQLITE_OK;
+}
+
+/*
+ * Opens the checkpointer's connection and starts its thread. Without them
+ * (no memory, no thread) the committing connection checkpoints by itself,
+ * as SQLite would: slower, never wrong.
+ */
+static int ckpt_start(sq_store *s, const char *path)
+{
+    sq_ckpt *k = &s->ckpt;
+    int rc = sqlite3_open_v2(
+        path, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_exec(
+            k->db, s->cfg.sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+            NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        ZKS_LOGW("store: no checkpoint connection (%s); checkpointing inline", sqlite3_errstr(rc));
+        sqlite3_close(k->db);
+        k->db = NULL;
+    } else if ((rc = pthread_create(&k->thread, NULL, ckpt_main, s)) != 0) {
+        ZKS_LOGW("store: no checkpoint thread (%s); checkpointing inline", strerror(rc));
+        sqlite3_close(k->db);
+        k->db = NULL;
+    } else {
+        k->started = true;
+    }
+    sqlite3_wal_hook(s->db, ckpt_on_commit, s);
+    return 0;
+}
+
+static void ckpt_stop(sq_store *s)
+{
+    sq_ckpt *k = &s->ckpt;
+    if (k->started) {
+        pthread_mutex_lock(&k->mu);
+        k->stop = true;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        pthread_join(k->thread, NULL);
+        k->started = false;
+    }
+    /* Closed before the committing connection, whose close then checkpoints
+     * what is left and removes the log. */
+    if (k->db != NULL && sqlite3_close(k->db) != SQLITE_OK)
+        ZKS_LOGE("store: closing the checkpoint connection failed");
+    k->db = NULL;
+}
+
 /* ---- open and close ---- */
 
 static void sq_close(zks_store *base)
 {
     sq_store *s = from_base(base);
+    ckpt_stop(s);
     for (int i = 0; i < ST__COUNT; i++)
         sqlite3_finalize(s->st[i]);
     if (s->db != NULL) {
@@ -1299,6 +1448,9 @@ static void sq_close(zks_store *base)
     /* The lock goes last, once nothing more can be written. */
     if (s->lock_fd >= 0)
         close(s->lock_fd);
+    pthread_cond_destroy(&s->ckpt.cv);
+    pthread_cond_destroy(&s->ckpt.idle);
+    pthread_mutex_destroy(&s->ckpt.mu);
     free(s);
 }
 
@@ -1421,10 +1573,21 @@ static int prepare_database(sq_store *s, const char *path)
                   "synchronous");
     if (rc == 0)
         rc = exec_sql(s, "PRAGMA foreign_keys = ON", "foreign_keys");
-    /* Checkpointing every 16 MiB of log rather than SQLite's 4 MiB copies hot
-     * pages back less often and syncs a quarter as many times. */
+    /* Checkpoints are the checkpointer's (ckpt_start), by default every 4096
+     * pages of log: 16 MiB rather than SQLite's 4 MiB copies hot pages back less
+     * often and syncs a quarter as many times. A log file that grew past
+     * the hard limit is cut back to it when the log starts over. */
     if (rc == 0)
-        rc = exec_sql(s, "PRAGMA wal_autocheckpoint = 4096", "wal_autocheckpoint");
+        rc = exec_sql(s, "PRAGMA wal_autocheckpoint = 0", "wal_autocheckpoint");
+    if (rc == 0) {
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA journal_size_limit = %lld",
+                 (long long)s->ckpt.hard_pages * 4096);
+        rc = exec_sql(s, sql, "journal_size_limit");
+    }
+    /* A 64 MiB page cache holds the hot index pages of many groups. */
+    if (rc == 0)
+        rc = exec_sql(s, "PRAGMA cache_size = -65536", "cache_size");
     if (rc != 0 || version == SCHEMA_VERSION)
         return rc;
 
@@ -1522,6 +1685,9 @@ int zks_store_open_sqlite(zks_store **out, const char *dir_or_path, const zks_st
         return ZKS_ENOMEM;
     s->base.ops = &sqlite_ops;
     s->lock_fd = -1;
+    pthread_mutex_init(&s->ckpt.mu, NULL);
+    pthread_cond_init(&s->ckpt.cv, NULL);
+    pthread_cond_init(&s->ckpt.idle, NULL);
     zks_store_config_init(&s->cfg);
     if (cfg != NULL) {
         zks_store_config def = s->cfg;
@@ -1534,7 +1700,12 @@ int zks_store_open_sqlite(zks_store **out, const char *dir_or_path, const zks_st
             s->cfg.default_ttl_s = def.default_ttl_s;
         if (!s->cfg.busy_timeout_ms)
             s->cfg.busy_timeout_ms = def.busy_timeout_ms;
+        if (!s->cfg.checkpoint_pages)
+            s->cfg.checkpoint_pages = def.checkpoint_pages;
     }
+    s->ckpt.pages = s->cfg.checkpoint_pages > INT_MAX / CKPT_HARD ? INT_MAX / CKPT_HARD
+                                                                  : (int)s->cfg.checkpoint_pages;
+    s->ckpt.hard_pages = s->ckpt.pages * CKPT_HARD;
 
     path = database_path(dir_or_path);
     if (path == NULL) {
@@ -1562,6 +1733,8 @@ int zks_store_open_sqlite(zks_store **out, const char *dir_or_path, const zks_st
     sqlite3_busy_timeout(
         s->db, (int)(s->cfg.busy_timeout_ms > INT_MAX ? INT_MAX : s->cfg.busy_timeout_ms));
     rc = prepare_database(s, path);
+    if (rc == 0)
+        rc = ckpt_start(s, path);
     if (rc != 0)
         goto fail;
 

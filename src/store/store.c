@@ -15,6 +15,7 @@ void zks_store_config_init(zks_store_config *cfg)
     cfg->group_quota = ZKS_STORE_DEFAULT_GROUP_QUOTA;
     cfg->default_ttl_s = ZKS_STORE_DEFAULT_TTL_S;
     cfg->busy_timeout_ms = ZKS_STORE_DEFAULT_BUSY_MS;
+    cfg->checkpoint_pages = ZKS_STORE_DEFAULT_CHECKPOINT_PAGES;
     cfg->delete_delivered = 1;
 }
 

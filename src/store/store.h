@@ -49,10 +49,11 @@
 #define ZKS_STORE_KIND_CONTENT_ACK 2
 
 /* Defaults used for zero fields of zks_store_config and of a push item. */
-#define ZKS_STORE_DEFAULT_MAX_ENVELOPE (1024u * 1024u)
-#define ZKS_STORE_DEFAULT_GROUP_QUOTA  (100ull * 1024u * 1024u)
-#define ZKS_STORE_DEFAULT_TTL_S        (7u * 24u * 3600u)
-#define ZKS_STORE_DEFAULT_BUSY_MS      5000u
+#define ZKS_STORE_DEFAULT_MAX_ENVELOPE     (1024u * 1024u)
+#define ZKS_STORE_DEFAULT_GROUP_QUOTA      (100ull * 1024u * 1024u)
+#define ZKS_STORE_DEFAULT_TTL_S            (7u * 24u * 3600u)
+#define ZKS_STORE_DEFAULT_BUSY_MS          5000u
+#define ZKS_STORE_DEFAULT_CHECKPOINT_PAGES 4096u
 
 /* A push would take the group over its byte quota (the relay sends 2002). */
 #define ZKS_STORE_EQUOTA ZKS_EAGAIN
@@ -70,13 +71,14 @@
 typedef struct zks_store zks_store;
 
 typedef struct zks_store_config {
-    uint32_t max_envelope;    /* largest envelope in bytes; 0 = default (1 MiB) */
-    uint64_t group_quota;     /* bytes of envelopes a group may hold; 0 = default (100 MiB) */
-    uint32_t default_ttl_s;   /* TTL of a push whose ttl_s is 0; 0 = default (7 days) */
-    uint32_t max_ttl_s;       /* longer TTLs are clamped to this; 0 = no clamp */
-    uint32_t busy_timeout_ms; /* how long to wait for a database lock; 0 = default (5 s) */
-    int delete_delivered;     /* zks_store_delete_delivered() deletes (1) or does nothing (0) */
-    int sync_full;            /* fsync every commit (survives power loss; slower) */
+    uint32_t max_envelope;     /* largest envelope in bytes; 0 = default (1 MiB) */
+    uint64_t group_quota;      /* bytes of envelopes a group may hold; 0 = default (100 MiB) */
+    uint32_t default_ttl_s;    /* TTL of a push whose ttl_s is 0; 0 = default (7 days) */
+    uint32_t max_ttl_s;        /* longer TTLs are clamped to this; 0 = no clamp */
+    uint32_t busy_timeout_ms;  /* how long to wait for a database lock; 0 = default (5 s) */
+    int delete_delivered;      /* zks_store_delete_delivered() deletes (1) or does nothing (0) */
+    int sync_full;             /* fsync every commit (survives power loss; slower) */
+    uint32_t checkpoint_pages; /* log pages between checkpoints; 0 = default (4096) */
 } zks_store_config;
 
 /* One push of a batch. The envelope is only read during the call. */

@@ -1106,6 +1106,62 @@ static void test_push_tokens(void **state)
 
 /* ---- persistence ---- */
 
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : 0;
+}
+
+/*
+ * The checkpointer copies the log into the database while pushes go on, and
+ * the log never grows past its hard limit (8 intervals) plus what the commits
+ * in between added, however fast the pushes come.
+ */
+static void test_checkpoints_bound_the_log(void **state)
+{
+    fixture *f = *state;
+    zks_store_config cfg;
+    zks_store_config_init(&cfg);
+    cfg.checkpoint_pages = 64;
+    cfg.group_quota = 1ull << 40;
+    open_with(f, &cfg);
+    hello(f->s, G1, DA, "a", 1000);
+    char wal[320];
+    snprintf(wal, sizeof wal, "%s-wal", f->db);
+
+    enum { BATCH = 16, BATCHES = 500, LEN = 1000 };
+    const off_t frame = 4096 + 24;
+    const off_t bound = 32 + (8 * 64 + 8 * BATCH) * frame;
+    off_t largest = 0;
+    for (uint32_t b = 0; b < BATCHES; b++) {
+        zks_store_push items[BATCH];
+        zks_store_push_result res[BATCH];
+        for (uint32_t i = 0; i < BATCH; i++)
+            items[i] = item(G1, DA, b * BATCH + i + 1, LEN);
+        assert_int_equal(zks_store_push_batch(f->s, res, items, BATCH, 1000), 0);
+        for (uint32_t i = 0; i < BATCH; i++)
+            assert_int_equal(res[i].err, 0);
+        off_t w = file_size(wal);
+        if (w > largest)
+            largest = w;
+    }
+    assert_true(largest > 64 * frame); /* the log did fill up between checkpoints */
+    assert_true(largest <= bound);
+
+    /* The envelopes (8 MB) reached the database file itself, not only the log;
+     * the checkpointer may still be busy with the last step. */
+    const off_t total = (off_t)BATCH * BATCHES * LEN;
+    for (int i = 0; i < 1000 && file_size(f->db) < total * 3 / 4; i++)
+        usleep(10 * 1000);
+    assert_true(file_size(f->db) >= total * 3 / 4);
+
+    open_default(f);
+    zks_store_totals t;
+    assert_int_equal(zks_store_stats(f->s, &t), 0);
+    assert_int_equal(t.blobs, (uint64_t)BATCH * BATCHES);
+    assert_int_equal(file_size(wal), 0);
+}
+
 static void test_reopen_sees_everything(void **state)
 {
     fixture *f = *state;
@@ -1356,6 +1412,7 @@ int main(void)
         T(test_delete_delivered),
         T(test_incremental_vacuum),
         T(test_push_tokens),
+        T(test_checkpoints_bound_the_log),
         T(test_reopen_sees_everything),
         T(test_acknowledged_survive_sigkill),
         T(test_database_failure_maps_and_logs),
