@@ -196,6 +196,7 @@ static int load_identity(zks_client *c, const zks_config *cfg)
     if (rc != 0)
         return rc;
     memcpy(c->device_id, zks_node_key_public(c->key), 32);
+    randombytes_buf(c->blob_id_prefix, sizeof c->blob_id_prefix);
 
     if (cfg->group) {
         if ((rc = zks_group_key_copy(&c->group, cfg->group)) != 0 ||
@@ -392,6 +393,15 @@ static uint64_t wall_ms(void)
     return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
 }
 
+/* A fresh blob id: the handle's random prefix, then the next count. */
+static void next_blob_id(zks_client *c, uint8_t id[ZKS_BLOB_ID_SIZE])
+{
+    uint64_t n = atomic_fetch_add(&c->blob_id_seq, 1) + 1;
+    memcpy(id, c->blob_id_prefix, sizeof c->blob_id_prefix);
+    for (size_t i = 0; i < 8; i++)
+        id[8 + i] = (uint8_t)(n >> (56 - 8 * i));
+}
+
 /*
  * The part of a push done on the calling thread: checks, seals `data` under a
  * fresh blob id and stores the envelope durably in the outbox. *out is a
@@ -409,7 +419,7 @@ static int push_store(zks__req **out, zks_client *c, const void *data, size_t le
     zks__req *r = req_new(ZKS__REQ_PUSH);
     if (r == NULL)
         return ZKS_ENOMEM;
-    randombytes_buf(r->id, ZKS_BLOB_ID_SIZE);
+    next_blob_id(c, r->id);
     zks_buf env;
     zks_buf_init(&env, ZKS_CRYPTO_MAX_BLOB);
     int rc = zks_blob_seal(&env, c->group->g, r->id, c->device_id, 0, wall_ms(), data, len);

@@ -13,6 +13,7 @@
 #define ZKS_CLIENT_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -210,6 +211,10 @@ struct zks_client {
     uint8_t device_id[32];
     char name[ZKS_DEVICE_NAME_SIZE];
     zks__hub *hub;
+    /* Blob ids are this handle's 8 random bytes, then a 64-bit big-endian count:
+     * unique, and one device's ids sort together in the relay's index. */
+    uint8_t blob_id_prefix[8];
+    atomic_uint_fast64_t blob_id_seq;
 
     /* The I/O thread's. */
     uv_loop_t loop;

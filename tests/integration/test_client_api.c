@@ -526,6 +526,33 @@ static void test_undecryptable_blob(void **state)
 /* ---- receivers
  * ------------------------------------------------------------------------------------- */
 
+/*
+ * Blob ids: 8 random bytes fixed per handle, then a big-endian counter from 1,
+ * so ids never repeat and one handle's ids sort together (docs/PROTOCOL.md).
+ */
+static void test_blob_ids(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    zks_client *a = h_client(NULL, g, &relay);
+    zks_client *b = h_client(NULL, g, &relay);
+    zks_push_result r[3], other;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(zks_client_push_async(&r[i], a, "x", 1), 0);
+    assert_int_equal(zks_client_push_async(&other, b, "x", 1), 0);
+    for (int i = 0; i < 3; i++) {
+        assert_memory_equal(r[i].blob_id, r[0].blob_id, 8);
+        uint64_t n = 0;
+        for (int j = 8; j < 16; j++)
+            n = n << 8 | r[i].blob_id[j];
+        assert_int_equal(n, (uint64_t)i + 1);
+    }
+    assert_memory_not_equal(other.blob_id, r[0].blob_id, 8);
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_group_key_free(g);
+}
+
 static void test_receivers_fd_and_overflow(void **state)
 {
     (void)state;
@@ -662,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_offline_outbox),
         cmocka_unit_test(test_devices_revoke_delete),
         cmocka_unit_test(test_undecryptable_blob),
+        cmocka_unit_test(test_blob_ids),
         cmocka_unit_test(test_receivers_fd_and_overflow),
         cmocka_unit_test(test_push_from_threads),
     };
