@@ -27,9 +27,50 @@
 #define GROUP_FILE_TAG "zks-group-v1"
 #define GROUP_FILE_MAX 256
 
+/*
+ * Every statement state.db runs after opening, prepared once for the life of
+ * the state. Each use binds, steps, then resets the statement and clears its
+ * bindings on every path, so no statement keeps a read transaction open or a
+ * pointer to the caller's memory between calls.
+ */
+#define STMT_MAP(X)                                                                                \
+    X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
+    X(COMMIT, "COMMIT")                                                                            \
+    X(ROLLBACK, "ROLLBACK")                                                                        \
+    X(META_GET, "SELECT value FROM meta WHERE key=?")                                              \
+    X(META_SET, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)")                            \
+    X(RELAYS_LOAD, "SELECT spec FROM relays ORDER BY pos")                                         \
+    X(RELAYS_CLEAR, "DELETE FROM relays")                                                          \
+    X(RELAYS_ADD, "INSERT INTO relays(pos, spec) VALUES(?, ?)")                                    \
+    X(CURSOR_GET, "SELECT cursor FROM cursors WHERE group_id=? AND relay_id=?")                    \
+    X(CURSOR_RAISE, "INSERT INTO cursors(group_id, relay_id, cursor) VALUES(?, ?, ?) "             \
+                    "ON CONFLICT(group_id, relay_id) DO UPDATE SET "                               \
+                    "cursor=max(cursor, excluded.cursor)")                                         \
+    X(OUTBOX_ADD, "INSERT INTO outbox(group_id, blob_id, envelope, ttl, created) "                 \
+                  "VALUES(?, ?, ?, ?, ?)")                                                         \
+    X(OUTBOX_LIST, "SELECT seq, blob_id, ttl FROM outbox WHERE group_id=? ORDER BY seq")           \
+    X(OUTBOX_ENVELOPE, "SELECT envelope FROM outbox WHERE seq=?")                                  \
+    X(OUTBOX_DELETE, "DELETE FROM outbox WHERE seq=?")                                             \
+    X(OUTBOX_COUNT, "SELECT count(*) FROM outbox WHERE group_id=?")
+
+enum stmt_id {
+#define STMT_ENUM(name, sql) ST_##name,
+    STMT_MAP(STMT_ENUM)
+#undef STMT_ENUM
+        ST__COUNT
+};
+
+static const char *const stmt_sql[ST__COUNT] = {
+#define STMT_SQL(name, sql) [ST_##name] = sql,
+    STMT_MAP(STMT_SQL)
+#undef STMT_SQL
+};
+
 struct zks__state {
     char *dir; /* NULL: in memory */
     sqlite3 *db;
+    sqlite3_stmt *stmt[ST__COUNT];
+    int busy_ms;              /* the busy timeout last set; -1 before the first */
     zks_group_key *mem_group; /* the group of an in-memory state */
 };
 
@@ -50,6 +91,37 @@ static int exec(zks__state *st, const char *sql)
     return 0;
 }
 
+/* Makes a statement ready for its next use: no row pending, no lock held, no value kept. */
+static void stmt_done(sqlite3_stmt *s)
+{
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+}
+
+/* Steps a statement that returns no rows (its parameters bound), then readies it again. */
+static int run(zks__state *st, enum stmt_id id, const char *what)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(st, what);
+    stmt_done(s);
+    return rc;
+}
+
+static int tx_begin(zks__state *st)
+{
+    return run(st, ST_BEGIN, "begin");
+}
+
+/* Commits when `rc` is 0; rolls back when that or the commit failed. Returns the outcome. */
+static int tx_end(zks__state *st, int rc)
+{
+    if (rc == 0)
+        rc = run(st, ST_COMMIT, "commit");
+    if (rc != 0 && !sqlite3_get_autocommit(st->db))
+        (void)run(st, ST_ROLLBACK, "rollback");
+    return rc;
+}
+
 static int path_of(char *out, size_t cap, const zks__state *st, const char *name)
 {
     int n = snprintf(out, cap, "%s/%s", st->dir, name);
@@ -68,7 +140,12 @@ static const char schema[] =
 
 void zks__state_set_busy(zks__state *st, uint32_t busy_ms)
 {
-    sqlite3_busy_timeout(st->db, busy_ms > INT32_MAX ? INT32_MAX : (int)busy_ms);
+    /* Every lock of the client sets it: only a change reaches SQLite. */
+    int ms = busy_ms > INT32_MAX ? INT32_MAX : (int)busy_ms;
+    if (ms == st->busy_ms)
+        return;
+    sqlite3_busy_timeout(st->db, ms);
+    st->busy_ms = ms;
 }
 
 int zks__state_open(zks__state **out, const char *dir, uint32_t busy_ms)
@@ -77,6 +154,7 @@ int zks__state_open(zks__state **out, const char *dir, uint32_t busy_ms)
     zks__state *st = calloc(1, sizeof *st);
     if (st == NULL)
         return ZKS_ENOMEM;
+    st->busy_ms = -1;
     int rc = 0;
     char path[4200];
     if (dir) {
@@ -112,6 +190,13 @@ int zks__state_open(zks__state **out, const char *dir, uint32_t busy_ms)
     if ((rc = exec(st, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")) != 0 ||
         (rc = exec(st, schema)) != 0)
         goto fail;
+    for (int i = 0; i < ST__COUNT; i++) {
+        if (sqlite3_prepare_v3(st->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->stmt[i],
+                               NULL) != SQLITE_OK) {
+            rc = db_err(st, "prepare");
+            goto fail;
+        }
+    }
     *out = st;
     return 0;
 fail:
@@ -123,6 +208,8 @@ void zks__state_close(zks__state *st)
 {
     if (st == NULL)
         return;
+    for (int i = 0; i < ST__COUNT; i++)
+        sqlite3_finalize(st->stmt[i]); /* NULL is a no-op */
     if (st->db)
         sqlite3_close(st->db);
     zks_group_key_free(st->mem_group);
@@ -302,9 +389,7 @@ int zks__state_group_load(zks__state *st, zks_group_key **out)
 int zks__state_meta_get(zks__state *st, const char *key, char *out, size_t cap)
 {
     out[0] = '\0';
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key=?", -1, &s, NULL) != SQLITE_OK)
-        return db_err(st, "meta");
+    sqlite3_stmt *s = st->stmt[ST_META_GET];
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
@@ -313,30 +398,22 @@ int zks__state_meta_get(zks__state *st, const char *key, char *out, size_t cap)
     } else {
         rc = rc == SQLITE_DONE ? ZKS_ENOENT : db_err(st, "meta");
     }
-    sqlite3_finalize(s);
+    stmt_done(s);
     return rc;
 }
 
 int zks__state_meta_set(zks__state *st, const char *key, const char *value)
 {
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", -1, &s,
-                           NULL) != SQLITE_OK)
-        return db_err(st, "meta");
+    sqlite3_stmt *s = st->stmt[ST_META_SET];
     sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(st, "meta");
-    sqlite3_finalize(s);
-    return rc;
+    return run(st, ST_META_SET, "meta");
 }
 
 int zks__state_relays_load(zks__state *st, zks__relay_spec *out, size_t cap, size_t *n)
 {
     *n = 0;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT spec FROM relays ORDER BY pos", -1, &s, NULL) !=
-        SQLITE_OK)
-        return db_err(st, "relays");
+    sqlite3_stmt *s = st->stmt[ST_RELAYS_LOAD];
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < cap) {
         const char *t = (const char *)sqlite3_column_text(s, 0);
@@ -344,34 +421,25 @@ int zks__state_relays_load(zks__state *st, zks__relay_spec *out, size_t cap, siz
             (*n)++;
     }
     rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "relays");
-    sqlite3_finalize(s);
+    stmt_done(s);
     return rc;
 }
 
 int zks__state_relays_save(zks__state *st, const zks__relay_spec *r, size_t n)
 {
-    int rc = exec(st, "BEGIN IMMEDIATE; DELETE FROM relays;");
+    int rc = tx_begin(st);
     if (rc != 0)
         return rc;
-    sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(st->db, "INSERT INTO relays(pos, spec) VALUES(?, ?)", -1, &s, NULL) !=
-        SQLITE_OK)
-        rc = db_err(st, "relays");
+    rc = run(st, ST_RELAYS_CLEAR, "relays");
+    sqlite3_stmt *s = st->stmt[ST_RELAYS_ADD];
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char text[ZKS_RELAY_TEXT_MAX];
         zks__relay_format(text, &r[i]);
         sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
         sqlite3_bind_text(s, 2, text, -1, SQLITE_TRANSIENT);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            rc = db_err(st, "relays");
-        sqlite3_reset(s);
+        rc = run(st, ST_RELAYS_ADD, "relays");
     }
-    sqlite3_finalize(s);
-    if (rc == 0)
-        rc = exec(st, "COMMIT;");
-    if (rc != 0)
-        (void)exec(st, "ROLLBACK;");
-    return rc;
+    return tx_end(st, rc);
 }
 
 /* ---- cursors -------------------------------------------------------------------------------- */
@@ -380,35 +448,25 @@ int zks__state_cursor_get(zks__state *st, const uint8_t group_id[32], const uint
                           uint64_t *out)
 {
     *out = 0;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT cursor FROM cursors WHERE group_id=? AND relay_id=?", -1,
-                           &s, NULL) != SQLITE_OK)
-        return db_err(st, "cursor");
+    sqlite3_stmt *s = st->stmt[ST_CURSOR_GET];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         *out = (uint64_t)sqlite3_column_int64(s, 0);
     rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "cursor");
-    sqlite3_finalize(s);
+    stmt_done(s);
     return rc;
 }
 
 int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
                             uint64_t cursor, uint64_t *now)
 {
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO cursors(group_id, relay_id, cursor) VALUES(?, ?, ?) "
-                           "ON CONFLICT(group_id, relay_id) DO UPDATE SET "
-                           "cursor=max(cursor, excluded.cursor)",
-                           -1, &s, NULL) != SQLITE_OK)
-        return db_err(st, "cursor");
+    sqlite3_stmt *s = st->stmt[ST_CURSOR_RAISE];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
     sqlite3_bind_int64(s, 3, (sqlite3_int64)(cursor > INT64_MAX ? INT64_MAX : cursor));
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(st, "cursor");
-    sqlite3_finalize(s);
+    int rc = run(st, ST_CURSOR_RAISE, "cursor");
     if (rc == 0)
         rc = zks__state_cursor_get(st, group_id, relay_id, now);
     return rc;
@@ -420,19 +478,14 @@ int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[3
                           const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl)
 {
     *seq = 0;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db,
-                           "INSERT INTO outbox(group_id, blob_id, envelope, ttl, created) "
-                           "VALUES(?, ?, ?, ?, ?)",
-                           -1, &s, NULL) != SQLITE_OK)
-        return db_err(st, "outbox");
+    /* One statement in autocommit: one commit, synced (synchronous=FULL) before it returns. */
+    sqlite3_stmt *s = st->stmt[ST_OUTBOX_ADD];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     sqlite3_bind_blob(s, 2, blob_id, 16, SQLITE_STATIC);
     sqlite3_bind_blob(s, 3, env, (int)len, SQLITE_STATIC);
     sqlite3_bind_int64(s, 4, ttl);
     sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
-    int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_err(st, "outbox");
-    sqlite3_finalize(s);
+    int rc = run(st, ST_OUTBOX_ADD, "outbox");
     if (rc == 0)
         *seq = sqlite3_last_insert_rowid(st->db);
     return rc;
@@ -443,11 +496,7 @@ int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outb
 {
     *rows = NULL;
     *n = 0;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db,
-                           "SELECT seq, blob_id, ttl FROM outbox WHERE group_id=? ORDER BY seq", -1,
-                           &s, NULL) != SQLITE_OK)
-        return db_err(st, "outbox");
+    sqlite3_stmt *s = st->stmt[ST_OUTBOX_LIST];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     size_t cap = 0;
     int rc;
@@ -469,24 +518,23 @@ int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outb
         memcpy(r->blob_id, sqlite3_column_blob(s, 1), 16);
         r->ttl = (uint32_t)sqlite3_column_int64(s, 2);
     }
-    sqlite3_finalize(s);
     if (rc != SQLITE_DONE) {
         free(*rows);
         *rows = NULL;
         *n = 0;
-        return rc == SQLITE_NOMEM ? ZKS_ENOMEM : db_err(st, "outbox");
+        rc = rc == SQLITE_NOMEM ? ZKS_ENOMEM : db_err(st, "outbox");
+    } else {
+        rc = 0;
     }
-    return 0;
+    stmt_done(s);
+    return rc;
 }
 
 int zks__state_outbox_envelope(zks__state *st, int64_t seq, uint8_t **env, size_t *len)
 {
     *env = NULL;
     *len = 0;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT envelope FROM outbox WHERE seq=?", -1, &s, NULL) !=
-        SQLITE_OK)
-        return db_err(st, "outbox");
+    sqlite3_stmt *s = st->stmt[ST_OUTBOX_ENVELOPE];
     sqlite3_bind_int64(s, 1, seq);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW) {
@@ -502,7 +550,7 @@ int zks__state_outbox_envelope(zks__state *st, int64_t seq, uint8_t **env, size_
     } else {
         rc = rc == SQLITE_DONE ? ZKS_ENOENT : db_err(st, "outbox");
     }
-    sqlite3_finalize(s);
+    stmt_done(s);
     return rc;
 }
 
@@ -510,38 +558,27 @@ int zks__state_outbox_delete(zks__state *st, const int64_t *seqs, size_t n)
 {
     if (n == 0)
         return 0;
-    int rc = exec(st, "BEGIN IMMEDIATE;");
+    /* Every row in one transaction: one commit, however many rows. */
+    int rc = tx_begin(st);
     if (rc != 0)
         return rc;
-    sqlite3_stmt *s = NULL;
-    if (sqlite3_prepare_v2(st->db, "DELETE FROM outbox WHERE seq=?", -1, &s, NULL) != SQLITE_OK)
-        rc = db_err(st, "outbox");
+    sqlite3_stmt *s = st->stmt[ST_OUTBOX_DELETE];
     for (size_t i = 0; rc == 0 && i < n; i++) {
         sqlite3_bind_int64(s, 1, seqs[i]);
-        if (sqlite3_step(s) != SQLITE_DONE)
-            rc = db_err(st, "outbox");
-        sqlite3_reset(s);
+        rc = run(st, ST_OUTBOX_DELETE, "outbox");
     }
-    sqlite3_finalize(s);
-    if (rc == 0)
-        rc = exec(st, "COMMIT;");
-    if (rc != 0)
-        (void)exec(st, "ROLLBACK;");
-    return rc;
+    return tx_end(st, rc);
 }
 
 int zks__state_outbox_count(zks__state *st, const uint8_t group_id[32], uint64_t *n)
 {
     *n = 0;
-    sqlite3_stmt *s;
-    if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM outbox WHERE group_id=?", -1, &s, NULL) !=
-        SQLITE_OK)
-        return db_err(st, "outbox");
+    sqlite3_stmt *s = st->stmt[ST_OUTBOX_COUNT];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     int rc = sqlite3_step(s);
     if (rc == SQLITE_ROW)
         *n = (uint64_t)sqlite3_column_int64(s, 0);
     rc = rc == SQLITE_ROW ? 0 : db_err(st, "outbox");
-    sqlite3_finalize(s);
+    stmt_done(s);
     return rc;
 }
