@@ -31,13 +31,15 @@
 static pc_opts opt;
 static zks_group_key *group;
 
-static zks_client *device(uint32_t window, const uint8_t *seed)
+/* A device of group `g` (the run's group when NULL), connected. */
+static zks_client *device_of(const zks_group_key *g, uint32_t window, const uint8_t *seed)
 {
     zks_config *cfg;
     zks_client *c = NULL;
     if (zks_config_new(&cfg) != 0)
         pc_fail("out of memory");
-    if (zks_config_set_group_key(cfg, group) != 0 || zks_config_add_relay(cfg, opt.server) != 0 ||
+    if (zks_config_set_group_key(cfg, g ? g : group) != 0 ||
+        zks_config_add_relay(cfg, opt.server) != 0 ||
         zks_config_set_push_window(cfg, window) != 0 || zks_config_set_timeout(cfg, 30000) != 0 ||
         zks_config_set_jitter(cfg, 0) != 0 || zks_config_set_event_queue(cfg, 65536) != 0)
         pc_fail("bad configuration (relay address \"%s\")", opt.server);
@@ -52,6 +54,11 @@ static zks_client *device(uint32_t window, const uint8_t *seed)
     if (rc != 0)
         pc_fail("zks_client_connect: %s", zks_strerror(rc));
     return c;
+}
+
+static zks_client *device(uint32_t window, const uint8_t *seed)
+{
+    return device_of(NULL, window, seed);
 }
 
 static pthread_t spawn(void *(*fn)(void *), void *arg)
@@ -165,8 +172,17 @@ static void run_pub(void)
         pc_fail("out of memory");
     pc_pub p;
     pc_pub_init(&p, np, nw);
-    for (int i = 0; i < np; i++)
-        publisher_init(&w[i], device((uint32_t)nw, NULL), &p, nw);
+    /* Each publisher is the one online device of a group of its own, as each
+     * peer's publisher subscribes to nothing; the relay still keeps every
+     * blob for the group's devices to come. */
+    zks_group_key **groups = calloc((size_t)np, sizeof *groups);
+    if (groups == NULL)
+        pc_fail("out of memory");
+    for (int i = 0; i < np; i++) {
+        if (zks_group_key_generate(&groups[i]) != 0)
+            pc_fail("cannot make a group key");
+        publisher_init(&w[i], device_of(groups[i], (uint32_t)nw, NULL), &p, nw);
+    }
     pthread_barrier_t go;
     pthread_barrier_init(&go, NULL, (unsigned)np + 1);
     pc_pub_start(&p, 3600); /* the threads wait at the barrier until the real start */
@@ -188,7 +204,9 @@ static void run_pub(void)
     for (int i = 0; i < np; i++) {
         zks_receiver_free(w[i].rx);
         zks_client_free(w[i].c);
+        zks_group_key_free(groups[i]);
     }
+    free(groups);
     pthread_barrier_destroy(&go);
     pc_pub_destroy(&p);
     free(w);

@@ -129,7 +129,8 @@ start_server() {
         "$BUILD/zks-relay" --listen 127.0.0.1:0 --http= --data "$data" \
             --rate-per-device-per-min 1000000000 --global-rate-per-s 1000000000 \
             --max-conns-per-ip 100000 --max-sessions 100000 \
-            --group-quota-bytes 100000000000 --log-level warn \
+            --group-quota-bytes 100000000000 --new-groups-per-ip-per-hour 100000 \
+            --log-level warn \
             >"$TMP/zks.addr" 2>>"$TMP/zks.log" &
         SERVER_PID=$!
         for _ in $(seq 1 200); do
