@@ -111,6 +111,30 @@ int zks__net_err_gnutls(int gerr, const char *what);
 int zks__net_err_uv(int uverr, const char *what);
 int zks__net_err_errno(int e, const char *what);
 
+/* ---- memory for ngtcp2 (mem.c) ---- */
+
+/* ngtcp2 mallocs of more than one page and at most this many get slots of whole pages. */
+#define ZKS__PMEM_MAX_PAGES 4
+/* Freed slots kept resident per slot size for the next request of the same size. */
+#define ZKS__PMEM_KEEP 16
+
+typedef struct zks__pregion zks__pregion;
+
+typedef struct zks__pmem {
+    ngtcp2_mem mem; /* what ngtcp2 is given; user_data points back here */
+    size_t page;
+    zks__list avail[ZKS__PMEM_MAX_PAGES + 1]; /* per slot size: mappings with a free slot */
+    size_t nregions[ZKS__PMEM_MAX_PAGES + 1]; /* per slot size: mappings held */
+    size_t slots_used;
+    /* Per slot size: freed slots kept resident, oldest first. */
+    struct zks__phdr *kept[ZKS__PMEM_MAX_PAGES + 1][ZKS__PMEM_KEEP];
+    unsigned nkept[ZKS__PMEM_MAX_PAGES + 1];
+} zks__pmem;
+
+void zks__pmem_init(zks__pmem *pm);
+/* Unmaps everything; every ngtcp2 connection using it must be gone. */
+void zks__pmem_free(zks__pmem *pm);
+
 /* ---- streams ---- */
 
 /* Bytes queued on a QUIC stream, kept until acknowledged. */
@@ -200,6 +224,9 @@ typedef struct zks__tp {
     int have_peer;
     int verify_err; /* set by the verify callback: ZKS_EPEER or ZKS_ECONNREFUSED */
     int hs_done;    /* TLS handshake complete (peer identity proved) */
+    /* QUIC keeps the exporter from the handshake and frees the TLS session after it. */
+    int have_exporter;
+    uint8_t exporter[ZKS_NET_EXPORTER_LEN];
 } zks__tp;
 
 typedef struct zks__qconn zks__qconn;
@@ -242,12 +269,12 @@ struct zks_conn {
     int dial_timer_live;
     int best_err;
     zks_net_close_info best_info;
-    /* Close. */
+    /* Close. The reasons are allocated only when there is a close to report. */
     int close_req;
     uint64_t close_code;
-    char close_reason[256];
+    char *close_reason; /* NULL for none */
     zks_net_close_info info;
-    char info_reason[256];
+    char *info_reason; /* NULL for none */
     int info_set;
     /* Counters. */
     zks_net_stats st;
@@ -297,6 +324,7 @@ struct zks_net {
     uint8_t *txbuf; /* one GSO batch */
     uint8_t *rxbuf; /* one GRO batch */
     uint8_t *plain; /* one TLS record of plaintext (TCP) */
+    zks__pmem pmem; /* memory of the QUIC connections (ngtcp2) */
 };
 
 #define ZKS__TXBUF_LEN 65536

@@ -110,6 +110,11 @@ void *zks__map_del(zks__map *m, const zks__key *k)
     void *val = m->slots[i].val;
     m->slots[i].val = NULL;
     m->count--;
+    if (m->count == 0) {
+        /* An empty map holds no memory (an idle connection has no streams). */
+        zks__map_free(m);
+        return val;
+    }
     /* Shift later members of the probe run back so lookups never stop early. */
     size_t j = i;
     for (;;) {

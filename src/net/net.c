@@ -202,14 +202,34 @@ zks_conn *zks__conn_new(zks_net *net, int server)
     return c;
 }
 
+/* A copy of `reason` cut to 255 bytes, or NULL for an empty one (or no memory). */
+static char *reason_dup(const char *reason)
+{
+    size_t n = reason ? strnlen(reason, 255) : 0;
+    if (n == 0)
+        return NULL;
+    char *r = malloc(n + 1);
+    if (r) {
+        memcpy(r, reason, n);
+        r[n] = 0;
+    }
+    return r;
+}
+
 static void set_info(zks_conn *c, const zks_net_close_info *info)
 {
     if (c->info_set)
         return;
     c->info = *info;
-    snprintf(c->info_reason, sizeof c->info_reason, "%s", info->reason ? info->reason : "");
-    c->info.reason = c->info_reason;
+    c->info_reason = reason_dup(info->reason);
+    c->info.reason = c->info_reason ? c->info_reason : "";
     c->info_set = 1;
+}
+
+static void set_close_reason(zks_conn *c, const char *reason)
+{
+    free(c->close_reason);
+    c->close_reason = reason_dup(reason);
 }
 
 static void schedule_finish(zks_conn *c)
@@ -418,7 +438,7 @@ void zks__conn_fail(zks_conn *c, uint64_t code, const char *reason)
         return;
     c->close_req = 1;
     c->close_code = code;
-    snprintf(c->close_reason, sizeof c->close_reason, "%s", reason ? reason : "");
+    set_close_reason(c, reason);
     if (!zks__list_linked(&c->pending))
         zks__list_push(&c->net->pending_close, &c->pending);
     zks__net_kick(c->net);
@@ -452,7 +472,7 @@ static void close_now(zks_conn *c)
 {
     zks_net *net = c->net;
     uint64_t code = net->closing ? ZKS_NET_CODE_SHUTDOWN : c->close_code;
-    const char *reason = net->closing ? "endpoint closed" : c->close_reason;
+    const char *reason = net->closing ? "endpoint closed" : c->close_reason ? c->close_reason : "";
     zks_net_close_info info = {.app = 1, .code = code, .reason = reason};
     if (net->closing)
         info.err = ZKS_ECLOSED;
@@ -502,6 +522,10 @@ static void finish(zks_conn *c)
     streams_free_all(c);
     free(c->addrs);
     free(c->addr_dead);
+    free(c->close_reason);
+    free(c->info_reason);
+    c->close_reason = c->info_reason = NULL;
+    c->info.reason = "";
     zks__list_del(&c->link);
     if (zks__list_linked(&c->pending))
         zks__list_del(&c->pending);
@@ -588,6 +612,7 @@ int zks_net_new(zks_net **out, uv_loop_t *loop, const zks_net_config *cfg)
     randombytes_buf(net->retry_secret, sizeof net->retry_secret);
     randombytes_buf(net->hash_seed, sizeof net->hash_seed);
     zks__map_init(&net->cids, net->hash_seed);
+    zks__pmem_init(&net->pmem);
     zks__list_init(&net->listeners);
     zks__list_init(&net->udps);
     zks__list_init(&net->conns);
@@ -635,6 +660,7 @@ static void net_free(zks_net *net)
     void (*done)(void *) = net->done;
     void *arg = net->done_arg;
     zks__map_free(&net->cids);
+    zks__pmem_free(&net->pmem);
     zks__tls_free(net);
     free(net->txbuf);
     free(net->rxbuf);
@@ -898,7 +924,13 @@ int zks_conn_exporter(const zks_conn *conn, uint8_t out[ZKS_NET_EXPORTER_LEN])
     memset(out, 0, ZKS_NET_EXPORTER_LEN);
     if (!zks__conn_alive(conn))
         return ZKS_ECLOSED;
-    if (!conn->reported || conn->tp == NULL || conn->tp->tls == NULL)
+    if (!conn->reported || conn->tp == NULL)
+        return ZKS_EAGAIN;
+    if (conn->tp->have_exporter) {
+        memcpy(out, conn->tp->exporter, ZKS_NET_EXPORTER_LEN);
+        return 0;
+    }
+    if (conn->tp->tls == NULL)
         return ZKS_EAGAIN;
     return zks__tls_exporter(conn->tp->tls, out);
 }
@@ -997,7 +1029,7 @@ void zks_conn_close(zks_conn *conn, uint64_t code, const char *reason)
         return;
     conn->close_req = 1;
     conn->close_code = code;
-    snprintf(conn->close_reason, sizeof conn->close_reason, "%s", reason ? reason : "");
+    set_close_reason(conn, reason);
     if (!zks__list_linked(&conn->pending))
         zks__list_push(&conn->net->pending_close, &conn->pending);
     zks__net_kick(conn->net);

@@ -142,6 +142,10 @@ static int handshake_completed_cb(ngtcp2_conn *nc, void *user_data)
     (void)nc;
     zks__qconn *q = from_nc_user(user_data);
     q->base.hs_done = 1;
+    /* The one exporter value the layer above can ask for, kept so the session can go. */
+    if (zks__tls_exporter(q->base.tls, q->base.exporter) != 0)
+        return NGTCP2_ERR_CALLBACK_FAILURE;
+    q->base.have_exporter = 1;
     zks_conn *c = q->base.owner;
     if (c == NULL)
         return 0;
@@ -368,8 +372,28 @@ static int recv_stateless_reset_cb(ngtcp2_conn *nc, const ngtcp2_pkt_stateless_r
     return 0;
 }
 
+/*
+ * CRYPTO data goes to GnuTLS while the session exists. After the handshake
+ * it is freed (release_tls), and QUIC has no TLS message left for a server
+ * to accept (key updates are QUIC's own, post-handshake authentication is
+ * forbidden): a server fails the connection as GnuTLS would have, with an
+ * unexpected_message alert. A client may still get NewSessionTicket, which
+ * it would not use (GNUTLS_NO_TICKETS), and ignores it.
+ */
+static int recv_crypto_data_cb(ngtcp2_conn *nc, ngtcp2_crypto_level level, uint64_t offset,
+                               const uint8_t *data, size_t datalen, void *user_data)
+{
+    zks__qconn *q = from_nc_user(user_data);
+    if (q->base.tls)
+        return ngtcp2_crypto_recv_crypto_data_cb(nc, level, offset, data, datalen, user_data);
+    if (!q->server)
+        return 0;
+    ngtcp2_conn_set_tls_alert(nc, GNUTLS_A_UNEXPECTED_MESSAGE);
+    return NGTCP2_ERR_CRYPTO;
+}
+
 static const ngtcp2_callbacks callbacks_template = {
-    .recv_crypto_data = ngtcp2_crypto_recv_crypto_data_cb,
+    .recv_crypto_data = recv_crypto_data_cb,
     .handshake_completed = handshake_completed_cb,
     .encrypt = ngtcp2_crypto_encrypt_cb,
     .decrypt = ngtcp2_crypto_decrypt_cb,
@@ -443,6 +467,22 @@ static int qconn_alloc(zks_net *net, zks__qconn **out)
     zks__list_push(&net->qall, &q->all);
     *out = q;
     return 0;
+}
+
+/*
+ * Frees the GnuTLS session once the handshake is complete: ngtcp2 keeps
+ * its own copies of the keys it needs (key updates included), the peer's
+ * identity and the exporter have been taken, and the session with its
+ * handshake state is about 10 KiB an idle connection would carry for
+ * nothing. Called after ngtcp2_conn_read_pkt, never from inside it.
+ */
+static void release_tls(zks__qconn *q)
+{
+    if (!q->base.hs_done || q->base.tls == NULL)
+        return;
+    ngtcp2_conn_set_tls_native_handle(q->nc, NULL);
+    gnutls_deinit(q->base.tls);
+    q->base.tls = NULL;
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -535,7 +575,7 @@ int zks__quic_dial(zks_conn *c, size_t idx)
     cb.client_initial = ngtcp2_crypto_client_initial_cb;
     cb.recv_retry = ngtcp2_crypto_recv_retry_cb;
     int r = ngtcp2_conn_client_new(&q->nc, &dcid, &scid, &path, NGTCP2_PROTO_VER_V1, &cb, &st, &tp,
-                                   NULL, q);
+                                   &net->pmem.mem, q);
     if (r != 0) {
         rc = zks__net_err_ngtcp2(r, "ngtcp2_conn_client_new");
         goto fail;
@@ -594,7 +634,7 @@ static zks__qconn *server_new(zks__listener *l, const zks_net_addr *local,
     ngtcp2_callbacks cb = callbacks_template;
     cb.recv_client_initial = ngtcp2_crypto_recv_client_initial_cb;
     int r = ngtcp2_conn_server_new(&q->nc, &hd->scid, &scid, &path, hd->version, &cb, &st, &tp,
-                                   NULL, q);
+                                   &net->pmem.mem, q);
     if (r != 0) {
         zks__net_err_ngtcp2(r, "ngtcp2_conn_server_new");
         goto fail;
@@ -1055,6 +1095,7 @@ static void quic_read(zks__qconn *q, const zks_net_addr *local, const zks_net_ad
         quic_on_error(q, rv);
         return;
     }
+    release_tls(q);
     zks__quic_mark(q);
 }
 
