@@ -114,6 +114,7 @@ void zks__set_primary(zks_client *c, const uint8_t relay_id[32])
     c->have_primary = true;
     c->last_cursor = cursor;
     pthread_mutex_unlock(&c->mu);
+    zks__inline_relay(&c->inl, relay_id);
 }
 
 /* ---- the hand-off -------------------------------------------------------------------------------
@@ -245,6 +246,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
         return ZKS_ENOMEM;
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->st_mu, NULL);
+    zks__inline_init(&c->inl);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -292,6 +294,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
         pthread_cond_destroy(&c->cv);
         pthread_mutex_destroy(&c->mu);
         pthread_mutex_destroy(&c->st_mu);
+        zks__inline_free(&c->inl);
         free(c);
         return rc;
     }
@@ -347,6 +350,7 @@ void zks_client_free(zks_client *c)
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->st_mu);
+    zks__inline_free(&c->inl);
     free(c);
 }
 
@@ -514,28 +518,17 @@ void zks_pull_result_free(zks_pull_result *res)
     memset(res, 0, sizeof *res);
 }
 
-/* Opens every blob of a PULL_RESPONSE body into `out`. */
-static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, size_t len)
+/* Opens `n` stored blobs into `out` (its has_more and max_cursor are the caller's). */
+static int open_blobs(zks_pull_result *out, zks_client *c, const struct zks_msg_blob *blobs,
+                      size_t n)
 {
-    zks_msg m;
-    int rc = zks_msg_decode(&m, body, len);
-    if (rc != 0)
-        return ZKS_EPROTO;
-    if (m.type != ZKS_MSG_PULL_RESPONSE) {
-        zks_msg_clear(&m);
-        return ZKS_EPROTO;
-    }
-    const struct zks_msg_pull_response *p = &m.u.pull_response;
-    out->has_more = p->has_more;
-    out->max_cursor = p->max_cursor;
     size_t total = 0;
-    for (uint32_t i = 0; i < p->nblobs; i++)
-        total += p->blobs[i].envelope.len;
-    out->blobs = calloc(p->nblobs ? p->nblobs : 1, sizeof *out->blobs);
+    for (size_t i = 0; i < n; i++)
+        total += blobs[i].envelope.len;
+    out->blobs = calloc(n ? n : 1, sizeof *out->blobs);
     struct pull_storage *s = malloc(sizeof *s + (total ? total : 1));
     if (out->blobs == NULL || s == NULL) {
         free(s);
-        zks_msg_clear(&m);
         return ZKS_ENOMEM;
     }
     s->size = total;
@@ -543,8 +536,8 @@ static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, s
     size_t used = 0;
     zks_buf plain;
     zks_buf_init(&plain, ZKS_CRYPTO_MAX_BLOB);
-    for (uint32_t i = 0; i < p->nblobs; i++) {
-        const struct zks_msg_blob *b = &p->blobs[i];
+    for (size_t i = 0; i < n; i++) {
+        const struct zks_msg_blob *b = &blobs[i];
         if (b->cursor > out->last)
             out->last = b->cursor;
         if (b->kind != ZKS_MSG_KIND_BLOB)
@@ -577,8 +570,81 @@ static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, s
     if (plain.data)
         sodium_memzero(plain.data, plain.cap);
     zks_buf_free(&plain);
-    zks_msg_clear(&m);
     return 0;
+}
+
+/* Opens every blob of a PULL_RESPONSE body into `out`. */
+static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, size_t len)
+{
+    zks_msg m;
+    int rc = zks_msg_decode(&m, body, len);
+    if (rc != 0)
+        return ZKS_EPROTO;
+    if (m.type != ZKS_MSG_PULL_RESPONSE) {
+        zks_msg_clear(&m);
+        return ZKS_EPROTO;
+    }
+    const struct zks_msg_pull_response *p = &m.u.pull_response;
+    out->has_more = p->has_more;
+    out->max_cursor = p->max_cursor;
+    rc = open_blobs(out, c, p->blobs, p->nblobs);
+    zks_msg_clear(&m);
+    return rc;
+}
+
+/*
+ * Answers a pull from blobs that came inline with their NOTIFY, when they
+ * follow `after` with no gap: 1 when it did (out filled, *relay_id the relay
+ * whose cursors they are), 0 when the caller must PULL, or an error. The
+ * relay hears of the delivery with the next confirmation (ZKS__REQ_CONFIRM).
+ */
+static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint8_t relay_id[32])
+{
+    zks__inline_blob *v;
+    uint64_t known_max;
+    size_t n = zks__inline_take(&c->inl, after, ZKS__INLINE_MAX_BLOBS, &v, relay_id, &known_max);
+    if (n == 0)
+        return 0;
+    struct zks_msg_blob *items = calloc(n, sizeof *items);
+    int rc = items ? 0 : ZKS_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        memcpy(items[i].blob_id, v[i].id, ZKS_BLOB_ID_SIZE);
+        items[i].cursor = v[i].cursor;
+        memcpy(items[i].sender, v[i].sender, ZKS_NODE_ID_SIZE);
+        items[i].time = v[i].time;
+        items[i].envelope = (zks_msg_bin){v[i].env, v[i].len};
+        items[i].kind = ZKS_MSG_KIND_BLOB;
+    }
+    if (rc == 0)
+        rc = open_blobs(out, c, items, n);
+    free(items);
+    zks__inline_blobs_free(v, n);
+    if (rc != 0)
+        return rc;
+    out->max_cursor = known_max > out->last ? known_max : out->last;
+    out->has_more = known_max > out->last;
+    return 1;
+}
+
+/* Asks the I/O thread to confirm delivery up to `after` to relay `relay_id`, soon. */
+static void confirm_later(zks_client *c, const uint8_t relay_id[32], uint64_t after)
+{
+    zks__req *r = req_new(ZKS__REQ_CONFIRM);
+    if (r == NULL)
+        return; /* the next PULL confirms it */
+    r->after = after;
+    memcpy(r->id, relay_id, 32);
+    r->abandoned = true; /* nobody waits */
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        req_free(r);
+        return;
+    }
+    *c->queue_tail = r;
+    c->queue_tail = &r->next;
+    uv_async_send(&c->async);
+    pthread_mutex_unlock(&c->mu);
 }
 
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
@@ -596,11 +662,18 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
     if (r == NULL)
         return ZKS_ENOMEM;
     r->after = after_cursor;
-    int rc = submit_wait(c, r);
-    if (rc == ZKS_ETIMEDOUT)
-        return rc;
-    if (rc == 0)
-        rc = open_pull(out, c, r->body, r->body_len);
+    int rc = pull_inline(out, c, after_cursor, r->relay_id);
+    bool inline_hit = rc == 1;
+    if (rc == 0) {
+        rc = submit_wait(c, r);
+        if (rc == ZKS_ETIMEDOUT)
+            return rc;
+        if (rc == 0)
+            rc = open_pull(out, c, r->body, r->body_len);
+    } else if (inline_hit) {
+        rc = 0;
+        confirm_later(c, r->relay_id, out->last);
+    }
     if (rc == 0 && out->last > 0) {
         uint64_t now = 0;
         zks__state_lock(c, false);

@@ -23,6 +23,7 @@
 #include "crypto/group.h"
 #include "crypto/nodeid.h"
 #include "net/net.h"
+#include "proto/msg.h"
 #include "zks.h"
 
 #define ZKS__MAX_RELAYS 8
@@ -157,7 +158,54 @@ enum zks__req_type {
     ZKS__REQ_REVOKE,
     ZKS__REQ_DELETE,
     ZKS__REQ_STOP,
+    ZKS__REQ_CONFIRM, /* tell the primary relay, later, that the device holds up to `after` */
 };
+
+/*
+ * Blobs that came inline with their NOTIFY from the primary relay (inline.c),
+ * for zks_client_pull to answer from without a round trip. Bounded: the
+ * oldest go first beyond ZKS__INLINE_MAX_BLOBS or ZKS__INLINE_MAX_CACHE bytes.
+ */
+#define ZKS__INLINE_MAX_BYTES 16384 /* larger envelopes are left to PULL */
+#define ZKS__INLINE_MAX_BLOBS 1024
+#define ZKS__INLINE_MAX_CACHE (4u << 20)
+#define ZKS__CONFIRM_DELAY_MS 50 /* confirmations of inline delivery are gathered this long */
+
+typedef struct zks__inline_blob {
+    uint64_t cursor;
+    uint8_t id[ZKS_BLOB_ID_SIZE];
+    uint8_t sender[ZKS_NODE_ID_SIZE];
+    uint64_t time; /* stored at, relay clock */
+    uint8_t *env;
+    size_t len;
+} zks__inline_blob;
+
+typedef struct zks__inline {
+    pthread_mutex_t mu;
+    bool valid; /* relay_id is set */
+    uint8_t relay_id[32];
+    zks__inline_blob *v; /* ascending cursors */
+    size_t n, cap, bytes;
+    uint64_t known_max; /* highest cursor heard of at that relay */
+} zks__inline;
+
+void zks__inline_init(zks__inline *ic);
+void zks__inline_free(zks__inline *ic);
+/* The primary relay is `relay_id`: a different one than before empties the cache. */
+void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32]);
+/* A cursor the primary relay assigned (one of our pushes): only raises known_max. */
+void zks__inline_seen(zks__inline *ic, uint64_t cursor);
+/* Keeps the envelope a NOTIFY carried (copied); does nothing without one. */
+void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n);
+/*
+ * Takes the blobs at cursors after+1, after+2, ... with no gap, at most `max`;
+ * returns how many (0: the caller must PULL), in *out, to free with
+ * zks__inline_blobs_free. Also drops everything up to them, and reports
+ * the relay and the highest cursor known there.
+ */
+size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, zks__inline_blob **out,
+                        uint8_t relay_id[32], uint64_t *known_max);
+void zks__inline_blobs_free(zks__inline_blob *v, size_t n);
 
 /*
  * A request handed from a calling thread to the I/O thread. Shared fields
@@ -172,7 +220,8 @@ typedef struct zks__req {
     uint32_t remote; /* wire code behind ZKS_EREMOTE */
     /* inputs */
     uint64_t after;
-    uint8_t id[32]; /* blob id (push, delete) or device id (revoke) */
+    uint8_t id[32]; /* blob id (push, delete), device id (revoke) or relay id (confirm) */
+    uint32_t limit; /* pull: most items wanted (0: the relay's default) */
     bool force;
     int64_t seq;
     uint32_t ttl;
@@ -215,6 +264,7 @@ struct zks_client {
      * unique, and one device's ids sort together in the relay's index. */
     uint8_t blob_id_prefix[8];
     atomic_uint_fast64_t blob_id_seq;
+    zks__inline inl; /* has its own mutex */
 
     /* The I/O thread's. */
     uv_loop_t loop;

@@ -82,7 +82,10 @@ struct zks__io {
     uint32_t attempt;
     int round_err;
     uint32_t round_wire;
-    uv_timer_t reconnect_timer, retry_timer, flush_timer;
+    uv_timer_t reconnect_timer, retry_timer, flush_timer, confirm_timer;
+    /* Inline delivery to confirm to the relay confirm_relay (0: nothing). */
+    uint64_t confirm_after;
+    uint8_t confirm_relay[32];
     uv_check_t check;
     zks__req *connect_waiters, *disconnect_waiters;
     struct entry *head, *tail;
@@ -617,6 +620,8 @@ static void on_server_message(struct zks__io *io, struct relay *r, const zks_msg
     case ZKS_MSG_NOTIFY: {
         if (r->idx != io->primary || m->u.notify.kind != ZKS_MSG_KIND_BLOB)
             break;
+        /* Kept before the event goes out, so a pull on the event finds it. */
+        zks__inline_add(&c->inl, &m->u.notify);
         zks_event ev;
         memset(&ev, 0, sizeof ev);
         ev.kind = ZKS_EVENT_BLOB_AVAILABLE;
@@ -708,6 +713,8 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
             ev.kind = ZKS_EVENT_BLOB_PUSHED;
             memcpy(ev.u.blob_pushed.id, e->blob_id, ZKS_BLOB_ID_SIZE);
             ev.u.blob_pushed.cursor = m->u.push_ack.cursor;
+            if (r->idx == io->primary)
+                zks__inline_seen(&c->inl, m->u.push_ack.cursor);
             zks__hub_emit(c->hub, &ev);
             if (e->waiter) {
                 e->waiter->cursor = m->u.push_ack.cursor;
@@ -969,6 +976,42 @@ static int check_ready(struct zks__io *io)
     return 0;
 }
 
+static void do_simple(struct zks__io *io, zks__req *q);
+
+/*
+ * Delivery of inline blobs is confirmed with a PULL of one item after the
+ * last one the device took (the relay records delivery up to a PULL's
+ * `after`), gathered over ZKS__CONFIRM_DELAY_MS so that a busy subscriber
+ * sends a few of them a second rather than one per pull.
+ */
+static void on_confirm_timer(uv_timer_t *t)
+{
+    struct zks__io *io = t->data;
+    if (io->confirm_after == 0 || io->primary < 0 ||
+        memcmp(io->relays[io->primary].spec.id, io->confirm_relay, 32) != 0)
+        return; /* another relay's cursors now: its next PULL confirms */
+    zks__req *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return;
+    q->type = ZKS__REQ_PULL;
+    q->after = io->confirm_after;
+    q->limit = 1;
+    q->abandoned = true; /* the answer is not needed */
+    io->confirm_after = 0;
+    do_simple(io, q);
+}
+
+static void confirm_gather(struct zks__io *io, zks__req *q)
+{
+    if (memcmp(io->confirm_relay, q->id, 32) != 0 || q->after > io->confirm_after) {
+        memcpy(io->confirm_relay, q->id, 32);
+        io->confirm_after = q->after;
+    }
+    if (!uv_is_active((uv_handle_t *)&io->confirm_timer))
+        uv_timer_start(&io->confirm_timer, on_confirm_timer, ZKS__CONFIRM_DELAY_MS, 0);
+    zks__req_finish(io->c, q, 0);
+}
+
 static void do_simple(struct zks__io *io, zks__req *q)
 {
     int rc = check_ready(io);
@@ -983,6 +1026,7 @@ static void do_simple(struct zks__io *io, zks__req *q)
     case ZKS__REQ_PULL:
         zks_msg_init(&m, ZKS_MSG_PULL);
         m.u.pull.after = q->after;
+        m.u.pull.limit = q->limit;
         type = OP_PULL;
         break;
     case ZKS__REQ_DEVICES:
@@ -1142,6 +1186,9 @@ static void on_async(uv_async_t *h)
             free(q);
             stop_all(io);
             break;
+        case ZKS__REQ_CONFIRM:
+            confirm_gather(io, q);
+            break;
         }
     }
 }
@@ -1166,6 +1213,7 @@ static void on_net_closed(void *arg)
     uv_close((uv_handle_t *)&io->reconnect_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->retry_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->flush_timer, on_handle_closed);
+    uv_close((uv_handle_t *)&io->confirm_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->check, on_handle_closed);
     for (size_t i = 0; i < io->nrelays; i++)
         uv_close((uv_handle_t *)&io->relays[i].hello_timer, on_handle_closed);
@@ -1242,6 +1290,8 @@ int zks__io_init(zks_client *c)
     io->retry_timer.data = io;
     uv_timer_init(&c->loop, &io->flush_timer);
     io->flush_timer.data = io;
+    uv_timer_init(&c->loop, &io->confirm_timer);
+    io->confirm_timer.data = io;
     for (size_t i = 0; i < io->nrelays; i++) {
         uv_timer_init(&c->loop, &io->relays[i].hello_timer);
         io->relays[i].hello_timer.data = io;

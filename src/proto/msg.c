@@ -138,9 +138,13 @@ static const struct field pull_response_fields[] = {
 
 #define T struct zks_msg_notify
 static const struct field notify_fields[] = {
-    FIXED(1, REQ, T, blob_id),         FIELD(2, F_UINT, REQ, T, cursor, 0),
-    FIXED(3, REQ, T, sender),          FIELD(4, F_UINT, REQ, T, size, 0),
-    FIELD(5, F_UINT, REQ, T, time, 0), FIELD(6, F_KIND, OPT, T, kind, ZKS_MSG_KIND_MAX),
+    FIXED(1, REQ, T, blob_id),
+    FIELD(2, F_UINT, REQ, T, cursor, 0),
+    FIXED(3, REQ, T, sender),
+    FIELD(4, F_UINT, REQ, T, size, 0),
+    FIELD(5, F_UINT, REQ, T, time, 0),
+    FIELD(6, F_KIND, OPT, T, kind, ZKS_MSG_KIND_MAX),
+    FIELD(7, F_BIN, OPT, T, envelope, ZKS_MAX_BLOB),
 };
 #undef T
 

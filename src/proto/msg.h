@@ -169,7 +169,8 @@ struct zks_msg_notify {
     uint8_t sender[ZKS_MSG_NODE_ID_LEN];
     uint64_t size; /* bytes of the stored envelope */
     uint64_t time;
-    uint8_t kind; /* optional; ZKS_MSG_KIND_* */
+    uint8_t kind;         /* optional; ZKS_MSG_KIND_* */
+    zks_msg_bin envelope; /* optional: the stored envelope itself, when small (len 0: absent) */
 };
 
 struct zks_msg_presence {

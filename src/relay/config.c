@@ -49,6 +49,8 @@ static const struct setting settings[] = {
     U64(hello_timeout_ms, 100, 600000, "time a connection has to send HELLO, ms"),
     U64(max_sessions, 1, 10000000, "sessions open at once; more are refused with 3000"),
     U64(pull_limit, 1, 1000, "most blobs one PULL returns"),
+    U64(notify_inline_bytes, 0, 1048576,
+        "NOTIFY carries envelopes up to this size, bytes (0: never)"),
     U64(idle_timeout_s, 1, 3600, "idle connections close after this many seconds"),
     U64(commit_batch_max, 1, 65536, "most pushes committed in one transaction"),
     BOOL(retry, "validate client addresses with QUIC Retry"),
@@ -78,6 +80,7 @@ void zks_relay_config_defaults(zks_relay_config *c)
     c->hello_timeout_ms = 10000;
     c->max_sessions = 10000;
     c->pull_limit = 1000;
+    c->notify_inline_bytes = 4096;
     c->idle_timeout_s = 60;
     c->commit_batch_max = 1024;
     c->retry = false;

@@ -32,6 +32,7 @@ typedef struct zks_relay_config {
     uint64_t hello_timeout_ms;
     uint64_t max_sessions;
     uint64_t pull_limit;
+    uint64_t notify_inline_bytes;
     uint64_t idle_timeout_s;
     uint64_t commit_batch_max;
     bool retry;

@@ -776,6 +776,10 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
         m.u.notify.size = forwarded_size(p->item.kind, p->item.envelope_len);
         m.u.notify.time = ms(now_us);
         m.u.notify.kind = p->item.kind;
+        /* Small blobs travel with their announcement: no PULL round trip for them. */
+        if (p->item.kind == ZKS_STORE_KIND_BLOB &&
+            p->item.envelope_len <= r->cfg.notify_inline_bytes)
+            m.u.notify.envelope = (zks_msg_bin){p->item.envelope, p->item.envelope_len};
         broadcast(r, g, p->item.sender, &m);
         /* Wake offline devices once per group per commit, with the batch's last cursor. */
         bool later_same_group = false;

@@ -105,6 +105,7 @@ SPEC = {
         (4, "size", "uint", True, None),
         (5, "time", "uint", True, None),
         (6, "kind", "kind", False, None),
+        (7, "envelope", "bin", False, MAX_BLOB),
     ]),
     "PRESENCE": (8, [(1, "status", "str", False, 64)]),
     "DELETE": (9, [

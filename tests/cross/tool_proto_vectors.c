@@ -186,6 +186,7 @@ static void put_fields(const zks_msg *m)
         f_uint("size", n->size);
         f_uint("time", n->time);
         f_uint("kind", n->kind);
+        f_bin("envelope", n->envelope);
         break;
     }
     case ZKS_MSG_PRESENCE:

@@ -76,13 +76,14 @@ static const struct tspec SPECS[] = {
      {{1, K_ARRAY, true, 1000}, {2, K_BOOL, true, 0}, {3, K_UINT, true, 0}}},
     {ZKS_MSG_NOTIFY,
      "NOTIFY",
-     6,
+     7,
      {{1, K_FIXED, true, 16},
       {2, K_UINT, true, 0},
       {3, K_FIXED, true, 32},
       {4, K_UINT, true, 0},
       {5, K_UINT, true, 0},
-      {6, K_KIND, false, 2}}},
+      {6, K_KIND, false, 2},
+      {7, K_BIN, false, ZKS_MAX_BLOB}}},
     {ZKS_MSG_PRESENCE, "PRESENCE", 1, {{1, K_STR, false, 64}}},
     {ZKS_MSG_DELETE, "DELETE", 2, {{1, K_FIXED, true, 16}, {2, K_BOOL, false, 0}}},
     {ZKS_MSG_REVOKE_DEVICE, "REVOKE_DEVICE", 1, {{1, K_FIXED, true, 32}}},
@@ -209,6 +210,7 @@ static void canonical(zks_msg *m, uint32_t type)
         m->u.notify.size = 8;
         m->u.notify.time = 1700000000250ull;
         m->u.notify.kind = ZKS_MSG_KIND_CONTENT_ACK;
+        m->u.notify.envelope = (zks_msg_bin){.p = (const uint8_t *)"envelope", .len = 8};
         break;
     case ZKS_MSG_PRESENCE:
         m->u.presence.status = zks_msg_cstr("active");
@@ -359,6 +361,7 @@ static void assert_msg_equal(const zks_msg *a, const zks_msg *b)
         assert_int_equal(a->u.notify.size, b->u.notify.size);
         assert_int_equal(a->u.notify.time, b->u.notify.time);
         assert_int_equal(a->u.notify.kind, b->u.notify.kind);
+        eq_bin(a->u.notify.envelope, b->u.notify.envelope);
         break;
     case ZKS_MSG_PRESENCE:
         eq_str(a->u.presence.status, b->u.presence.status);

@@ -415,6 +415,10 @@ static void test_push_ack_after_commit_and_notify(void **state)
     uint8_t sender[32];
     device_id(sender, 1);
     assert_memory_equal(m.u.notify.sender, sender, 32);
+    /* A small envelope travels with its announcement. */
+    assert_int_equal(m.u.notify.envelope.len, 1024);
+    for (size_t i = 0; i < 1024; i++)
+        assert_int_equal(m.u.notify.envelope.p[i], 0xa1);
     zks_msg_clear(&m);
     assert_int_equal(count_to(e, 1, ZKS_MSG_NOTIFY), 0);
 
@@ -434,6 +438,14 @@ static void test_push_ack_after_commit_and_notify(void **state)
     e->io.no_credit = true;
     assert_int_equal(push_acked(e, 1, 20, 0xa4, 10), 4);
     assert_int_equal(atomic_load(&e->metrics.notifies_dropped), 1);
+    /* A larger one is left to PULL. */
+    e->io.no_credit = false;
+    push_acked(e, 1, 24, 0xa9, 4097);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_NOTIFY);
+    assert_int_equal(m.u.notify.size, 4097);
+    assert_int_equal(m.u.notify.envelope.len, 0);
+    zks_msg_clear(&m);
 }
 
 static void test_group_commit_of_many(void **state)
@@ -474,6 +486,7 @@ static void test_pull_paging_and_welcome_pending(void **state)
     last_to(e, 2, &m);
     assert_int_equal(m.type, ZKS_MSG_NOTIFY);
     assert_int_equal(m.u.notify.cursor, 5);
+    assert_int_equal(m.u.notify.envelope.len, 0); /* the one after WELCOME never carries it */
     zks_msg_clear(&m);
 
     zks_msg req;
