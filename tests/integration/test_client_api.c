@@ -306,17 +306,24 @@ static void test_connect_push_pull(void **state)
     zks_group_key_free(g);
 }
 
+/* Two connected devices a and b of group g, with b's events on *rb. */
+static void connect_pair(zks_group_key *g, zks_client **a, zks_client **b, zks_receiver **rb)
+{
+    *a = h_client(NULL, g, &relay);
+    *b = h_client(NULL, g, &relay);
+    assert_int_equal(zks_client_subscribe(rb, *b), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, *a), 0);
+    assert_int_equal(zks_client_connect(&info, *b), 0);
+}
+
 static void test_two_devices_notify(void **state)
 {
     (void)state;
     zks_group_key *g = new_group();
-    zks_client *a = h_client(NULL, g, &relay);
-    zks_client *b = h_client(NULL, g, &relay);
+    zks_client *a, *b;
     zks_receiver *rb;
-    assert_int_equal(zks_client_subscribe(&rb, b), 0);
-    zks_connection_info info;
-    assert_int_equal(zks_client_connect(&info, a), 0);
-    assert_int_equal(zks_client_connect(&info, b), 0);
+    connect_pair(g, &a, &b, &rb);
     zks_push_result pr;
     assert_int_equal(zks_client_push(&pr, a, "from a", 6), 0);
     zks_event ev;
@@ -361,13 +368,9 @@ static void test_inline_delivery(void **state)
 {
     (void)state;
     zks_group_key *g = new_group();
-    zks_client *a = h_client(NULL, g, &relay);
-    zks_client *b = h_client(NULL, g, &relay);
+    zks_client *a, *b;
     zks_receiver *rb;
-    assert_int_equal(zks_client_subscribe(&rb, b), 0);
-    zks_connection_info info;
-    assert_int_equal(zks_client_connect(&info, a), 0);
-    assert_int_equal(zks_client_connect(&info, b), 0);
+    connect_pair(g, &a, &b, &rb);
     uint8_t ida[32], idb[32];
     assert_int_equal(zks_client_device_id(ida, a), 0);
     assert_int_equal(zks_client_device_id(idb, b), 0);
