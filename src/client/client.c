@@ -621,8 +621,10 @@ static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint
     zks__inline_blobs_free(v, n);
     if (rc != 0)
         return rc;
+    /* The relay may hold more than this client has heard of (NOTIFYs still on
+     * their way, a gap): only a PULL can say there is nothing more. */
     out->max_cursor = known_max > out->last ? known_max : out->last;
-    out->has_more = known_max > out->last;
+    out->has_more = 1;
     return 1;
 }
 
