@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -107,9 +108,13 @@ static inline void relay_start(relay_proc *r, const char *listen, const char *co
     relay_binary(bin, sizeof bin);
     int out[2];
     assert_int_equal(pipe(out), 0);
+    pid_t parent = getpid();
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
+        /* A test that dies before its teardown takes its relay with it. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         dup2(out[1], 1);
         int err = open(r->log, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (err >= 0)

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -131,10 +132,14 @@ static void h_relay_start_with(h_relay *r, unsigned port, const char *const *ext
     int out[2];
     if (pipe(out) != 0)
         h_die("pipe: %s", strerror(errno));
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
         h_die("fork: %s", strerror(errno));
     if (pid == 0) {
+        /* A test that dies before its teardown takes its relay with it. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
         dup2(out[1], 1);
         close(out[0]);
         close(out[1]);
