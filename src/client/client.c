@@ -600,24 +600,12 @@ static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, s
  */
 static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint8_t relay_id[32])
 {
-    zks__inline_blob *v;
+    struct zks_msg_blob *v;
     uint64_t known_max;
     size_t n = zks__inline_take(&c->inl, after, ZKS__INLINE_MAX_BLOBS, &v, relay_id, &known_max);
     if (n == 0)
         return 0;
-    struct zks_msg_blob *items = calloc(n, sizeof *items);
-    int rc = items ? 0 : ZKS_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        memcpy(items[i].blob_id, v[i].id, ZKS_BLOB_ID_SIZE);
-        items[i].cursor = v[i].cursor;
-        memcpy(items[i].sender, v[i].sender, ZKS_NODE_ID_SIZE);
-        items[i].time = v[i].time;
-        items[i].envelope = (zks_msg_bin){v[i].env, v[i].len};
-        items[i].kind = ZKS_MSG_KIND_BLOB;
-    }
-    if (rc == 0)
-        rc = open_blobs(out, c, items, n);
-    free(items);
+    int rc = open_blobs(out, c, v, n);
     zks__inline_blobs_free(v, n);
     if (rc != 0)
         return rc;

@@ -8,8 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sodium.h>
-
 #include "client/internal.h"
 
 void zks__inline_init(zks__inline *ic)
@@ -23,8 +21,8 @@ static void drop_first(zks__inline *ic, size_t k)
     if (k == 0)
         return;
     for (size_t i = 0; i < k; i++) {
-        ic->bytes -= ic->v[i].len;
-        free(ic->v[i].env);
+        ic->bytes -= ic->v[i].envelope.len;
+        free((void *)ic->v[i].envelope.p);
     }
     memmove(ic->v, ic->v + k, (ic->n - k) * sizeof ic->v[0]);
     ic->n -= k;
@@ -75,7 +73,7 @@ void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
     bool fits = ic->valid && (at == ic->n || ic->v[at].cursor != n->cursor);
     if (fits && ic->n == ic->cap) {
         size_t cap = ic->cap ? 2 * ic->cap : 16;
-        zks__inline_blob *v = realloc(ic->v, cap * sizeof *v);
+        struct zks_msg_blob *v = realloc(ic->v, cap * sizeof *v);
         fits = v != NULL;
         if (v) {
             ic->v = v;
@@ -88,25 +86,26 @@ void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
         return;
     }
     memmove(ic->v + at + 1, ic->v + at, (ic->n - at) * sizeof ic->v[0]);
-    zks__inline_blob *b = &ic->v[at];
+    struct zks_msg_blob *b = &ic->v[at];
+    memset(b, 0, sizeof *b);
+    memcpy(b->blob_id, n->blob_id, sizeof b->blob_id);
     b->cursor = n->cursor;
-    memcpy(b->id, n->blob_id, sizeof b->id);
     memcpy(b->sender, n->sender, sizeof b->sender);
     b->time = n->time;
-    b->env = env;
-    b->len = n->envelope.len;
+    b->envelope = (zks_msg_bin){env, n->envelope.len};
+    b->kind = ZKS_MSG_KIND_BLOB;
     ic->n++;
-    ic->bytes += b->len;
+    ic->bytes += b->envelope.len;
     /* The oldest go first: a device that does not pull has no use for them. */
     size_t k = 0;
     size_t bytes = ic->bytes;
     while (k < ic->n && (ic->n - k > ZKS__INLINE_MAX_BLOBS || bytes > ZKS__INLINE_MAX_CACHE))
-        bytes -= ic->v[k++].len;
+        bytes -= ic->v[k++].envelope.len;
     drop_first(ic, k);
     pthread_mutex_unlock(&ic->mu);
 }
 
-size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, zks__inline_blob **out,
+size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, struct zks_msg_blob **out,
                         uint8_t relay_id[32], uint64_t *known_max)
 {
     *out = NULL;
@@ -119,16 +118,15 @@ size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, zks__inline
         while (first + k < ic->n && k < max && ic->v[first + k].cursor == after + 1 + k)
             k++;
     }
-    zks__inline_blob *v = k ? malloc(k * sizeof *v) : NULL;
+    struct zks_msg_blob *v = k ? malloc(k * sizeof *v) : NULL;
     if (v == NULL) {
         pthread_mutex_unlock(&ic->mu);
         return 0;
     }
     memcpy(v, ic->v + first, k * sizeof *v);
     for (size_t i = 0; i < k; i++) {
-        ic->bytes -= v[i].len;
-        ic->v[first + i].env = NULL; /* moved to `v` */
-        ic->v[first + i].len = 0;
+        ic->bytes -= v[i].envelope.len;
+        ic->v[first + i].envelope = (zks_msg_bin){NULL, 0}; /* moved to `v` */
     }
     /* What the caller has now, and anything older, is of no further use. */
     drop_first(ic, first + k);
@@ -139,11 +137,9 @@ size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, zks__inline
     return k;
 }
 
-void zks__inline_blobs_free(zks__inline_blob *v, size_t n)
+void zks__inline_blobs_free(struct zks_msg_blob *v, size_t n)
 {
-    for (size_t i = 0; v && i < n; i++) {
-        sodium_memzero(v[i].env, v[i].len);
-        free(v[i].env);
-    }
+    for (size_t i = 0; v && i < n; i++)
+        free((void *)v[i].envelope.p);
     free(v);
 }

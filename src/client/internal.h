@@ -171,20 +171,11 @@ enum zks__req_type {
 #define ZKS__INLINE_MAX_CACHE (4u << 20)
 #define ZKS__CONFIRM_DELAY_MS 50 /* confirmations of inline delivery are gathered this long */
 
-typedef struct zks__inline_blob {
-    uint64_t cursor;
-    uint8_t id[ZKS_BLOB_ID_SIZE];
-    uint8_t sender[ZKS_NODE_ID_SIZE];
-    uint64_t time; /* stored at, relay clock */
-    uint8_t *env;
-    size_t len;
-} zks__inline_blob;
-
 typedef struct zks__inline {
     pthread_mutex_t mu;
     bool valid; /* relay_id is set */
     uint8_t relay_id[32];
-    zks__inline_blob *v; /* ascending cursors */
+    struct zks_msg_blob *v; /* ascending cursors; each envelope malloc'd, owned here */
     size_t n, cap, bytes;
     uint64_t known_max; /* highest cursor heard of at that relay */
 } zks__inline;
@@ -203,9 +194,9 @@ void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n);
  * zks__inline_blobs_free. Also drops everything up to them, and reports
  * the relay and the highest cursor known there.
  */
-size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, zks__inline_blob **out,
+size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, struct zks_msg_blob **out,
                         uint8_t relay_id[32], uint64_t *known_max);
-void zks__inline_blobs_free(zks__inline_blob *v, size_t n);
+void zks__inline_blobs_free(struct zks_msg_blob *v, size_t n);
 
 /*
  * A request handed from a calling thread to the I/O thread. Shared fields

@@ -7,7 +7,6 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,17 +197,16 @@ static const char *const stmt_sql[ST__COUNT] = {
 typedef struct sq_ckpt {
     pthread_t thread;
     pthread_mutex_t mu;
-    pthread_cond_t cv;         /* a request, or stop */
-    pthread_cond_t idle;       /* a checkpoint ended */
-    sqlite3 *db;               /* the checkpointer's own connection */
-    bool started;              /* the thread exists and must be joined */
-    bool want;                 /* a checkpoint was asked for; guarded by mu */
-    bool running;              /* a checkpoint is under way; guarded by mu */
-    bool stop;                 /* the handle is closing; guarded by mu */
-    atomic_uint_fast64_t done; /* checkpoints completed by the thread */
-    int last_request;          /* log pages at the last request (committing thread only) */
-    int pages;                 /* log pages between requests */
-    int hard_pages;            /* log pages at which the committing connection checkpoints */
+    pthread_cond_t cv;   /* a request, or stop */
+    pthread_cond_t idle; /* a checkpoint ended */
+    sqlite3 *db;         /* the checkpointer's own connection */
+    bool started;        /* the thread exists and must be joined */
+    bool want;           /* a checkpoint was asked for; guarded by mu */
+    bool running;        /* a checkpoint is under way; guarded by mu */
+    bool stop;           /* the handle is closing; guarded by mu */
+    int last_request;    /* log pages at the last request (committing thread only) */
+    int pages;           /* log pages between requests */
+    int hard_pages;      /* log pages at which the committing connection checkpoints */
 } sq_ckpt;
 
 typedef struct sq_store {
@@ -1323,6 +1321,14 @@ static int sq_stats(zks_store *base, zks_store_totals *out)
 
 /* ---- checkpoints ---- */
 
+/* A passive checkpoint over `db`; busy (another one is under way) is no failure. */
+static void checkpoint(sqlite3 *db)
+{
+    int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+    if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
+        ZKS_LOGW("store: checkpoint failed: %s (%s)", sqlite3_errmsg(db), sqlite3_errstr(rc));
+}
+
 static void *ckpt_main(void *arg)
 {
     sq_store *s = arg;
@@ -1336,16 +1342,7 @@ static void *ckpt_main(void *arg)
         k->want = false;
         k->running = true;
         pthread_mutex_unlock(&k->mu);
-        int log_pages = 0, copied = 0;
-        int rc =
-            sqlite3_wal_checkpoint_v2(k->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied);
-        if (rc == SQLITE_OK) {
-            atomic_fetch_add(&k->done, 1);
-        } else if ((rc & 0xff) != SQLITE_BUSY) {
-            /* Busy: the committing connection is checkpointing right now. */
-            ZKS_LOGW("store: checkpoint failed: %s (%s)", sqlite3_errmsg(k->db),
-                     sqlite3_errstr(rc));
-        }
+        checkpoint(k->db);
         pthread_mutex_lock(&k->mu);
         k->running = false;
         pthread_cond_broadcast(&k->idle);
@@ -1371,9 +1368,7 @@ static int ckpt_on_commit(void *arg, sqlite3 *db, const char *schema, int log_pa
         while (k->running)
             pthread_cond_wait(&k->idle, &k->mu);
         pthread_mutex_unlock(&k->mu);
-        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY)
-            ZKS_LOGW("store: checkpoint failed: %s (%s)", sqlite3_errmsg(db), sqlite3_errstr(rc));
+        checkpoint(db);
         k->last_request = 0;
     } else if (k->started && log_pages - k->last_request >= k->pages) {
         k->last_request = log_pages;
@@ -1390,7 +1385,7 @@ static int ckpt_on_commit(void *arg, sqlite3 *db, const char *schema, int log_pa
  * (no memory, no thread) the committing connection checkpoints by itself,
  * as SQLite would: slower, never wrong.
  */
-static int ckpt_start(sq_store *s, const char *path)
+static void ckpt_start(sq_store *s, const char *path)
 {
     sq_ckpt *k = &s->ckpt;
     int rc = sqlite3_open_v2(
@@ -1411,7 +1406,6 @@ static int ckpt_start(sq_store *s, const char *path)
         k->started = true;
     }
     sqlite3_wal_hook(s->db, ckpt_on_commit, s);
-    return 0;
 }
 
 static void ckpt_stop(sq_store *s)
@@ -1733,10 +1727,9 @@ int zks_store_open_sqlite(zks_store **out, const char *dir_or_path, const zks_st
     sqlite3_busy_timeout(
         s->db, (int)(s->cfg.busy_timeout_ms > INT_MAX ? INT_MAX : s->cfg.busy_timeout_ms));
     rc = prepare_database(s, path);
-    if (rc == 0)
-        rc = ckpt_start(s, path);
     if (rc != 0)
         goto fail;
+    ckpt_start(s, path);
 
     for (int i = 0; i < ST__COUNT; i++) {
         int src =
