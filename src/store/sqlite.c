@@ -820,6 +820,22 @@ static int sq_group_info(zks_store *base, zks_store_group *out, const uint8_t *g
     return rc;
 }
 
+/*
+ * Opens a write transaction and reads the group (made if new) and the
+ * device's row in it. Returns 1 when the device has a row, 0 when not, or a
+ * negative code; in every case the caller ends the transaction with tx_end.
+ */
+static int tx_group_device(sq_store *s, const uint8_t *group_id, const uint8_t *device_id,
+                           int64_t now_ms, sq_group *g, int64_t *acked, int *revoked)
+{
+    int rc = tx_begin(s);
+    if (rc == 0)
+        rc = group_ensure(s, group_id, now_ms, g);
+    if (rc == 0)
+        rc = device_find(s, g->gid, device_id, acked, revoked);
+    return rc;
+}
+
 static int sq_device_hello(zks_store *base, zks_store_group *info, const uint8_t *group_id,
                            const uint8_t *device_id, const char *name, size_t name_len,
                            uint64_t last_cursor, int64_t now_ms)
@@ -828,13 +844,7 @@ static int sq_device_hello(zks_store *base, zks_store_group *info, const uint8_t
     sq_group g;
     int64_t acked;
     int revoked;
-    int rc = tx_begin(s);
-    if (rc != 0)
-        return rc;
-    rc = group_ensure(s, group_id, now_ms, &g);
-    if (rc != 0)
-        goto out;
-    rc = device_find(s, g.gid, device_id, &acked, &revoked);
+    int rc = tx_group_device(s, group_id, device_id, now_ms, &g, &acked, &revoked);
     if (rc < 0)
         goto out;
     if (rc == 1 && revoked) {
@@ -992,13 +1002,7 @@ static int sq_device_revoke(zks_store *base, uint64_t *deleted, const uint8_t *g
     sq_group g;
     int64_t acked;
     int revoked;
-    int rc = tx_begin(s);
-    if (rc != 0)
-        return rc;
-    rc = group_ensure(s, group_id, now_ms, &g);
-    if (rc != 0)
-        goto out;
-    rc = device_find(s, g.gid, device_id, &acked, &revoked);
+    int rc = tx_group_device(s, group_id, device_id, now_ms, &g, &acked, &revoked);
     if (rc < 0)
         goto out;
     int known = rc == 1;
