@@ -90,6 +90,9 @@ static const char *const migrations[] = {
     "  UPDATE groups SET blob_count = blob_count - 1, bytes_used = bytes_used - OLD.size"
     "   WHERE gid = OLD.gid;"
     "END;",
+    /* 2: a push batch counts what it adds once per run of one group
+     * (push_batch), instead of one UPDATE of the group's row per blob. */
+    "DROP TRIGGER blobs_counted;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -102,8 +105,8 @@ static const char *const migrations[] = {
     X(GROUP_FIND, "SELECT gid, max_cursor, blob_count, bytes_used, created_ms FROM groups"         \
                   " WHERE group_id = ?1")                                                          \
     X(GROUP_ADD, "INSERT INTO groups (group_id, created_ms) VALUES (?1, ?2)")                      \
-    X(GROUP_NEXT, "UPDATE groups SET max_cursor = max_cursor + 1"                                  \
-                  " WHERE gid = ?1 AND bytes_used + ?2 <= ?3 RETURNING max_cursor")                \
+    X(GROUP_GROW, "UPDATE groups SET max_cursor = ?2, blob_count = blob_count + ?3,"               \
+                  " bytes_used = bytes_used + ?4 WHERE gid = ?1")                                  \
     X(GROUPS_WITH_BLOBS, "SELECT gid FROM groups WHERE blob_count > 0 ORDER BY gid")               \
     X(BLOB_FIND, "SELECT cursor, sender FROM blobs WHERE gid = ?1 AND blob_id = ?2")               \
     X(ENVELOPE_ADD, "INSERT INTO envelopes (data) VALUES (?1)")                                    \
@@ -481,11 +484,35 @@ static int64_t expiry(const sq_store *s, const zks_store_push *it, int64_t now_m
 }
 
 /*
+ * A run of a push batch in one group: the group's row as the run began, with
+ * the cursors taken and bytes added since. The row is written once, when the
+ * run ends (group_run_end), so a batch of one group changes it once.
+ */
+typedef struct sq_group_run {
+    sq_group g;
+    int64_t added_blobs;
+    int64_t added_bytes;
+} sq_group_run;
+
+static int group_run_end(sq_store *s, sq_group_run *gr)
+{
+    if (gr->added_blobs == 0)
+        return 0;
+    sqlite3_stmt *st = stmt(s, ST_GROUP_GROW);
+    if (sqlite3_bind_int64(st, 1, gr->g.gid) || sqlite3_bind_int64(st, 2, gr->g.max_cursor) ||
+        sqlite3_bind_int64(st, 3, gr->added_blobs) || sqlite3_bind_int64(st, 4, gr->added_bytes))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    gr->added_blobs = 0;
+    gr->added_bytes = 0;
+    return run(s, st, "count blobs");
+}
+
+/*
  * One item inside the batch transaction. Returns 0 with r filled (r->err may
  * hold a refusal that leaves the database untouched), or a negative code for
  * a database failure that dooms the whole batch.
  */
-static int push_one(sq_store *s, const zks_store_push *it, const sq_group *g, int sender_revoked,
+static int push_one(sq_store *s, const zks_store_push *it, sq_group_run *gr, int sender_revoked,
                     int64_t now_ms, zks_store_push_result *r)
 {
     if (it->kind > ZKS_STORE_KIND_CONTENT_ACK || it->envelope == NULL || it->envelope_len == 0) {
@@ -499,7 +526,8 @@ static int push_one(sq_store *s, const zks_store_push *it, const sq_group *g, in
 
     /* An idempotent retry must find its original cursor even if the limits changed since. */
     sqlite3_stmt *st = stmt(s, ST_BLOB_FIND);
-    if (sqlite3_bind_int64(st, 1, g->gid) || bind_blob(st, 2, it->blob_id, ZKS_STORE_BLOB_ID_LEN))
+    if (sqlite3_bind_int64(st, 1, gr->g.gid) ||
+        bind_blob(st, 2, it->blob_id, ZKS_STORE_BLOB_ID_LEN))
         return fail(s, sqlite3_errcode(s->db), "bind");
     int rc = step_one(s, st, "find blob id");
     if (rc < 0)
@@ -525,26 +553,12 @@ static int push_one(sq_store *s, const zks_store_push *it, const sq_group *g, in
         return 0;
     }
     uint64_t quota = it->quota_bytes ? it->quota_bytes : s->cfg.group_quota;
-
-    /* The quota check and the cursor assignment are one statement, so the
-     * cursor is taken only by a blob that is then stored. */
-    st = stmt(s, ST_GROUP_NEXT);
-    if (sqlite3_bind_int64(st, 1, g->gid) || sqlite3_bind_int64(st, 2, (int64_t)it->envelope_len) ||
-        sqlite3_bind_int64(st, 3, to_i64(quota)))
-        return fail(s, sqlite3_errcode(s->db), "bind");
-    rc = step_one(s, st, "assign cursor");
-    if (rc < 0)
-        return rc;
-    if (rc == 0) {
+    /* The cursor is taken only by a blob that is then stored. */
+    if (to_u64(gr->g.bytes) + it->envelope_len > quota) {
         r->err = ZKS_STORE_EQUOTA;
         return 0;
     }
-    int64_t cursor = sqlite3_column_int64(st, 0);
-    /* Stepping to the end lets the RETURNING statement finish its update. */
-    rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE)
-        return fail(s, rc, "assign cursor");
+    int64_t cursor = gr->g.max_cursor + 1;
 
     st = stmt(s, ST_ENVELOPE_ADD);
     if (bind_blob(st, 1, it->envelope, it->envelope_len))
@@ -555,7 +569,7 @@ static int push_one(sq_store *s, const zks_store_push *it, const sq_group *g, in
     int64_t envelope_id = sqlite3_last_insert_rowid(s->db);
 
     st = stmt(s, ST_BLOB_ADD);
-    if (sqlite3_bind_int64(st, 1, g->gid) || sqlite3_bind_int64(st, 2, cursor) ||
+    if (sqlite3_bind_int64(st, 1, gr->g.gid) || sqlite3_bind_int64(st, 2, cursor) ||
         bind_blob(st, 3, it->blob_id, ZKS_STORE_BLOB_ID_LEN) || bind_id(st, 4, it->sender) ||
         sqlite3_bind_int(st, 5, it->kind) || sqlite3_bind_int64(st, 6, (int64_t)it->envelope_len) ||
         sqlite3_bind_int64(st, 7, now_ms) || sqlite3_bind_int64(st, 8, expiry(s, it, now_ms)) ||
@@ -564,6 +578,11 @@ static int push_one(sq_store *s, const zks_store_push *it, const sq_group *g, in
     rc = run(s, st, "store blob");
     if (rc != 0)
         return rc;
+    gr->g.max_cursor = cursor;
+    gr->g.bytes += (int64_t)it->envelope_len;
+    gr->g.blobs++;
+    gr->added_blobs++;
+    gr->added_bytes += (int64_t)it->envelope_len;
     r->cursor = (uint64_t)cursor;
     return 0;
 }
@@ -576,14 +595,17 @@ static int sq_push_batch(zks_store *base, zks_store_push_result *results,
     if (rc != 0)
         goto failed;
 
-    /* Batches usually hold runs of one group and one sender: look each up once per run. */
+    /* Batches usually hold runs of one group and one sender: look each up once per gr. */
     const uint8_t *group = NULL, *sender = NULL;
-    sq_group g = {0};
+    sq_group_run gr = {0};
     int sender_revoked = 0;
     for (size_t i = 0; i < n; i++) {
         const zks_store_push *it = &items[i];
         if (group == NULL || memcmp(group, it->group_id, ZKS_STORE_ID_LEN) != 0) {
-            rc = group_ensure(s, it->group_id, now_ms, &g);
+            /* The gr's counts go in first, so a later gr of the same group reads them. */
+            rc = group_run_end(s, &gr);
+            if (rc == 0)
+                rc = group_ensure(s, it->group_id, now_ms, &gr.g);
             if (rc != 0)
                 goto failed;
             group = it->group_id;
@@ -591,16 +613,18 @@ static int sq_push_batch(zks_store *base, zks_store_push_result *results,
         }
         if (sender == NULL || memcmp(sender, it->sender, ZKS_STORE_ID_LEN) != 0) {
             int64_t acked;
-            rc = device_find(s, g.gid, it->sender, &acked, &sender_revoked);
+            rc = device_find(s, gr.g.gid, it->sender, &acked, &sender_revoked);
             if (rc < 0)
                 goto failed;
             sender = it->sender;
         }
-        rc = push_one(s, it, &g, sender_revoked, now_ms, &results[i]);
+        rc = push_one(s, it, &gr, sender_revoked, now_ms, &results[i]);
         if (rc != 0)
             goto failed;
     }
-    rc = tx_commit(s);
+    rc = group_run_end(s, &gr);
+    if (rc == 0)
+        rc = tx_commit(s);
     if (rc == 0)
         return 0;
 

@@ -326,6 +326,45 @@ static void test_newer_schema_is_refused(void **state)
     open_default(f);
 }
 
+/*
+ * Schema 1 counted each inserted blob with a trigger; schema 2 counts a push
+ * batch in the store's code and drops the trigger. A database of schema 1 with
+ * blobs in it is upgraded on open and its counts stay exact.
+ */
+static void test_upgrade_from_schema_1(void **state)
+{
+    fixture *f = *state;
+    open_default(f);
+    zks_store_push one = item(G1, DA, 1, 40);
+    zks_store_push_result res;
+    assert_int_equal(zks_store_push_batch(f->s, &res, &one, 1, 1000), 0);
+    zks_store_close(f->s);
+    f->s = NULL;
+    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 2);
+    raw_exec(f->db, "CREATE TRIGGER blobs_counted AFTER INSERT ON blobs BEGIN"
+                    "  UPDATE groups SET blob_count = blob_count + 1,"
+                    "  bytes_used = bytes_used + NEW.size WHERE gid = NEW.gid;"
+                    "END; PRAGMA user_version = 1");
+
+    open_default(f);
+    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema"
+                                    " WHERE type = 'trigger' AND name = 'blobs_counted'"),
+                     0);
+    zks_store_push more[3] = {item(G1, DA, 2, 10), item(G2, DA, 3, 20), item(G1, DA, 4, 30)};
+    zks_store_push_result r3[3];
+    assert_int_equal(zks_store_push_batch(f->s, r3, more, 3, 1000), 0);
+    assert_int_equal(r3[0].cursor, 2);
+    assert_int_equal(r3[1].cursor, 1);
+    assert_int_equal(r3[2].cursor, 3);
+    zks_store_group info;
+    assert_int_equal(zks_store_group_info(f->s, &info, G1, NULL, 1000), 0);
+    assert_int_equal(info.blobs, 3);
+    assert_int_equal(info.bytes_used, 80);
+    check_accounting(f->s, G1);
+    check_accounting(f->s, G2);
+}
+
 static void test_empty_wal_file_gets_auto_vacuum(void **state)
 {
     fixture *f = *state;
@@ -1396,6 +1435,7 @@ int main(void)
         T(test_open_bad_arguments),
         T(test_second_open_is_refused),
         T(test_newer_schema_is_refused),
+        T(test_upgrade_from_schema_1),
         T(test_empty_wal_file_gets_auto_vacuum),
         T(test_foreign_database_is_refused),
         T(test_cursors_increase_without_gaps),
