@@ -7,7 +7,10 @@
  *   state.db    SQLite in WAL mode: device name, relays, cursors, outbox
  *
  * The outbox commits with synchronous=FULL: a push reported as stored is on
- * disk. Without a directory everything lives in memory.
+ * disk. Without a directory everything lives in memory, and the outbox is a
+ * plain array of rows in seq order rather than a table: it cannot outlive
+ * the process either way, and the array costs a copy where SQLite cost a
+ * transaction per push and another per batch of acknowledgements.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -66,12 +69,30 @@ static const char *const stmt_sql[ST__COUNT] = {
 #undef STMT_SQL
 };
 
+/* One outbox row of an in-memory state; env NULL marks a deleted row. */
+struct mem_row {
+    int64_t seq;
+    uint8_t group_id[32];
+    uint8_t blob_id[16];
+    uint32_t ttl;
+    uint8_t *env;
+    size_t len;
+};
+
+/* The outbox of an in-memory state: rows[head..n) in seq order, some deleted. */
+struct mem_outbox {
+    struct mem_row *rows;
+    size_t head, n, cap;
+    int64_t last_seq;
+};
+
 struct zks__state {
     char *dir; /* NULL: in memory */
     sqlite3 *db;
     sqlite3_stmt *stmt[ST__COUNT];
     int busy_ms;              /* the busy timeout last set; -1 before the first */
     zks_group_key *mem_group; /* the group of an in-memory state */
+    struct mem_outbox mem;    /* the outbox of an in-memory state */
 };
 
 static int db_err(zks__state *st, const char *what)
@@ -213,6 +234,9 @@ void zks__state_close(zks__state *st)
     if (st->db)
         sqlite3_close(st->db);
     zks_group_key_free(st->mem_group);
+    for (size_t i = st->mem.head; i < st->mem.n; i++)
+        free(st->mem.rows[i].env);
+    free(st->mem.rows);
     free(st->dir);
     free(st);
 }
@@ -474,10 +498,96 @@ int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const ui
 
 /* ---- outbox --------------------------------------------------------------------------------- */
 
+static int mem_add(struct mem_outbox *m, int64_t *seq, const uint8_t group_id[32],
+                   const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl)
+{
+    if (m->n == m->cap) {
+        /* Deleted rows make room before the array grows. */
+        size_t k = 0;
+        for (size_t i = m->head; i < m->n; i++)
+            if (m->rows[i].env)
+                m->rows[k++] = m->rows[i];
+        m->head = 0;
+        m->n = k;
+        /* Grown while over half full, so squeezing is rare whatever the pattern. */
+        if (m->n == m->cap || m->n > m->cap / 2) {
+            size_t ncap = m->cap ? m->cap * 2 : 64;
+            struct mem_row *p = realloc(m->rows, ncap * sizeof *p);
+            if (p == NULL)
+                return ZKS_ENOMEM;
+            m->rows = p;
+            m->cap = ncap;
+        }
+    }
+    uint8_t *copy = malloc(len ? len : 1);
+    if (copy == NULL)
+        return ZKS_ENOMEM;
+    memcpy(copy, env, len);
+    struct mem_row *r = &m->rows[m->n++];
+    r->seq = *seq = ++m->last_seq;
+    memcpy(r->group_id, group_id, 32);
+    memcpy(r->blob_id, blob_id, 16);
+    r->ttl = ttl;
+    r->env = copy;
+    r->len = len;
+    return 0;
+}
+
+/* The live row `seq`, or NULL. */
+static struct mem_row *mem_find(struct mem_outbox *m, int64_t seq)
+{
+    size_t lo = m->head, hi = m->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->rows[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->n && m->rows[lo].seq == seq && m->rows[lo].env ? &m->rows[lo] : NULL;
+}
+
+static void mem_delete(struct mem_outbox *m, int64_t seq)
+{
+    struct mem_row *r = mem_find(m, seq);
+    if (r == NULL)
+        return;
+    free(r->env);
+    r->env = NULL;
+    while (m->head < m->n && m->rows[m->head].env == NULL)
+        m->head++;
+    if (m->head == m->n)
+        m->head = m->n = 0;
+}
+
+static int mem_list(const struct mem_outbox *m, const uint8_t group_id[32], zks__outbox_row **rows,
+                    size_t *n)
+{
+    size_t live = 0;
+    for (size_t i = m->head; i < m->n; i++)
+        live += m->rows[i].env && memcmp(m->rows[i].group_id, group_id, 32) == 0;
+    if (live == 0)
+        return 0;
+    if ((*rows = malloc(live * sizeof **rows)) == NULL)
+        return ZKS_ENOMEM;
+    for (size_t i = m->head; i < m->n; i++) {
+        const struct mem_row *r = &m->rows[i];
+        if (r->env == NULL || memcmp(r->group_id, group_id, 32) != 0)
+            continue;
+        zks__outbox_row *o = &(*rows)[(*n)++];
+        o->seq = r->seq;
+        memcpy(o->blob_id, r->blob_id, 16);
+        o->ttl = r->ttl;
+    }
+    return 0;
+}
+
 int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[32],
                           const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl)
 {
     *seq = 0;
+    if (st->dir == NULL)
+        return mem_add(&st->mem, seq, group_id, blob_id, env, len, ttl);
     /* One statement in autocommit: one commit, synced (synchronous=FULL) before it returns. */
     sqlite3_stmt *s = st->stmt[ST_OUTBOX_ADD];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
@@ -496,6 +606,8 @@ int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outb
 {
     *rows = NULL;
     *n = 0;
+    if (st->dir == NULL)
+        return mem_list(&st->mem, group_id, rows, n);
     sqlite3_stmt *s = st->stmt[ST_OUTBOX_LIST];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     size_t cap = 0;
@@ -534,6 +646,16 @@ int zks__state_outbox_envelope(zks__state *st, int64_t seq, uint8_t **env, size_
 {
     *env = NULL;
     *len = 0;
+    if (st->dir == NULL) {
+        const struct mem_row *r = mem_find(&st->mem, seq);
+        if (r == NULL)
+            return ZKS_ENOENT;
+        if ((*env = malloc(r->len ? r->len : 1)) == NULL)
+            return ZKS_ENOMEM;
+        memcpy(*env, r->env, r->len);
+        *len = r->len;
+        return 0;
+    }
     sqlite3_stmt *s = st->stmt[ST_OUTBOX_ENVELOPE];
     sqlite3_bind_int64(s, 1, seq);
     int rc = sqlite3_step(s);
@@ -558,6 +680,11 @@ int zks__state_outbox_delete(zks__state *st, const int64_t *seqs, size_t n)
 {
     if (n == 0)
         return 0;
+    if (st->dir == NULL) {
+        for (size_t i = 0; i < n; i++)
+            mem_delete(&st->mem, seqs[i]);
+        return 0;
+    }
     /* Every row in one transaction: one commit, however many rows. */
     int rc = tx_begin(st);
     if (rc != 0)
@@ -573,6 +700,11 @@ int zks__state_outbox_delete(zks__state *st, const int64_t *seqs, size_t n)
 int zks__state_outbox_count(zks__state *st, const uint8_t group_id[32], uint64_t *n)
 {
     *n = 0;
+    if (st->dir == NULL) {
+        for (size_t i = st->mem.head; i < st->mem.n; i++)
+            *n += st->mem.rows[i].env && memcmp(st->mem.rows[i].group_id, group_id, 32) == 0;
+        return 0;
+    }
     sqlite3_stmt *s = st->stmt[ST_OUTBOX_COUNT];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     int rc = sqlite3_step(s);

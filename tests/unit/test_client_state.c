@@ -1,0 +1,191 @@
+/*
+ * The client's outbox through the state API, for a state directory (a
+ * table in state.db) and for an in-memory state (an array of rows): both
+ * must keep rows in push order, hand back envelopes until a row is
+ * deleted, count per group, and ignore deletions of rows they do not hold.
+ */
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "client/internal.h"
+#include "zks.h"
+
+static const uint8_t G1[32] = {1};
+static const uint8_t G2[32] = {2};
+
+typedef struct fixture {
+    char dir[PATH_MAX];
+    zks__state *st;
+} fixture;
+
+static int setup_mem(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    assert_int_equal(zks__state_open(&f->st, NULL, 1000), 0);
+    *state = f;
+    return 0;
+}
+
+static int setup_dir(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    assert_non_null(f);
+    snprintf(f->dir, sizeof f->dir, "%s/zks-state-XXXXXX",
+             getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    assert_non_null(mkdtemp(f->dir));
+    char sub[PATH_MAX + 8];
+    snprintf(sub, sizeof sub, "%s/st", f->dir);
+    assert_int_equal(zks__state_open(&f->st, sub, 1000), 0);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    zks__state_close(f->st);
+    if (f->dir[0]) {
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+        assert_int_equal(system(cmd), 0);
+    }
+    free(f);
+    return 0;
+}
+
+/* Adds a row whose envelope is `len` bytes of `tag`, returning its seq. */
+static int64_t add(zks__state *st, const uint8_t *group, uint8_t tag, size_t len)
+{
+    static uint32_t made;
+    uint8_t id[16], env[2048];
+    memset(id, tag, sizeof id);
+    made++;
+    memcpy(id + 4, &made, sizeof made); /* blob ids are unique */
+    memset(env, tag, len);
+    int64_t seq = 0;
+    assert_int_equal(zks__state_outbox_add(st, &seq, group, id, env, len, tag), 0);
+    assert_true(seq > 0);
+    return seq;
+}
+
+static void expect_envelope(zks__state *st, int64_t seq, uint8_t tag, size_t len)
+{
+    uint8_t *env;
+    size_t got;
+    assert_int_equal(zks__state_outbox_envelope(st, seq, &env, &got), 0);
+    assert_int_equal(got, len);
+    for (size_t i = 0; i < len; i++)
+        assert_int_equal(env[i], tag);
+    free(env);
+}
+
+static uint64_t count(zks__state *st, const uint8_t *group)
+{
+    uint64_t n = 99;
+    assert_int_equal(zks__state_outbox_count(st, group, &n), 0);
+    return n;
+}
+
+static void test_rows_in_order(void **state)
+{
+    zks__state *st = ((fixture *)*state)->st;
+    assert_int_equal(count(st, G1), 0);
+    int64_t a = add(st, G1, 0xa1, 100);
+    int64_t b = add(st, G2, 0xb2, 1);
+    int64_t c = add(st, G1, 0xc3, 1500);
+    assert_true(a < b && b < c);
+    assert_int_equal(count(st, G1), 2);
+    assert_int_equal(count(st, G2), 1);
+
+    zks__outbox_row *rows;
+    size_t n;
+    assert_int_equal(zks__state_outbox_list(st, G1, &rows, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].seq, a);
+    assert_int_equal(rows[0].ttl, 0xa1);
+    assert_int_equal(rows[0].blob_id[0], 0xa1);
+    assert_int_equal(rows[1].seq, c);
+    assert_int_equal(rows[1].blob_id[15], 0xc3);
+    assert_memory_not_equal(rows[0].blob_id, rows[1].blob_id, 16);
+    free(rows);
+    expect_envelope(st, a, 0xa1, 100);
+    expect_envelope(st, b, 0xb2, 1);
+    expect_envelope(st, c, 0xc3, 1500);
+}
+
+static void test_delete(void **state)
+{
+    zks__state *st = ((fixture *)*state)->st;
+    int64_t a = add(st, G1, 1, 10);
+    int64_t b = add(st, G1, 2, 10);
+    int64_t c = add(st, G1, 3, 10);
+    /* Out of order, twice, and a row never added: only real rows go. */
+    int64_t del[] = {b, b, c + 100};
+    assert_int_equal(zks__state_outbox_delete(st, del, 3), 0);
+    assert_int_equal(count(st, G1), 2);
+    uint8_t *env;
+    size_t len;
+    assert_int_equal(zks__state_outbox_envelope(st, b, &env, &len), ZKS_ENOENT);
+    expect_envelope(st, a, 1, 10);
+    expect_envelope(st, c, 3, 10);
+    zks__outbox_row *rows;
+    size_t n;
+    assert_int_equal(zks__state_outbox_list(st, G1, &rows, &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(rows[0].seq, a);
+    assert_int_equal(rows[1].seq, c);
+    free(rows);
+    int64_t rest[] = {a, c};
+    assert_int_equal(zks__state_outbox_delete(st, rest, 2), 0);
+    assert_int_equal(count(st, G1), 0);
+    assert_int_equal(zks__state_outbox_list(st, G1, &rows, &n), 0);
+    assert_int_equal(n, 0);
+    free(rows);
+    /* Seqs keep rising after the outbox was empty. */
+    assert_true(add(st, G1, 4, 10) > c);
+}
+
+/*
+ * Many rows with one left behind while the rest come and go, as when the
+ * oldest push waits on a refusal: the outbox stays exact throughout.
+ */
+static void test_churn_behind_an_old_row(void **state)
+{
+    zks__state *st = ((fixture *)*state)->st;
+    int64_t old = add(st, G1, 0x77, 64);
+    int64_t live[8];
+    size_t nlive = 0;
+    for (int i = 0; i < 3000; i++) {
+        live[nlive++] = add(st, G1, (uint8_t)i, 32);
+        if (nlive == 8) {
+            assert_int_equal(zks__state_outbox_delete(st, live, nlive), 0);
+            nlive = 0;
+        }
+    }
+    assert_int_equal(count(st, G1), 1 + nlive);
+    expect_envelope(st, old, 0x77, 64);
+    for (size_t i = 0; i < nlive; i++)
+        expect_envelope(st, live[i], (uint8_t)(3000 - nlive + i), 32);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_rows_in_order, setup_mem, teardown),
+        cmocka_unit_test_setup_teardown(test_rows_in_order, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_delete, setup_mem, teardown),
+        cmocka_unit_test_setup_teardown(test_delete, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_churn_behind_an_old_row, setup_mem, teardown),
+        cmocka_unit_test_setup_teardown(test_churn_behind_an_old_row, setup_dir, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
