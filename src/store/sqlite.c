@@ -595,14 +595,14 @@ static int sq_push_batch(zks_store *base, zks_store_push_result *results,
     if (rc != 0)
         goto failed;
 
-    /* Batches usually hold runs of one group and one sender: look each up once per gr. */
+    /* Batches usually hold runs of one group and one sender: look each up once per run. */
     const uint8_t *group = NULL, *sender = NULL;
     sq_group_run gr = {0};
     int sender_revoked = 0;
     for (size_t i = 0; i < n; i++) {
         const zks_store_push *it = &items[i];
         if (group == NULL || memcmp(group, it->group_id, ZKS_STORE_ID_LEN) != 0) {
-            /* The gr's counts go in first, so a later gr of the same group reads them. */
+            /* The run's counts go in first, so a later run of the same group reads them. */
             rc = group_run_end(s, &gr);
             if (rc == 0)
                 rc = group_ensure(s, it->group_id, now_ms, &gr.g);
