@@ -1,6 +1,8 @@
 /* Unit tests for src/store: the operations table over the SQLite backend. */
+#define _GNU_SOURCE /* fallocate */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -9,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1201,6 +1204,104 @@ static void test_checkpoints_bound_the_log(void **state)
     assert_int_equal(file_size(wal), 0);
 }
 
+/* The kernel thread id of this process's thread named `name`, or 0. */
+static pid_t thread_named(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    if (d == NULL)
+        return 0;
+    pid_t found = 0;
+    struct dirent *e;
+    while (found == 0 && (e = readdir(d)) != NULL) {
+        char path[300], comm[64] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL)
+            continue;
+        if (fgets(comm, sizeof comm, f) && strncmp(comm, name, strlen(name)) == 0 &&
+            comm[strlen(name)] == '\n')
+            found = (pid_t)atoi(e->d_name);
+        fclose(f);
+    }
+    closedir(d);
+    return found;
+}
+
+/* The nice value of thread `tid` (field 19 of its stat line). */
+static int thread_nice(pid_t tid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    const char *p = strrchr(line, ')'); /* the name may hold spaces */
+    assert_non_null(p);
+    int field = 2, nice = 0;
+    for (p++; *p && field < 19; p++)
+        if (*p == ' ')
+            field++;
+    assert_int_equal(sscanf(p, "%d", &nice), 1);
+    return nice;
+}
+
+/*
+ * The checkpointer runs below the other threads' priority, and it keeps
+ * disk blocks reserved for the whole log without changing the log file's
+ * size (docs/STORAGE.md).
+ */
+static void test_checkpointer_priority_and_log_reserve(void **state)
+{
+    fixture *f = *state;
+    zks_store_config cfg;
+    zks_store_config_init(&cfg);
+    cfg.checkpoint_pages = 64;
+    open_with(f, &cfg);
+    pid_t tid = 0;
+    for (int i = 0; i < 500 && tid == 0; i++) {
+        tid = thread_named("zks-checkpoint");
+        if (tid == 0)
+            usleep(10 * 1000);
+    }
+    assert_true(tid != 0);
+    assert_int_equal(thread_nice(tid), 10);
+    assert_int_equal(getpriority(PRIO_PROCESS, 0), 0); /* the calling thread's own */
+
+    char wal[320], probe[320];
+    snprintf(wal, sizeof wal, "%s-wal", f->db);
+    snprintf(probe, sizeof probe, "%s/probe", f->dir);
+    int fd = open(probe, O_RDWR | O_CREAT, 0600);
+    assert_true(fd >= 0);
+    int can_reserve = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, 4096) == 0;
+    close(fd);
+    unlink(probe);
+    if (!can_reserve)
+        skip(); /* the test directory's filesystem cannot reserve blocks */
+
+    /* Log header and (8 + 1) intervals of frames of a 4096-byte page. */
+    const off_t reserved = 32 + (8 * 64 + 64) * (4096 + 24);
+    struct stat st;
+    for (int i = 0; i < 500; i++) {
+        assert_int_equal(stat(wal, &st), 0);
+        if ((off_t)st.st_blocks * 512 >= reserved)
+            break;
+        usleep(10 * 1000);
+    }
+    assert_true((off_t)st.st_blocks * 512 >= reserved);
+    assert_true(st.st_size < reserved);
+
+    /* Commits write into the reserved blocks; the size is only what they wrote. */
+    zks_store_push items[16];
+    zks_store_push_result res[16];
+    for (uint32_t i = 0; i < 16; i++)
+        items[i] = item(G1, DA, i + 1, 1000);
+    assert_int_equal(zks_store_push_batch(f->s, res, items, 16, 1000), 0);
+    assert_int_equal(stat(wal, &st), 0);
+    assert_true(st.st_size > 0 && st.st_size < reserved);
+    assert_true((off_t)st.st_blocks * 512 >= reserved);
+}
+
 static void test_reopen_sees_everything(void **state)
 {
     fixture *f = *state;
@@ -1453,6 +1554,7 @@ int main(void)
         T(test_incremental_vacuum),
         T(test_push_tokens),
         T(test_checkpoints_bound_the_log),
+        T(test_checkpointer_priority_and_log_reserve),
         T(test_reopen_sees_everything),
         T(test_acknowledged_survive_sigkill),
         T(test_database_failure_maps_and_logs),
