@@ -132,9 +132,24 @@ static pubconn *publishers(int n, int window, pc_pub *p)
     return c;
 }
 
+/*
+ * The ack handler runs on the library's threads with c[i] and the publish
+ * state as its closure, so every PubAck on its way must have arrived before
+ * they go: an ack handled after free(c) once corrupted the heap at the end
+ * of a run. A run whose acks do not settle fails rather than tear down
+ * under the handler.
+ */
 static void close_publishers(pubconn *c, int n)
 {
     for (int i = 0; i < n; i++) {
+        jsPubOptions po;
+        jsPubOptions_Init(&po);
+        po.MaxWait = 10000;
+        if (js_PublishAsyncComplete(c[i].js, &po) != NATS_OK)
+            pc_fail("PubAcks still outstanding after 10 s");
+    }
+    for (int i = 0; i < n; i++) {
+        natsConnection_Close(c[i].nc);
         jsCtx_Destroy(c[i].js);
         natsConnection_Destroy(c[i].nc);
     }
