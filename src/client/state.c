@@ -7,10 +7,10 @@
  *   state.db    SQLite in WAL mode: device name, relays, cursors, outbox
  *
  * The outbox commits with synchronous=FULL: a push reported as stored is on
- * disk. Without a directory everything lives in memory, and the outbox is a
- * plain array of rows in seq order rather than a table: it cannot outlive
- * the process either way, and the array costs a copy where SQLite cost a
- * transaction per push and another per batch of acknowledgements.
+ * disk. Without a directory everything lives in memory, and the outbox and
+ * the cursors are plain arrays rather than tables: they cannot outlive the
+ * process either way, and an array costs a copy or a compare where SQLite
+ * cost a transaction per push, per batch of acknowledgements and per pull.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -79,6 +79,13 @@ struct mem_row {
     size_t len;
 };
 
+/* The cursor of one group at one relay, in an in-memory state. */
+struct mem_cursor {
+    uint8_t group_id[32];
+    uint8_t relay_id[32];
+    uint64_t cursor;
+};
+
 /* The outbox of an in-memory state: rows[head..n) in seq order, some deleted. */
 struct mem_outbox {
     struct mem_row *rows;
@@ -90,9 +97,11 @@ struct zks__state {
     char *dir; /* NULL: in memory */
     sqlite3 *db;
     sqlite3_stmt *stmt[ST__COUNT];
-    int busy_ms;              /* the busy timeout last set; -1 before the first */
-    zks_group_key *mem_group; /* the group of an in-memory state */
-    struct mem_outbox mem;    /* the outbox of an in-memory state */
+    int busy_ms;                    /* the busy timeout last set; -1 before the first */
+    zks_group_key *mem_group;       /* the group of an in-memory state */
+    struct mem_outbox mem;          /* the outbox of an in-memory state */
+    struct mem_cursor *mem_cursors; /* the cursors of an in-memory state */
+    size_t nmem_cursors;
 };
 
 static int db_err(zks__state *st, const char *what)
@@ -237,6 +246,7 @@ void zks__state_close(zks__state *st)
     for (size_t i = st->mem.head; i < st->mem.n; i++)
         free(st->mem.rows[i].env);
     free(st->mem.rows);
+    free(st->mem_cursors);
     free(st->dir);
     free(st);
 }
@@ -468,10 +478,28 @@ int zks__state_relays_save(zks__state *st, const zks__relay_spec *r, size_t n)
 
 /* ---- cursors -------------------------------------------------------------------------------- */
 
+/* The in-memory cursor of a group at a relay, or NULL. A client holds one group and a few relays.
+ */
+static struct mem_cursor *mem_cursor_find(zks__state *st, const uint8_t group_id[32],
+                                          const uint8_t relay_id[32])
+{
+    for (size_t i = 0; i < st->nmem_cursors; i++) {
+        struct mem_cursor *m = &st->mem_cursors[i];
+        if (memcmp(m->relay_id, relay_id, 32) == 0 && memcmp(m->group_id, group_id, 32) == 0)
+            return m;
+    }
+    return NULL;
+}
+
 int zks__state_cursor_get(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
                           uint64_t *out)
 {
     *out = 0;
+    if (st->dir == NULL) {
+        const struct mem_cursor *m = mem_cursor_find(st, group_id, relay_id);
+        *out = m ? m->cursor : 0;
+        return 0;
+    }
     sqlite3_stmt *s = st->stmt[ST_CURSOR_GET];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
@@ -486,10 +514,29 @@ int zks__state_cursor_get(zks__state *st, const uint8_t group_id[32], const uint
 int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
                             uint64_t cursor, uint64_t *now)
 {
+    if (cursor > INT64_MAX)
+        cursor = INT64_MAX; /* as the table stores it */
+    if (st->dir == NULL) {
+        struct mem_cursor *m = mem_cursor_find(st, group_id, relay_id);
+        if (m == NULL) {
+            m = realloc(st->mem_cursors, (st->nmem_cursors + 1) * sizeof *m);
+            if (m == NULL)
+                return ZKS_ENOMEM;
+            st->mem_cursors = m;
+            m = &m[st->nmem_cursors++];
+            memcpy(m->group_id, group_id, 32);
+            memcpy(m->relay_id, relay_id, 32);
+            m->cursor = 0;
+        }
+        if (cursor > m->cursor)
+            m->cursor = cursor;
+        *now = m->cursor;
+        return 0;
+    }
     sqlite3_stmt *s = st->stmt[ST_CURSOR_RAISE];
     sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
     sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)(cursor > INT64_MAX ? INT64_MAX : cursor));
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)cursor);
     int rc = run(st, ST_CURSOR_RAISE, "cursor");
     if (rc == 0)
         rc = zks__state_cursor_get(st, group_id, relay_id, now);

@@ -1,8 +1,9 @@
 /*
- * The client's outbox through the state API, for a state directory (a
- * table in state.db) and for an in-memory state (an array of rows): both
- * must keep rows in push order, hand back envelopes until a row is
- * deleted, count per group, and ignore deletions of rows they do not hold.
+ * The client's outbox and cursors through the state API, for a state
+ * directory (tables in state.db) and for an in-memory state (arrays): the
+ * outbox must keep rows in push order, hand back envelopes until a row is
+ * deleted, count per group, and ignore deletions of rows it does not hold;
+ * a cursor is kept per group and relay and only ever rises.
  */
 #include <limits.h>
 #include <setjmp.h>
@@ -177,6 +178,37 @@ static void test_churn_behind_an_old_row(void **state)
         expect_envelope(st, live[i], (uint8_t)(3000 - nlive + i), 32);
 }
 
+static void test_cursors(void **state)
+{
+    zks__state *st = ((fixture *)*state)->st;
+    static const uint8_t R1[32] = {8}, R2[32] = {9};
+    uint64_t c = 99, now = 0;
+    assert_int_equal(zks__state_cursor_get(st, G1, R1, &c), 0);
+    assert_int_equal(c, 0);
+    assert_int_equal(zks__state_cursor_raise(st, G1, R1, 10, &now), 0);
+    assert_int_equal(now, 10);
+    /* Never lowered; each group and relay has its own. */
+    assert_int_equal(zks__state_cursor_raise(st, G1, R1, 4, &now), 0);
+    assert_int_equal(now, 10);
+    assert_int_equal(zks__state_cursor_raise(st, G1, R2, 3, &now), 0);
+    assert_int_equal(now, 3);
+    assert_int_equal(zks__state_cursor_raise(st, G2, R1, 7, &now), 0);
+    assert_int_equal(now, 7);
+    assert_int_equal(zks__state_cursor_raise(st, G1, R1, 12, &now), 0);
+    assert_int_equal(now, 12);
+    assert_int_equal(zks__state_cursor_get(st, G1, R1, &c), 0);
+    assert_int_equal(c, 12);
+    assert_int_equal(zks__state_cursor_get(st, G1, R2, &c), 0);
+    assert_int_equal(c, 3);
+    assert_int_equal(zks__state_cursor_get(st, G2, R1, &c), 0);
+    assert_int_equal(c, 7);
+    assert_int_equal(zks__state_cursor_get(st, G2, R2, &c), 0);
+    assert_int_equal(c, 0);
+    /* Beyond what the table can hold, the highest it holds. */
+    assert_int_equal(zks__state_cursor_raise(st, G2, R2, UINT64_MAX, &now), 0);
+    assert_int_equal(now, (uint64_t)INT64_MAX);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -186,6 +218,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete, setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_churn_behind_an_old_row, setup_mem, teardown),
         cmocka_unit_test_setup_teardown(test_churn_behind_an_old_row, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_cursors, setup_mem, teardown),
+        cmocka_unit_test_setup_teardown(test_cursors, setup_dir, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
