@@ -478,8 +478,7 @@ int zks__state_relays_save(zks__state *st, const zks__relay_spec *r, size_t n)
 
 /* ---- cursors -------------------------------------------------------------------------------- */
 
-/* The in-memory cursor of a group at a relay, or NULL. A client holds one group and a few relays.
- */
+/* The in-memory cursor of a group at a relay, or NULL (a client has one group, few relays). */
 static struct mem_cursor *mem_cursor_find(zks__state *st, const uint8_t group_id[32],
                                           const uint8_t relay_id[32])
 {
@@ -607,12 +606,19 @@ static void mem_delete(struct mem_outbox *m, int64_t seq)
         m->head = m->n = 0;
 }
 
-static int mem_list(const struct mem_outbox *m, const uint8_t group_id[32], zks__outbox_row **rows,
-                    size_t *n)
+/* Rows of the group not deleted. */
+static size_t mem_count(const struct mem_outbox *m, const uint8_t group_id[32])
 {
     size_t live = 0;
     for (size_t i = m->head; i < m->n; i++)
         live += m->rows[i].env && memcmp(m->rows[i].group_id, group_id, 32) == 0;
+    return live;
+}
+
+static int mem_list(const struct mem_outbox *m, const uint8_t group_id[32], zks__outbox_row **rows,
+                    size_t *n)
+{
+    size_t live = mem_count(m, group_id);
     if (live == 0)
         return 0;
     if ((*rows = malloc(live * sizeof **rows)) == NULL)
@@ -748,8 +754,7 @@ int zks__state_outbox_count(zks__state *st, const uint8_t group_id[32], uint64_t
 {
     *n = 0;
     if (st->dir == NULL) {
-        for (size_t i = st->mem.head; i < st->mem.n; i++)
-            *n += st->mem.rows[i].env && memcmp(st->mem.rows[i].group_id, group_id, 32) == 0;
+        *n = mem_count(&st->mem, group_id);
         return 0;
     }
     sqlite3_stmt *s = st->stmt[ST_OUTBOX_COUNT];
