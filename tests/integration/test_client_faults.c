@@ -484,10 +484,11 @@ static void hold_arm(const char *needle, zks_log_level level)
     zks_log_set(hold_log, NULL, level);
 }
 
+/* Waits for the held thread as long as a request may take (h_config's 20 s timeout). */
 static int hold_wait_reached(void)
 {
     struct timespec until;
-    deadline(&until, 5000);
+    deadline(&until, 20000);
     pthread_mutex_lock(&hold.mu);
     while (!hold.reached)
         if (pthread_cond_timedwait(&hold.cv, &hold.mu, &until) != 0)
