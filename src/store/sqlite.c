@@ -22,6 +22,7 @@
 #include "common/buf.h"
 #include "common/log.h"
 #include "store/store.h"
+#include "store/vfs.h"
 
 /* "zksR" in the database header marks a file as a zks relay store. */
 #define APPLICATION_ID 0x7a6b7352
@@ -1467,8 +1468,9 @@ static void ckpt_start(sq_store *s, const char *path)
         snprintf(k->log_path, n, "%s-wal", path);
     else
         k->reserve_off = true;
-    int rc = sqlite3_open_v2(
-        path, &k->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE, NULL);
+    int rc = sqlite3_open_v2(path, &k->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
+                             zks__store_vfs());
     if (rc == SQLITE_OK)
         rc = sqlite3_exec(
             k->db, s->cfg.sync_full ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
@@ -1807,7 +1809,7 @@ int zks_store_open_sqlite(zks_store **out, const char *dir_or_path, const zks_st
     rc = sqlite3_open_v2(path, &s->db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
                              SQLITE_OPEN_EXRESCODE,
-                         NULL);
+                         zks__store_vfs());
     if (rc != SQLITE_OK) {
         if (s->db == NULL) {
             rc = ZKS_ENOMEM;
