@@ -6,7 +6,11 @@
  *
  * A receiver's eventfd is kept readable exactly while the receiver has
  * something to report (events, a loss notice, or the end of the client), so
- * it can sit in any poll set.
+ * it can sit in any poll set. It is kept so only from the first
+ * zks_receiver_fd on: a receiver used only through zks_receiver_recv would
+ * otherwise pay a write and a read system call for every time its queue
+ * fills and empties again, which with acknowledgements streaming in is
+ * about once per event.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -34,6 +38,7 @@ struct zks_receiver {
     uint32_t cap, head, count;
     uint64_t lost;
     int efd;
+    bool fd_live; /* zks_receiver_fd was called: keep efd in step */
     bool signaled;
 };
 
@@ -63,6 +68,8 @@ static void hub_unref(zks__hub *h)
 /* Makes the fd's readability match whether there is anything to receive. */
 static void sync_fd(zks_receiver *r)
 {
+    if (!r->fd_live)
+        return;
     bool want = r->count > 0 || r->lost > 0 || r->hub->closed;
     if (want == r->signaled)
         return;
@@ -173,7 +180,18 @@ int zks__hub_subscribe(zks__hub *h, zks_receiver **out)
 
 int zks_receiver_fd(const zks_receiver *r)
 {
-    return r ? r->efd : -1;
+    if (r == NULL)
+        return -1;
+    /* The receiver is never a const object (zks__hub_subscribe allocates it); the parameter is
+     * const because, to the caller, asking for the fd changes nothing. */
+    zks_receiver *m = (zks_receiver *)r;
+    pthread_mutex_lock(&m->hub->mu);
+    if (!m->fd_live) {
+        m->fd_live = true;
+        sync_fd(m);
+    }
+    pthread_mutex_unlock(&m->hub->mu);
+    return m->efd;
 }
 
 static void deadline_after(struct timespec *ts, int ms)
