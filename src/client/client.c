@@ -198,6 +198,8 @@ static int load_identity(zks_client *c, const zks_config *cfg)
         return rc;
     memcpy(c->device_id, zks_node_key_public(c->key), 32);
     randombytes_buf(c->blob_id_prefix, sizeof c->blob_id_prefix);
+    if ((rc = zks_nonce_source_init(&c->nonces)) != 0)
+        return rc;
 
     if (cfg->group) {
         if ((rc = zks_group_key_copy(&c->group, cfg->group)) != 0 ||
@@ -290,6 +292,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
         zks__hub_close(c->hub);
         zks_group_key_free(c->group);
         zks_node_key_free(c->key);
+        zks_nonce_source_wipe(&c->nonces);
         zks__state_close(c->st);
         pthread_cond_destroy(&c->cv);
         pthread_mutex_destroy(&c->mu);
@@ -346,6 +349,7 @@ void zks_client_free(zks_client *c)
     c->hub = NULL;
     zks_group_key_free(c->group);
     zks_node_key_free(c->key);
+    zks_nonce_source_wipe(&c->nonces);
     zks__state_close(c->st);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
@@ -426,7 +430,10 @@ static int push_store(zks__req **out, zks_client *c, const void *data, size_t le
     next_blob_id(c, r->id);
     zks_buf env;
     zks_buf_init(&env, ZKS_CRYPTO_MAX_BLOB);
-    int rc = zks_blob_seal(&env, c->group->g, r->id, c->device_id, 0, wall_ms(), data, len);
+    uint8_t nonce[ZKS_BLOB_NONCE_LEN];
+    zks_nonce_source_take(&c->nonces, nonce);
+    int rc = zks_blob_seal_with_nonce(&env, c->group->g, r->id, c->device_id, 0, wall_ms(), data,
+                                      len, nonce);
     if (rc != 0) {
         zks_buf_free(&env);
         free(r);

@@ -22,6 +22,7 @@
 
 #include "crypto/group.h"
 #include "crypto/nodeid.h"
+#include "crypto/seal.h"
 #include "net/net.h"
 #include "proto/msg.h"
 #include "zks.h"
@@ -253,6 +254,7 @@ struct zks_client {
     zks__hub *hub;
     /* Blob ids are this handle's 8 random bytes, then a 64-bit big-endian count:
      * unique, and one device's ids sort together in the relay's index. */
+    zks_nonce_source nonces; /* of the envelopes this handle seals */
     uint8_t blob_id_prefix[8];
     atomic_uint_fast64_t blob_id_seq;
     zks__inline inl; /* has its own mutex */

@@ -1,5 +1,6 @@
 #include "crypto/seal.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -173,6 +174,33 @@ int zks_blob_seal(zks_buf *out, const zks_group *g, const uint8_t blob_id[ZKS_BL
     uint8_t nonce[ZKS_BLOB_NONCE_LEN];
     randombytes_buf(nonce, sizeof nonce);
     return zks_blob_seal_with_nonce(out, g, blob_id, sender, kind, app_ts, data, len, nonce);
+}
+
+_Static_assert(sizeof((zks_nonce_source *)0)->key == crypto_stream_chacha20_ietf_KEYBYTES,
+               "nonce source key size");
+
+int zks_nonce_source_init(zks_nonce_source *s)
+{
+    int rc = zks_crypto_init();
+    if (rc != 0)
+        return rc;
+    randombytes_buf(s->key, sizeof s->key);
+    atomic_init(&s->next, 0);
+    return 0;
+}
+
+void zks_nonce_source_take(zks_nonce_source *s, uint8_t nonce[ZKS_BLOB_NONCE_LEN])
+{
+    uint64_t i = atomic_fetch_add(&s->next, 1);
+    uint8_t iv[crypto_stream_chacha20_ietf_NONCEBYTES] = {0};
+    for (int b = 0; b < 8; b++)
+        iv[b] = (uint8_t)(i >> (8 * b));
+    crypto_stream_chacha20_ietf(nonce, ZKS_BLOB_NONCE_LEN, iv, s->key);
+}
+
+void zks_nonce_source_wipe(zks_nonce_source *s)
+{
+    sodium_memzero(s->key, sizeof s->key);
 }
 
 /* The parsed, not yet authenticated, parts of an envelope. */

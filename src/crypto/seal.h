@@ -19,7 +19,8 @@
  *       70   32  sender NodeId
  *
  * so a blob opens only for the group, epoch, blob_id and sender it was
- * sealed for. Every seal draws a fresh random 192-bit nonce.
+ * sealed for. Every seal takes a fresh random 192-bit nonce: from the
+ * system's generator (zks_blob_seal), or from a zks_nonce_source.
  *
  * These functions keep no state; a zks_group is only read, so any thread may
  * seal and open at once with the same group.
@@ -27,6 +28,7 @@
 #ifndef ZKS_CRYPTO_SEAL_H
 #define ZKS_CRYPTO_SEAL_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -78,15 +80,38 @@ int zks_blob_seal(zks_buf *out, const zks_group *g, const uint8_t blob_id[ZKS_BL
                   const uint8_t *data, size_t len);
 
 /*
- * zks_blob_seal with a caller-chosen nonce, for test vectors only: a nonce
- * must never be used twice with one blob key, and only a random nonce
- * guarantees that across devices.
+ * zks_blob_seal with a caller-chosen nonce: one from a zks_nonce_source, or a
+ * fixed one for test vectors. A nonce must never be used twice with one blob
+ * key, and only random nonces guarantee that across devices.
  */
 int zks_blob_seal_with_nonce(zks_buf *out, const zks_group *g,
                              const uint8_t blob_id[ZKS_BLOB_ID_LEN],
                              const uint8_t sender[ZKS_NODEID_LEN], uint64_t kind, uint64_t app_ts,
                              const uint8_t *data, size_t len,
                              const uint8_t nonce[ZKS_BLOB_NONCE_LEN]);
+
+/*
+ * Random nonces without a system call each. A source holds a 256-bit key
+ * drawn once from the system's generator; nonce number i is the first 24
+ * bytes of the ChaCha20 (IETF) keystream under that key with i, little-endian
+ * and zero-padded, as its 96-bit nonce. Distinct numbers give independent
+ * pseudo-random values, so across sources and devices they collide no more
+ * often than fresh random nonces would, and one source never repeats one.
+ * Drawing from the system for every blob cost a getrandom call per push.
+ *
+ * A source is not secret in the sense a key is (the nonces it yields travel
+ * in every envelope), but knowing its key predicts them; it is wiped when
+ * done. take may be called from any number of threads at once.
+ */
+typedef struct zks_nonce_source {
+    uint8_t key[32];
+    _Atomic uint64_t next;
+} zks_nonce_source;
+
+/* Draws the key. Returns 0, or an error from zks_crypto_init. */
+int zks_nonce_source_init(zks_nonce_source *s);
+void zks_nonce_source_take(zks_nonce_source *s, uint8_t nonce[ZKS_BLOB_NONCE_LEN]);
+void zks_nonce_source_wipe(zks_nonce_source *s);
 
 /*
  * Opens an envelope sealed for `g`, `blob_id` and `sender`. `plain` is reset

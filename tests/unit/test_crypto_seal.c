@@ -1,4 +1,6 @@
 /* Unit tests for sealed blob envelopes (src/crypto/seal.c). */
+#define _GNU_SOURCE /* memmem */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -641,6 +643,101 @@ static void test_record_parse(void **state)
     assert_int_equal(zks_record_parse(&rec, str_key, sizeof str_key), ZKS_EMALFORMED);
 }
 
+static int nonce_cmp(const void *a, const void *b)
+{
+    return memcmp(a, b, ZKS_BLOB_NONCE_LEN);
+}
+
+/* Sorts n nonces and checks that no two are equal. */
+static void assert_distinct(uint8_t (*v)[ZKS_BLOB_NONCE_LEN], size_t n)
+{
+    qsort(v, n, ZKS_BLOB_NONCE_LEN, nonce_cmp);
+    for (size_t i = 1; i < n; i++)
+        assert_memory_not_equal(v[i - 1], v[i], ZKS_BLOB_NONCE_LEN);
+}
+
+#define TAKERS          4
+#define TAKES_PER_TAKER 2000
+
+struct taker {
+    zks_nonce_source *src;
+    uint8_t (*out)[ZKS_BLOB_NONCE_LEN];
+};
+
+static void *take_many(void *arg)
+{
+    struct taker *t = arg;
+    for (size_t i = 0; i < TAKES_PER_TAKER; i++)
+        zks_nonce_source_take(t->src, t->out[i]);
+    return NULL;
+}
+
+static void test_nonce_source(void **state)
+{
+    fixture *f = *state;
+    /* Nonce number 0 under the all-zero key is the start of RFC 8439's first ChaCha20 block
+     * test vector (appendix A.1): the construction is the documented one. */
+    zks_nonce_source src;
+    assert_int_equal(zks_nonce_source_init(&src), 0);
+    memset(src.key, 0, sizeof src.key);
+    atomic_store(&src.next, 0);
+    static const uint8_t rfc[ZKS_BLOB_NONCE_LEN] = {0x76, 0xb8, 0xe0, 0xad, 0xa0, 0xf1, 0x3d, 0x90,
+                                                    0x40, 0x5d, 0x6a, 0xe5, 0x53, 0x86, 0xbd, 0x28,
+                                                    0xbd, 0xd2, 0x19, 0xb8, 0xa0, 0x8d, 0xed, 0x1a};
+    uint8_t n0[ZKS_BLOB_NONCE_LEN], n1[ZKS_BLOB_NONCE_LEN];
+    zks_nonce_source_take(&src, n0);
+    assert_memory_equal(n0, rfc, sizeof rfc);
+    zks_nonce_source_take(&src, n1);
+    assert_memory_not_equal(n0, n1, sizeof n0);
+
+    /* Two sources draw different keys, so their sequences differ from the first nonce on. */
+    zks_nonce_source a, b;
+    assert_int_equal(zks_nonce_source_init(&a), 0);
+    assert_int_equal(zks_nonce_source_init(&b), 0);
+    assert_memory_not_equal(a.key, b.key, sizeof a.key);
+    zks_nonce_source_take(&a, n0);
+    zks_nonce_source_take(&b, n1);
+    assert_memory_not_equal(n0, n1, sizeof n0);
+
+    /* Threads taking at once never get the same nonce. */
+    uint8_t(*all)[ZKS_BLOB_NONCE_LEN] = calloc(TAKERS * TAKES_PER_TAKER, ZKS_BLOB_NONCE_LEN);
+    assert_non_null(all);
+    pthread_t th[TAKERS];
+    struct taker t[TAKERS];
+    for (int i = 0; i < TAKERS; i++) {
+        t[i] = (struct taker){&a, all + (size_t)i * TAKES_PER_TAKER};
+        assert_int_equal(pthread_create(&th[i], NULL, take_many, &t[i]), 0);
+    }
+    for (int i = 0; i < TAKERS; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&a.next), 1 + TAKERS * TAKES_PER_TAKER);
+    assert_distinct(all, TAKERS * TAKES_PER_TAKER);
+    free(all);
+
+    /* A taken nonce seals an envelope that opens. */
+    zks_buf env, plain;
+    zks_buf_init(&env, 0);
+    zks_buf_init(&plain, 0);
+    zks_nonce_source_take(&a, n0);
+    const uint8_t data[] = "nonce";
+    assert_int_equal(
+        zks_blob_seal_with_nonce(&env, f->g, f->blob_id, f->sender, 0, 0, data, sizeof data, n0),
+        0);
+    zks_record rec;
+    assert_int_equal(zks_blob_open(&rec, &plain, f->g, f->blob_id, f->sender, env.data, env.len),
+                     0);
+    assert_memory_equal(rec.data, data, sizeof data);
+    assert_non_null(memmem(env.data, env.len, n0, sizeof n0));
+    zks_buf_free(&env);
+    zks_buf_free(&plain);
+
+    static const uint8_t zero[32];
+    zks_nonce_source_wipe(&a);
+    assert_memory_equal(a.key, zero, sizeof zero);
+    zks_nonce_source_wipe(&b);
+    zks_nonce_source_wipe(&src);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,7 +747,7 @@ int main(void)
         cmocka_unit_test(test_hand_sealed),       cmocka_unit_test(test_truncated_every_offset),
         cmocka_unit_test(test_oversize),          cmocka_unit_test(test_malformed_envelopes),
         cmocka_unit_test(test_envelope_epoch),    cmocka_unit_test(test_null_arguments),
-        cmocka_unit_test(test_record_parse),
+        cmocka_unit_test(test_record_parse),      cmocka_unit_test(test_nonce_source),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
