@@ -4,6 +4,14 @@
  * guards the hub and every ring; emitting copies a few hundred bytes per
  * receiver under it and never waits for anything else.
  *
+ * The I/O thread emits in bursts (a datagram of acknowledgements is a dozen
+ * events). Waking a receiver for each event made the receiving thread and
+ * the I/O thread take turns on the hub's mutex and on the CPU; so events the
+ * I/O thread emits are queued at once but their receivers are woken once,
+ * by zks__hub_kick, which the I/O loop calls before it waits for I/O and
+ * after each round of I/O callbacks. A receiver that does not wait (a
+ * receive with timeout 0) sees queued events at once either way.
+ *
  * A receiver's eventfd is kept readable exactly while the receiver has
  * something to report (events, a loss notice, or the end of the client), so
  * it can sit in any poll set. It is kept so only from the first
@@ -28,6 +36,12 @@ struct zks__hub {
     bool closed;
     uint32_t queue;
     zks_receiver *receivers;
+    /* Between zks__hub_defer_begin and _end, events the I/O thread emits wake their receivers
+     * only at the next zks__hub_kick. Written under mu; io and kick_pending are read without
+     * it by the I/O thread only. */
+    bool deferring;
+    bool kick_pending;
+    pthread_t io;
 };
 
 struct zks_receiver {
@@ -37,6 +51,7 @@ struct zks_receiver {
     zks_event *ring;
     uint32_t cap, head, count;
     uint64_t lost;
+    bool kick; /* holds events its waiter has not been woken for */
     int efd;
     bool fd_live; /* zks_receiver_fd was called: keep efd in step */
     bool signaled;
@@ -122,6 +137,7 @@ void zks__hub_emit(zks__hub *h, const zks_event *ev)
         pthread_mutex_unlock(&h->mu);
         return;
     }
+    bool defer = h->deferring && pthread_equal(pthread_self(), h->io);
     for (zks_receiver *r = h->receivers; r; r = r->next) {
         if (r->count == r->cap) {
             r->head = (r->head + 1) % r->cap;
@@ -130,9 +146,52 @@ void zks__hub_emit(zks__hub *h, const zks_event *ev)
         }
         r->ring[(r->head + r->count) % r->cap] = *ev;
         r->count++;
+        if (defer) {
+            r->kick = true;
+            h->kick_pending = true;
+        } else {
+            sync_fd(r);
+            pthread_cond_signal(&r->cv);
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Called with h->mu held. */
+static void kick_locked(zks__hub *h)
+{
+    for (zks_receiver *r = h->receivers; r; r = r->next) {
+        if (!r->kick)
+            continue;
+        r->kick = false;
         sync_fd(r);
         pthread_cond_signal(&r->cv);
     }
+    h->kick_pending = false;
+}
+
+void zks__hub_kick(zks__hub *h)
+{
+    if (h == NULL || !h->kick_pending)
+        return;
+    pthread_mutex_lock(&h->mu);
+    kick_locked(h);
+    pthread_mutex_unlock(&h->mu);
+}
+
+void zks__hub_defer_begin(zks__hub *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->io = pthread_self();
+    h->deferring = true;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void zks__hub_defer_end(zks__hub *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->deferring = false;
+    kick_locked(h);
     pthread_mutex_unlock(&h->mu);
 }
 

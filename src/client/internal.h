@@ -146,6 +146,14 @@ void zks__hub_close(zks__hub *h);
 /* Delivers a copy of `ev` to every receiver (none once closed). Any thread; never blocks for long.
  */
 void zks__hub_emit(zks__hub *h, const zks_event *ev);
+/*
+ * From defer_begin to defer_end, events emitted on the calling thread (the
+ * I/O thread) wake their receivers only at the next zks__hub_kick, which that
+ * thread calls before it blocks; defer_end wakes them for what is left.
+ */
+void zks__hub_defer_begin(zks__hub *h);
+void zks__hub_defer_end(zks__hub *h);
+void zks__hub_kick(zks__hub *h);
 int zks__hub_subscribe(zks__hub *h, zks_receiver **out);
 
 /* ---- the client -------------------------------------------------------------------------- */

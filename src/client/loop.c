@@ -87,6 +87,7 @@ struct zks__io {
     uint64_t confirm_after;
     uint8_t confirm_relay[32];
     uv_check_t check;
+    uv_prepare_t prepare; /* wakes receivers of this round's events before the loop waits */
     zks__req *connect_waiters, *disconnect_waiters;
     struct entry *head, *tail;
     size_t inflight;
@@ -1195,7 +1196,15 @@ static void on_async(uv_async_t *h)
 
 static void on_check(uv_check_t *h)
 {
-    flush_acked(h->data);
+    struct zks__io *io = h->data;
+    zks__hub_kick(io->c->hub);
+    flush_acked(io);
+}
+
+static void on_prepare(uv_prepare_t *h)
+{
+    struct zks__io *io = h->data;
+    zks__hub_kick(io->c->hub);
 }
 
 /* ---- start and stop ----------------------------------------------------------------------------
@@ -1215,6 +1224,7 @@ static void on_net_closed(void *arg)
     uv_close((uv_handle_t *)&io->flush_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->confirm_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->check, on_handle_closed);
+    uv_close((uv_handle_t *)&io->prepare, on_handle_closed);
     for (size_t i = 0; i < io->nrelays; i++)
         uv_close((uv_handle_t *)&io->relays[i].hello_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->c->async, on_handle_closed);
@@ -1299,6 +1309,9 @@ int zks__io_init(zks_client *c)
     uv_check_init(&c->loop, &io->check);
     io->check.data = io;
     uv_check_start(&io->check, on_check);
+    uv_prepare_init(&c->loop, &io->prepare);
+    io->prepare.data = io;
+    uv_prepare_start(&io->prepare, on_prepare);
 
     zks_net_config ncfg;
     zks_net_config_default(&ncfg);
@@ -1321,6 +1334,7 @@ int zks__io_init(zks_client *c)
         uv_close((uv_handle_t *)&io->retry_timer, NULL);
         uv_close((uv_handle_t *)&io->flush_timer, NULL);
         uv_close((uv_handle_t *)&io->check, NULL);
+        uv_close((uv_handle_t *)&io->prepare, NULL);
         for (size_t i = 0; i < io->nrelays; i++)
             uv_close((uv_handle_t *)&io->relays[i].hello_timer, NULL);
         uv_close((uv_handle_t *)&c->async, NULL);
@@ -1336,7 +1350,9 @@ fail:
 
 void zks__io_run(zks_client *c)
 {
+    zks__hub_defer_begin(c->hub);
     uv_run(&c->loop, UV_RUN_DEFAULT);
+    zks__hub_defer_end(c->hub);
     if (uv_loop_close(&c->loop) != 0)
         ZKS_LOGW("client: the I/O loop still had handles at exit");
 }
