@@ -113,8 +113,10 @@ static const char *const migrations[] = {
     X(GROUPS_WITH_BLOBS, "SELECT gid FROM groups WHERE blob_count > 0 ORDER BY gid")               \
     X(BLOB_FIND, "SELECT cursor, sender FROM blobs WHERE gid = ?1 AND blob_id = ?2")               \
     X(ENVELOPE_ADD, "INSERT INTO envelopes (data) VALUES (?1)")                                    \
+    X(ENVELOPE_DELETE, "DELETE FROM envelopes WHERE id = ?1")                                      \
     X(BLOB_ADD, "INSERT INTO blobs (gid, cursor, blob_id, sender, kind, size, created_ms,"         \
-                " expires_ms, envelope_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")           \
+                " expires_ms, envelope_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"            \
+                " ON CONFLICT (gid, blob_id) DO NOTHING")                                          \
     X(BLOB_DELETE, "DELETE FROM blobs WHERE gid = ?1 AND cursor = ?2")                             \
     X(PULL_CONTEXT, "SELECT g.gid, g.max_cursor, d.revoked FROM groups AS g"                       \
                     " LEFT JOIN devices AS d ON d.gid = g.gid AND d.device_id = ?2"                \
@@ -531,6 +533,44 @@ static int group_run_end(sq_store *s, sq_group_run *gr)
  * hold a refusal that leaves the database untouched), or a negative code for
  * a database failure that dooms the whole batch.
  */
+/*
+ * Answers a push whose blob id the group already holds: the same sender's
+ * retry gets its original cursor back, anyone else's push is refused.
+ * Returns 1 when the id is taken (r filled in), 0 when it is free, or a
+ * negative zks code.
+ */
+static int find_taken(sq_store *s, const zks_store_push *it, const sq_group_run *gr,
+                      zks_store_push_result *r)
+{
+    sqlite3_stmt *st = stmt(s, ST_BLOB_FIND);
+    if (sqlite3_bind_int64(st, 1, gr->g.gid) ||
+        bind_blob(st, 2, it->blob_id, ZKS_STORE_BLOB_ID_LEN))
+        return fail(s, sqlite3_errcode(s->db), "bind");
+    int rc = step_one(s, st, "find blob id");
+    if (rc != 1)
+        return rc;
+    const void *sender = sqlite3_column_blob(st, 1);
+    int same = sender != NULL && sqlite3_column_bytes(st, 1) == ZKS_STORE_ID_LEN &&
+               memcmp(sender, it->sender, ZKS_STORE_ID_LEN) == 0;
+    uint64_t cursor = to_u64(sqlite3_column_int64(st, 0));
+    sqlite3_reset(st);
+    if (same) {
+        r->cursor = cursor;
+        r->duplicate = 1;
+    } else {
+        r->err = ZKS_STORE_EIDTAKEN;
+    }
+    return 1;
+}
+
+/*
+ * Stores one push of a batch. A blob id the group already holds is found by
+ * the insert itself (it does nothing on that conflict), not by a lookup
+ * before every insert: retries are rare, and the lookup was a fifth of a
+ * push's statements. An idempotent retry finds its original cursor even if
+ * the limits changed since, so a push the limits refuse is first looked up
+ * too.
+ */
 static int push_one(sq_store *s, const zks_store_push *it, sq_group_run *gr, int sender_revoked,
                     int64_t now_ms, zks_store_push_result *r)
 {
@@ -543,46 +583,26 @@ static int push_one(sq_store *s, const zks_store_push *it, sq_group_run *gr, int
         return 0;
     }
 
-    /* An idempotent retry must find its original cursor even if the limits changed since. */
-    sqlite3_stmt *st = stmt(s, ST_BLOB_FIND);
-    if (sqlite3_bind_int64(st, 1, gr->g.gid) ||
-        bind_blob(st, 2, it->blob_id, ZKS_STORE_BLOB_ID_LEN))
-        return fail(s, sqlite3_errcode(s->db), "bind");
-    int rc = step_one(s, st, "find blob id");
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        const void *sender = sqlite3_column_blob(st, 1);
-        int same = sender != NULL && sqlite3_column_bytes(st, 1) == ZKS_STORE_ID_LEN &&
-                   memcmp(sender, it->sender, ZKS_STORE_ID_LEN) == 0;
-        uint64_t cursor = to_u64(sqlite3_column_int64(st, 0));
-        sqlite3_reset(st);
-        if (same) {
-            r->cursor = cursor;
-            r->duplicate = 1;
-        } else {
-            r->err = ZKS_STORE_EIDTAKEN;
-        }
-        return 0;
-    }
-
     uint32_t limit = it->max_envelope ? it->max_envelope : s->cfg.max_envelope;
-    if (it->envelope_len > limit) {
-        r->err = ZKS_ETOOBIG;
-        return 0;
-    }
     uint64_t quota = it->quota_bytes ? it->quota_bytes : s->cfg.group_quota;
-    /* The cursor is taken only by a blob that is then stored. */
-    if (to_u64(gr->g.bytes) + it->envelope_len > quota) {
-        r->err = ZKS_STORE_EQUOTA;
-        return 0;
+    int refusal = 0;
+    if (it->envelope_len > limit)
+        refusal = ZKS_ETOOBIG;
+    else if (to_u64(gr->g.bytes) + it->envelope_len > quota) /* the cursor is taken only by a
+                                                                 blob that is then stored */
+        refusal = ZKS_STORE_EQUOTA;
+    if (refusal != 0) {
+        int rc = find_taken(s, it, gr, r);
+        if (rc == 0)
+            r->err = refusal;
+        return rc < 0 ? rc : 0;
     }
     int64_t cursor = gr->g.max_cursor + 1;
 
-    st = stmt(s, ST_ENVELOPE_ADD);
+    sqlite3_stmt *st = stmt(s, ST_ENVELOPE_ADD);
     if (bind_blob(st, 1, it->envelope, it->envelope_len))
         return fail(s, sqlite3_errcode(s->db), "bind");
-    rc = run(s, st, "store envelope");
+    int rc = run(s, st, "store envelope");
     if (rc != 0)
         return rc;
     int64_t envelope_id = sqlite3_last_insert_rowid(s->db);
@@ -597,6 +617,20 @@ static int push_one(sq_store *s, const zks_store_push *it, sq_group_run *gr, int
     rc = run(s, st, "store blob");
     if (rc != 0)
         return rc;
+    if (sqlite3_changes(s->db) == 0) {
+        /* The id is taken: the envelope goes again, and the push is answered as a retry. */
+        st = stmt(s, ST_ENVELOPE_DELETE);
+        if (sqlite3_bind_int64(st, 1, envelope_id))
+            return fail(s, sqlite3_errcode(s->db), "bind");
+        if ((rc = run(s, st, "drop envelope")) != 0)
+            return rc;
+        rc = find_taken(s, it, gr, r);
+        if (rc == 0) {
+            ZKS_LOGE("store: a blob id conflicted but no blob holds it");
+            return ZKS_ESTORE;
+        }
+        return rc < 0 ? rc : 0;
+    }
     gr->g.max_cursor = cursor;
     gr->g.bytes += (int64_t)it->envelope_len;
     gr->g.blobs++;

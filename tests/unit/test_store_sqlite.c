@@ -456,6 +456,26 @@ static void test_duplicate_returns_original_cursor(void **state)
     /* Another sender reusing the id is refused, not merged. */
     assert_int_equal(res[3].err, ZKS_STORE_EIDTAKEN);
     assert_int_equal(res[3].cursor, 0);
+    /* The envelopes of the pushes that stored nothing are not left behind. */
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM envelopes"), 3);
+
+    /* A retry finds its cursor even where today's limits would refuse it; a new id does not. */
+    zks_store_push strict[4] = {item(G1, DA, 7, 100), item(G1, DA, 8, 100), item(G1, DB, 7, 100),
+                                item(G1, DA, 10, 100)};
+    strict[0].quota_bytes = 1;
+    strict[1].max_envelope = 10;
+    strict[2].max_envelope = 10;
+    strict[3].quota_bytes = 1;
+    assert_int_equal(zks_store_push_batch(f->s, res, strict, 4, 3000), 0);
+    assert_int_equal(res[0].err, 0);
+    assert_int_equal(res[0].duplicate, 1);
+    assert_int_equal(res[0].cursor, c1);
+    assert_int_equal(res[1].err, 0);
+    assert_int_equal(res[1].duplicate, 1);
+    assert_int_equal(res[1].cursor, 2);
+    assert_int_equal(res[2].err, ZKS_STORE_EIDTAKEN);
+    assert_int_equal(res[3].err, ZKS_STORE_EQUOTA);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM envelopes"), 3);
 
     /* Blob ids are unique per group only. */
     assert_int_equal(push1(f->s, G2, DA, 7, 100, 2000), 1);
