@@ -455,8 +455,11 @@ size_t zks_relay_session_count(const zks_relay *r)
 /* Sends `m` on a new stream to every active session of `g` except those of `skip_device`. */
 static void broadcast(zks_relay *r, struct group *g, const uint8_t *skip_device, const zks_msg *m)
 {
-    if (g == NULL || encode(r, m) != 0)
+    if (g == NULL)
         return;
+    /* Encoded for the first recipient: a group whose only online device is the pusher's (the
+     * common case for a push) costs no encoding of the inline envelope. */
+    bool encoded = false;
     struct session *s;
     DL_FOREACH2(g->sessions, s, gnext)
     {
@@ -464,6 +467,11 @@ static void broadcast(zks_relay *r, struct group *g, const uint8_t *skip_device,
             continue;
         if (skip_device && memcmp(s->device, skip_device, 32) == 0)
             continue;
+        if (!encoded) {
+            if (encode(r, m) != 0)
+                return;
+            encoded = true;
+        }
         if (r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len) == 0) {
             zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
             if (m->type == ZKS_MSG_NOTIFY)
