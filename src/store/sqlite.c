@@ -529,11 +529,6 @@ static int group_run_end(sq_store *s, sq_group_run *gr)
 }
 
 /*
- * One item inside the batch transaction. Returns 0 with r filled (r->err may
- * hold a refusal that leaves the database untouched), or a negative code for
- * a database failure that dooms the whole batch.
- */
-/*
  * Answers a push whose blob id the group already holds: the same sender's
  * retry gets its original cursor back, anyone else's push is refused.
  * Returns 1 when the id is taken (r filled in), 0 when it is free, or a
@@ -564,12 +559,15 @@ static int find_taken(sq_store *s, const zks_store_push *it, const sq_group_run 
 }
 
 /*
- * Stores one push of a batch. A blob id the group already holds is found by
- * the insert itself (it does nothing on that conflict), not by a lookup
- * before every insert: retries are rare, and the lookup was a fifth of a
- * push's statements. An idempotent retry finds its original cursor even if
- * the limits changed since, so a push the limits refuse is first looked up
- * too.
+ * One item inside the batch transaction. Returns 0 with r filled (r->err may
+ * hold a refusal that leaves the database untouched), or a negative code for
+ * a database failure that dooms the whole batch.
+ *
+ * A blob id the group already holds is found by the insert itself (it does
+ * nothing on that conflict), not by a lookup before every insert: retries
+ * are rare, and the lookup was one of a push's four statements. An
+ * idempotent retry finds its original cursor even if the limits changed
+ * since, so a push the limits refuse is looked up first.
  */
 static int push_one(sq_store *s, const zks_store_push *it, sq_group_run *gr, int sender_revoked,
                     int64_t now_ms, zks_store_push_result *r)
