@@ -1309,6 +1309,9 @@ int zks__io_init(zks_client *c)
     uv_check_init(&c->loop, &io->check);
     io->check.data = io;
     uv_check_start(&io->check, on_check);
+    /* Started before the transport's own prepare handle (zks_net_new below): libuv runs the
+     * handle started last first, so this one runs after the transport has flushed, and also
+     * wakes receivers for events that flush raised, before the loop waits. */
     uv_prepare_init(&c->loop, &io->prepare);
     io->prepare.data = io;
     uv_prepare_start(&io->prepare, on_prepare);
