@@ -19,7 +19,10 @@
  *     its own file handle) never finds a published frame missing;
  *   - before anything else is done with the file: a read (the writer reading
  *     back a page it spilled), sync, truncate, size, file control, close;
- *   - when a write does not continue the gathered run, or would overflow it.
+ *   - when a write does not continue the gathered run, or would overflow it;
+ *   - before any write of a shape the log writer is not known to use, which
+ *     is then written through (g_write), so the rule above cannot depend on
+ *     how a future SQLite cuts its writes.
  * An error in writing them out is reported by the call that wrote them out,
  * so a commit whose frames cannot be written fails as it would without the
  * gathering. A crash loses only frames of a transaction that had not
@@ -51,7 +54,8 @@ typedef struct {
     uint8_t *buf;
     size_t len, cap;
     sqlite3_int64 off;   /* file offset of buf[0] */
-    bool commit_pending; /* the last write was a commit frame's header */
+    bool expect_page;    /* the last write was a frame header: its page comes next */
+    bool commit_pending; /* ... and that header was a commit frame's */
 } gather_file;
 
 /* The slot of a gathered file starts with gather_file, padded to keep the real file aligned. */
@@ -77,6 +81,8 @@ static int g_close(sqlite3_file *f)
     sqlite3_free(g->buf);
     g->buf = NULL;
     g->cap = 0;
+    g->expect_page = false;
+    g->commit_pending = false;
     return rc != SQLITE_OK ? rc : rc2;
 }
 
@@ -92,26 +98,13 @@ static uint32_t be32(const uint8_t *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static int g_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
+/* Appends to the gathered run, which must end at `off` or be empty. */
+static int gather(gather_file *g, const void *p, size_t amt, sqlite3_int64 off)
 {
-    gather_file *g = (gather_file *)f;
-    size_t amt = (size_t)n;
-    int rc;
-    bool contiguous = g->len > 0 && off == g->off + (sqlite3_int64)g->len;
-    if (g->len > 0 && (!contiguous || g->len + amt > GATHER_MAX)) {
-        if ((rc = flush(g)) != SQLITE_OK)
-            return rc;
-    }
-    if (amt > GATHER_MAX)
-        return g->real->pMethods->xWrite(g->real, p, n, off);
-    if (g->len + amt > g->cap) {
-        uint8_t *nb = sqlite3_realloc64(g->buf, GATHER_MAX);
-        if (nb == NULL) {
-            /* No room to gather: write through, as SQLite would. */
-            if ((rc = flush(g)) != SQLITE_OK)
-                return rc;
-            return g->real->pMethods->xWrite(g->real, p, n, off);
-        }
+    if (g->cap == 0) {
+        uint8_t *nb = sqlite3_malloc64(GATHER_MAX);
+        if (nb == NULL)
+            return SQLITE_NOMEM;
         g->buf = nb;
         g->cap = GATHER_MAX;
     }
@@ -119,14 +112,61 @@ static int g_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
         g->off = off;
     memcpy(g->buf + g->len, p, amt);
     g->len += amt;
-    /* A frame header is 24 bytes; bytes 4..7 hold the database size after a commit, else 0. */
-    if (amt == FRAME_HDR && off >= (sqlite3_int64)WAL_HDR) {
+    return SQLITE_OK;
+}
+
+/* Writes out what is gathered, then this write itself. */
+static int write_through(gather_file *g, const void *p, int n, sqlite3_int64 off)
+{
+    g->expect_page = false;
+    g->commit_pending = false;
+    int rc = flush(g);
+    return rc != SQLITE_OK ? rc : g->real->pMethods->xWrite(g->real, p, n, off);
+}
+
+/*
+ * Only the shapes SQLite's log writer is known to use are gathered: the log
+ * header (32 bytes at offset 0), a frame header (24 bytes), and the page
+ * that directly follows a frame header. Any other write (a frame written in
+ * one call, a header rewritten alone, a page split at a sync point) writes
+ * out what is gathered and then itself, at once. So a commit frame is
+ * either recognised, and everything up to it written out when its page is,
+ * or written through in order behind everything before it: a commit is in
+ * the file before SQLite can publish it, whichever way its frames came.
+ */
+static int g_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
+{
+    gather_file *g = (gather_file *)f;
+    size_t amt = (size_t)n;
+    bool contiguous = g->len == 0 || off == g->off + (sqlite3_int64)g->len;
+    bool frame_hdr = amt == FRAME_HDR && off >= (sqlite3_int64)WAL_HDR && !g->expect_page;
+    bool log_hdr = amt == WAL_HDR && off == 0 && !g->expect_page;
+    bool page = g->expect_page && g->len > 0 && contiguous;
+    if (!frame_hdr && !log_hdr && !page)
+        return write_through(g, p, n, off);
+    int rc;
+    if (!contiguous || g->len + amt > GATHER_MAX) {
+        if (page) /* the page joins its header, which then goes out with it */
+            return write_through(g, p, n, off);
+        if ((rc = flush(g)) != SQLITE_OK)
+            return rc;
+    }
+    if ((rc = gather(g, p, amt, off)) != SQLITE_OK) {
+        /* No memory to gather: write through, as SQLite would have. */
+        return write_through(g, p, n, off);
+    }
+    if (frame_hdr) {
+        /* Bytes 4..7 of a frame header hold the database size after a commit, else 0. */
         g->commit_pending = be32((const uint8_t *)p + 4) != 0;
+        g->expect_page = true;
         return SQLITE_OK;
     }
-    if (g->commit_pending) {
-        g->commit_pending = false;
-        return flush(g);
+    if (page) {
+        g->expect_page = false;
+        if (g->commit_pending) {
+            g->commit_pending = false;
+            return flush(g);
+        }
     }
     return SQLITE_OK;
 }

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -290,6 +291,146 @@ static void test_crash_keeps_commits_only(void **state)
     sqlite3_close(db);
 }
 
+/* ---- the write shapes, driven through the VFS by hand ---- */
+
+#define PAGE 4096
+
+/* A log file opened through the store's VFS, next to an (empty) database file. */
+typedef struct {
+    sqlite3_vfs *vfs;
+    sqlite3_file *f;
+    sqlite3_filename names;
+    char wal[128];
+} raw_log;
+
+static void raw_open(raw_log *l, const fixture *fx)
+{
+    FILE *db = fopen(fx->path, "w");
+    assert_non_null(db);
+    fclose(db);
+    l->vfs = sqlite3_vfs_find(zks__store_vfs());
+    assert_non_null(l->vfs);
+    char journal[128];
+    snprintf(journal, sizeof journal, "%s-journal", fx->path);
+    snprintf(l->wal, sizeof l->wal, "%s-wal", fx->path);
+    l->names = sqlite3_create_filename(fx->path, journal, l->wal, 0, NULL);
+    assert_non_null(l->names);
+    l->f = calloc(1, (size_t)l->vfs->szOsFile);
+    assert_non_null(l->f);
+    int out = 0;
+    assert_int_equal(l->vfs->xOpen(l->vfs, sqlite3_filename_wal(l->names), l->f,
+                                   SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_WAL,
+                                   &out),
+                     SQLITE_OK);
+}
+
+static void raw_close(raw_log *l)
+{
+    assert_int_equal(l->f->pMethods->xClose(l->f), SQLITE_OK);
+    free(l->f);
+    sqlite3_free_filename(l->names);
+}
+
+static void raw_write(raw_log *l, const void *p, int n, sqlite3_int64 off)
+{
+    assert_int_equal(l->f->pMethods->xWrite(l->f, p, n, off), SQLITE_OK);
+}
+
+/* What the file holds on disk, not what the VFS would answer. */
+static long on_disk(const raw_log *l)
+{
+    struct stat st;
+    assert_int_equal(stat(l->wal, &st), 0);
+    return (long)st.st_size;
+}
+
+/* A frame header; a nonzero db_size marks a commit frame. */
+static void frame_header(uint8_t h[24], uint32_t pgno, uint32_t db_size)
+{
+    memset(h, 0, 24);
+    h[0] = (uint8_t)(pgno >> 24), h[1] = (uint8_t)(pgno >> 16), h[2] = (uint8_t)(pgno >> 8);
+    h[3] = (uint8_t)pgno;
+    h[4] = (uint8_t)(db_size >> 24), h[5] = (uint8_t)(db_size >> 16);
+    h[6] = (uint8_t)(db_size >> 8), h[7] = (uint8_t)db_size;
+}
+
+#define FRAME_AT(k) (32 + (sqlite3_int64)(k) * (24 + PAGE))
+
+/*
+ * The shapes the log writer uses are gathered until a commit frame's page;
+ * any other shape is written at once, behind what was gathered, so a commit
+ * reaches the file before it could be published however its frames come.
+ */
+static void test_write_shapes(void **state)
+{
+    fixture *fx = *state;
+    raw_log l;
+    raw_open(&l, fx);
+    static uint8_t page[24 + PAGE];
+    memset(page, 0x5a, sizeof page);
+    uint8_t hdr[32] = {0x37, 0x7f, 0x06, 0x82};
+    uint8_t fh[24];
+
+    /* Log header, a frame, the header of a commit frame: all still gathered. */
+    raw_write(&l, hdr, 32, 0);
+    frame_header(fh, 1, 0);
+    raw_write(&l, fh, 24, FRAME_AT(0));
+    raw_write(&l, page, PAGE, FRAME_AT(0) + 24);
+    frame_header(fh, 2, 2);
+    raw_write(&l, fh, 24, FRAME_AT(1));
+    assert_int_equal(on_disk(&l), 0);
+    /* The commit frame's page: everything goes out. */
+    raw_write(&l, page, PAGE, FRAME_AT(1) + 24);
+    assert_int_equal(on_disk(&l), FRAME_AT(2));
+
+    /* A frame gathered, then a commit frame written in one call: out at once, in order. */
+    frame_header(fh, 3, 0);
+    raw_write(&l, fh, 24, FRAME_AT(2));
+    raw_write(&l, page, PAGE, FRAME_AT(2) + 24);
+    assert_int_equal(on_disk(&l), FRAME_AT(2));
+    frame_header(page, 4, 4);
+    raw_write(&l, page, 24 + PAGE, FRAME_AT(3));
+    assert_int_equal(on_disk(&l), FRAME_AT(4));
+
+    /* A header rewritten alone, away from the end: written at once, with what was gathered. */
+    frame_header(fh, 5, 0);
+    raw_write(&l, fh, 24, FRAME_AT(4));
+    frame_header(fh, 3, 0);
+    raw_write(&l, fh, 24, FRAME_AT(2));
+    assert_int_equal(on_disk(&l), FRAME_AT(4) + 24);
+    /* The page that no longer follows its header is written at once too. */
+    raw_write(&l, page, PAGE, FRAME_AT(4) + 24);
+    assert_int_equal(on_disk(&l), FRAME_AT(5));
+
+    /* A page split in two (as at a sync point): the first part completes the frame. */
+    frame_header(fh, 6, 6);
+    raw_write(&l, fh, 24, FRAME_AT(5));
+    raw_write(&l, page, 1000, FRAME_AT(5) + 24);
+    assert_int_equal(on_disk(&l), FRAME_AT(5) + 24 + 1000);
+    raw_write(&l, page + 1000, PAGE - 1000, FRAME_AT(5) + 24 + 1000);
+    assert_int_equal(on_disk(&l), FRAME_AT(6));
+
+    /* A read writes out what is gathered first, and sees it. */
+    frame_header(fh, 7, 0);
+    raw_write(&l, fh, 24, FRAME_AT(6));
+    raw_write(&l, page, PAGE, FRAME_AT(6) + 24);
+    assert_int_equal(on_disk(&l), FRAME_AT(6));
+    uint8_t back[24];
+    assert_int_equal(l.f->pMethods->xRead(l.f, back, 24, FRAME_AT(6)), SQLITE_OK);
+    assert_memory_equal(back, fh, 24);
+    assert_int_equal(on_disk(&l), FRAME_AT(7));
+
+    /* Close writes out the rest. */
+    frame_header(fh, 8, 0);
+    raw_write(&l, fh, 24, FRAME_AT(7));
+    raw_close(&l);
+    FILE *w = fopen(l.wal, "rb");
+    assert_non_null(w);
+    assert_int_equal(fseek(w, 0, SEEK_END), 0);
+    assert_int_equal(ftell(w), FRAME_AT(7) + 24);
+    fclose(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -299,6 +440,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rollback_after_spill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_write_fails_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_keeps_commits_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_shapes, setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup_vfs, NULL);
 }
