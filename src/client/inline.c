@@ -4,7 +4,15 @@
  * when it starts right after the caller's cursor, with no gap, and so
  * answers without a round trip to the relay. Everything here is about the
  * primary relay's cursors: a new primary empties the cache.
+ *
+ * The blobs are v[start .. start + n), ascending by cursor. Dropping the
+ * oldest only moves `start`, and the live run is moved back to the front
+ * only when the array's end is reached with at least as many dead slots
+ * before it as live ones: a device that is announced blobs but does not
+ * pull drops one for every one it adds, and that costs O(1) each, not a
+ * move of the whole cache.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,12 +28,32 @@ static void drop_first(zks__inline *ic, size_t k)
 {
     if (k == 0)
         return;
+    struct zks_msg_blob *live = ic->v + ic->start;
     for (size_t i = 0; i < k; i++) {
-        ic->bytes -= ic->v[i].envelope.len;
-        free((void *)ic->v[i].envelope.p);
+        ic->bytes -= live[i].envelope.len;
+        free((void *)live[i].envelope.p);
     }
-    memmove(ic->v, ic->v + k, (ic->n - k) * sizeof ic->v[0]);
     ic->n -= k;
+    ic->start = ic->n ? ic->start + k : 0;
+}
+
+/* Makes room for one more blob at the end of the live run; false without memory. */
+static bool room_for_one(zks__inline *ic)
+{
+    if (ic->start + ic->n < ic->cap)
+        return true;
+    if (ic->start > 0 && ic->start >= ic->n) {
+        memmove(ic->v, ic->v + ic->start, ic->n * sizeof ic->v[0]);
+        ic->start = 0;
+        return true;
+    }
+    size_t cap = ic->cap ? 2 * ic->cap : 16;
+    struct zks_msg_blob *v = realloc(ic->v, cap * sizeof *v);
+    if (v == NULL)
+        return false;
+    ic->v = v;
+    ic->cap = cap;
+    return true;
 }
 
 void zks__inline_free(zks__inline *ic)
@@ -68,25 +96,17 @@ void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
         ic->known_max = n->cursor;
     /* Kept in cursor order; NOTIFYs come in order, so this is an append. */
     size_t at = ic->n;
-    while (at > 0 && ic->v[at - 1].cursor >= n->cursor)
+    while (at > 0 && ic->v[ic->start + at - 1].cursor >= n->cursor)
         at--;
-    bool fits = ic->valid && (at == ic->n || ic->v[at].cursor != n->cursor);
-    if (fits && ic->n == ic->cap) {
-        size_t cap = ic->cap ? 2 * ic->cap : 16;
-        struct zks_msg_blob *v = realloc(ic->v, cap * sizeof *v);
-        fits = v != NULL;
-        if (v) {
-            ic->v = v;
-            ic->cap = cap;
-        }
-    }
-    if (!fits) {
+    bool fits = ic->valid && (at == ic->n || ic->v[ic->start + at].cursor != n->cursor);
+    if (!fits || !room_for_one(ic)) {
         pthread_mutex_unlock(&ic->mu);
         free(env);
         return;
     }
-    memmove(ic->v + at + 1, ic->v + at, (ic->n - at) * sizeof ic->v[0]);
-    struct zks_msg_blob *b = &ic->v[at];
+    struct zks_msg_blob *live = ic->v + ic->start;
+    memmove(live + at + 1, live + at, (ic->n - at) * sizeof live[0]);
+    struct zks_msg_blob *b = &live[at];
     memset(b, 0, sizeof *b);
     memcpy(b->blob_id, n->blob_id, sizeof b->blob_id);
     b->cursor = n->cursor;
@@ -100,7 +120,7 @@ void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
     size_t k = 0;
     size_t bytes = ic->bytes;
     while (k < ic->n && (ic->n - k > ZKS__INLINE_MAX_BLOBS || bytes > ZKS__INLINE_MAX_CACHE))
-        bytes -= ic->v[k++].envelope.len;
+        bytes -= ic->v[ic->start + k++].envelope.len;
     drop_first(ic, k);
     pthread_mutex_unlock(&ic->mu);
 }
@@ -110,12 +130,13 @@ size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, struct zks_
 {
     *out = NULL;
     pthread_mutex_lock(&ic->mu);
+    const struct zks_msg_blob *live = ic->v + ic->start;
     size_t first = 0;
-    while (first < ic->n && ic->v[first].cursor <= after)
+    while (first < ic->n && live[first].cursor <= after)
         first++;
     size_t k = 0;
-    if (ic->valid && first < ic->n && ic->v[first].cursor == after + 1) {
-        while (first + k < ic->n && k < max && ic->v[first + k].cursor == after + 1 + k)
+    if (ic->valid && first < ic->n && live[first].cursor == after + 1) {
+        while (first + k < ic->n && k < max && live[first + k].cursor == after + 1 + k)
             k++;
     }
     struct zks_msg_blob *v = k ? malloc(k * sizeof *v) : NULL;
@@ -123,10 +144,10 @@ size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, struct zks_
         pthread_mutex_unlock(&ic->mu);
         return 0;
     }
-    memcpy(v, ic->v + first, k * sizeof *v);
+    memcpy(v, live + first, k * sizeof *v);
     for (size_t i = 0; i < k; i++) {
         ic->bytes -= v[i].envelope.len;
-        ic->v[first + i].envelope = (zks_msg_bin){NULL, 0}; /* moved to `v` */
+        ic->v[ic->start + first + i].envelope = (zks_msg_bin){NULL, 0}; /* moved to `v` */
     }
     /* What the caller has now, and anything older, is of no further use. */
     drop_first(ic, first + k);

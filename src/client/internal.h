@@ -184,8 +184,8 @@ typedef struct zks__inline {
     pthread_mutex_t mu;
     bool valid; /* relay_id is set */
     uint8_t relay_id[32];
-    struct zks_msg_blob *v; /* ascending cursors; each envelope malloc'd, owned here */
-    size_t n, cap, bytes;
+    struct zks_msg_blob *v; /* v[start .. start + n): ascending cursors; envelopes owned here */
+    size_t start, n, cap, bytes;
     uint64_t known_max; /* highest cursor heard of at that relay */
 } zks__inline;
 
