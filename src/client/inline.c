@@ -130,7 +130,7 @@ size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, struct zks_
 {
     *out = NULL;
     pthread_mutex_lock(&ic->mu);
-    const struct zks_msg_blob *live = ic->v + ic->start;
+    const struct zks_msg_blob *live = ic->n ? ic->v + ic->start : NULL; /* no arithmetic on NULL */
     size_t first = 0;
     while (first < ic->n && live[first].cursor <= after)
         first++;
