@@ -120,7 +120,7 @@ void zks__set_primary(zks_client *c, const uint8_t relay_id[32])
 /* ---- the hand-off -------------------------------------------------------------------------------
  */
 
-static zks__req *req_new(enum zks__req_type type)
+zks__req *zks__req_new(enum zks__req_type type)
 {
     zks__req *r = calloc(1, sizeof *r);
     if (r)
@@ -131,6 +131,32 @@ static zks__req *req_new(enum zks__req_type type)
 static bool on_io_thread(zks_client *c)
 {
     return c->thread_started && pthread_equal(pthread_self(), c->thread);
+}
+
+/* Appends `r` to the I/O thread's queue and wakes it; called with c->mu held. */
+static void enqueue_locked(zks_client *c, zks__req *r)
+{
+    *c->queue_tail = r;
+    c->queue_tail = &r->next;
+    uv_async_send(&c->async);
+}
+
+/*
+ * Queues `r` for the I/O thread, which frees it when done: nobody waits. Returns 0, or
+ * ZKS_ECLOSED with `r` freed.
+ */
+static int submit_nowait(zks_client *c, zks__req *r)
+{
+    r->abandoned = true;
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) {
+        pthread_mutex_unlock(&c->mu);
+        req_free(r);
+        return ZKS_ECLOSED;
+    }
+    enqueue_locked(c, r);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
 }
 
 /*
@@ -146,9 +172,7 @@ static int submit_wait(zks_client *c, zks__req *r)
         pthread_mutex_unlock(&c->mu);
         return ZKS_ECLOSED;
     }
-    *c->queue_tail = r;
-    c->queue_tail = &r->next;
-    uv_async_send(&c->async);
+    enqueue_locked(c, r);
     struct timespec until;
     clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_sec += c->cfg.timeout_ms / 1000;
@@ -276,7 +300,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
             rc = ZKS_ENOMEM;
             /* Unwind the loop the thread would have run. */
             c->closed = true;
-            zks__req *stop = req_new(ZKS__REQ_STOP);
+            zks__req *stop = zks__req_new(ZKS__REQ_STOP);
             if (stop) {
                 c->queue = stop;
                 uv_async_send(&c->async);
@@ -311,7 +335,7 @@ int zks_client_close(zks_client *c)
         return ZKS_EINVAL;
     if (on_io_thread(c))
         return ZKS_EINVAL;
-    zks__req *stop = req_new(ZKS__REQ_STOP);
+    zks__req *stop = zks__req_new(ZKS__REQ_STOP);
     pthread_mutex_lock(&c->mu);
     if (c->closed) {
         pthread_mutex_unlock(&c->mu);
@@ -323,9 +347,7 @@ int zks_client_close(zks_client *c)
         return ZKS_ENOMEM;
     }
     c->closed = true;
-    *c->queue_tail = stop;
-    c->queue_tail = &stop->next;
-    uv_async_send(&c->async);
+    enqueue_locked(c, stop);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->thread, NULL);
     pthread_mutex_lock(&c->mu);
@@ -368,7 +390,7 @@ int zks_client_connect(zks_connection_info *out, zks_client *c)
     memset(out, 0, sizeof *out);
     if (c == NULL || on_io_thread(c))
         return ZKS_EINVAL;
-    zks__req *r = req_new(ZKS__REQ_CONNECT);
+    zks__req *r = zks__req_new(ZKS__REQ_CONNECT);
     if (r == NULL)
         return ZKS_ENOMEM;
     int rc = submit_wait(c, r);
@@ -384,7 +406,7 @@ int zks_client_disconnect(zks_client *c)
 {
     if (c == NULL || on_io_thread(c))
         return ZKS_EINVAL;
-    zks__req *r = req_new(ZKS__REQ_DISCONNECT);
+    zks__req *r = zks__req_new(ZKS__REQ_DISCONNECT);
     if (r == NULL)
         return ZKS_ENOMEM;
     int rc = submit_wait(c, r);
@@ -424,7 +446,7 @@ static int push_store(zks__req **out, zks_client *c, const void *data, size_t le
         return ZKS_ECLOSED;
     if (c->group == NULL)
         return ZKS_ENOENT;
-    zks__req *r = req_new(ZKS__REQ_PUSH);
+    zks__req *r = zks__req_new(ZKS__REQ_PUSH);
     if (r == NULL)
         return ZKS_ENOMEM;
     next_blob_id(c, r->id);
@@ -490,20 +512,9 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
         return rc;
     memcpy(out->blob_id, r->id, ZKS_BLOB_ID_SIZE);
     out->pending = 1;
-    /* Nobody waits: the request is abandoned from the start, and the I/O thread frees it
-     * once it has taken the envelope (or refused it while stopping). */
-    r->abandoned = true;
-    pthread_mutex_lock(&c->mu);
-    if (c->closed) {
-        pthread_mutex_unlock(&c->mu);
-        req_free(r);
-        return ZKS_ECLOSED; /* stored: the next client on this state sends it */
-    }
-    *c->queue_tail = r;
-    c->queue_tail = &r->next;
-    uv_async_send(&c->async);
-    pthread_mutex_unlock(&c->mu);
-    return 0;
+    /* The I/O thread frees the request once it has taken the envelope (or refused it while
+     * stopping). ZKS_ECLOSED: stored all the same, the next client on this state sends it. */
+    return submit_nowait(c, r);
 }
 
 /* The private storage behind a pull result: one block for blobs and data. */
@@ -626,22 +637,12 @@ static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint
 /* Asks the I/O thread to confirm delivery up to `after` to relay `relay_id`, soon. */
 static void confirm_later(zks_client *c, const uint8_t relay_id[32], uint64_t after)
 {
-    zks__req *r = req_new(ZKS__REQ_CONFIRM);
+    zks__req *r = zks__req_new(ZKS__REQ_CONFIRM);
     if (r == NULL)
         return; /* the next PULL confirms it */
     r->after = after;
     memcpy(r->id, relay_id, 32);
-    r->abandoned = true; /* nobody waits */
-    pthread_mutex_lock(&c->mu);
-    if (c->closed) {
-        pthread_mutex_unlock(&c->mu);
-        req_free(r);
-        return;
-    }
-    *c->queue_tail = r;
-    c->queue_tail = &r->next;
-    uv_async_send(&c->async);
-    pthread_mutex_unlock(&c->mu);
+    (void)submit_nowait(c, r); /* closed: nothing left to confirm to */
 }
 
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
@@ -655,7 +656,7 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         return ZKS_ECLOSED;
     if (c->group == NULL)
         return ZKS_ENOENT;
-    zks__req *r = req_new(ZKS__REQ_PULL);
+    zks__req *r = zks__req_new(ZKS__REQ_PULL);
     if (r == NULL)
         return ZKS_ENOMEM;
     r->after = after_cursor;
@@ -834,7 +835,7 @@ int zks_client_devices(zks_device_list *out, zks_client *c)
     memset(out, 0, sizeof *out);
     if (c == NULL || on_io_thread(c))
         return ZKS_EINVAL;
-    zks__req *r = req_new(ZKS__REQ_DEVICES);
+    zks__req *r = zks__req_new(ZKS__REQ_DEVICES);
     if (r == NULL)
         return ZKS_ENOMEM;
     int rc = submit_wait(c, r);
@@ -853,7 +854,7 @@ static int simple_call(zks_client *c, enum zks__req_type type, const uint8_t *id
 {
     if (c == NULL || id == NULL || on_io_thread(c))
         return ZKS_EINVAL;
-    zks__req *r = req_new(type);
+    zks__req *r = zks__req_new(type);
     if (r == NULL)
         return ZKS_ENOMEM;
     memcpy(r->id, id, id_len);

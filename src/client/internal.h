@@ -237,6 +237,9 @@ typedef struct zks__req {
     zks_device_list devices;
 } zks__req;
 
+/* A zeroed request of `type`, or NULL. */
+zks__req *zks__req_new(enum zks__req_type type);
+
 struct zks_client {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* requests completed */

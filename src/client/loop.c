@@ -991,10 +991,9 @@ static void on_confirm_timer(uv_timer_t *t)
     if (io->confirm_after == 0 || io->primary < 0 ||
         memcmp(io->relays[io->primary].spec.id, io->confirm_relay, 32) != 0)
         return; /* another relay's cursors now: its next PULL confirms */
-    zks__req *q = calloc(1, sizeof *q);
+    zks__req *q = zks__req_new(ZKS__REQ_PULL);
     if (q == NULL)
         return;
-    q->type = ZKS__REQ_PULL;
     q->after = io->confirm_after;
     q->limit = 1;
     q->abandoned = true; /* the answer is not needed */
