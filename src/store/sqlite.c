@@ -630,8 +630,7 @@ static int push_one(sq_store *s, const zks_store_push *it, sq_group_run *gr, int
         return rc < 0 ? rc : 0;
     }
     gr->g.max_cursor = cursor;
-    gr->g.bytes += (int64_t)it->envelope_len;
-    gr->g.blobs++;
+    gr->g.bytes += (int64_t)it->envelope_len; /* for the next item's quota check */
     gr->added_blobs++;
     gr->added_bytes += (int64_t)it->envelope_len;
     r->cursor = (uint64_t)cursor;
@@ -1495,10 +1494,9 @@ static int ckpt_on_commit(void *arg, sqlite3 *db, const char *schema, int log_pa
 static void ckpt_start(sq_store *s, const char *path)
 {
     sq_ckpt *k = &s->ckpt;
-    size_t n = strlen(path) + sizeof "-wal";
-    if ((k->log_path = malloc(n)) != NULL)
-        snprintf(k->log_path, n, "%s-wal", path);
-    else
+    /* The log's name as SQLite itself derives it from the database's. */
+    const char *log = sqlite3_filename_wal(sqlite3_db_filename(s->db, "main"));
+    if ((k->log_path = log ? strdup(log) : NULL) == NULL)
         k->reserve_off = true;
     int rc = sqlite3_open_v2(path, &k->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,

@@ -51,8 +51,8 @@
 typedef struct {
     sqlite3_file base;  /* pMethods = &gather_methods */
     sqlite3_file *real; /* the default VFS's file, in the same slot after this header */
-    uint8_t *buf;
-    size_t len, cap;
+    uint8_t *buf;       /* GATHER_MAX bytes, from the first gathered write on */
+    size_t len;
     sqlite3_int64 off;   /* file offset of buf[0] */
     bool expect_page;    /* the last write was a frame header: its page comes next */
     bool commit_pending; /* ... and that header was a commit frame's */
@@ -80,7 +80,6 @@ static int g_close(sqlite3_file *f)
     int rc2 = g->real->pMethods ? g->real->pMethods->xClose(g->real) : SQLITE_OK;
     sqlite3_free(g->buf);
     g->buf = NULL;
-    g->cap = 0;
     g->expect_page = false;
     g->commit_pending = false;
     return rc != SQLITE_OK ? rc : rc2;
@@ -101,13 +100,8 @@ static uint32_t be32(const uint8_t *p)
 /* Appends to the gathered run, which must end at `off` or be empty. */
 static int gather(gather_file *g, const void *p, size_t amt, sqlite3_int64 off)
 {
-    if (g->cap == 0) {
-        uint8_t *nb = sqlite3_malloc64(GATHER_MAX);
-        if (nb == NULL)
-            return SQLITE_NOMEM;
-        g->buf = nb;
-        g->cap = GATHER_MAX;
-    }
+    if (g->buf == NULL && (g->buf = sqlite3_malloc64(GATHER_MAX)) == NULL)
+        return SQLITE_NOMEM;
     if (g->len == 0)
         g->off = off;
     memcpy(g->buf + g->len, p, amt);
