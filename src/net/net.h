@@ -295,6 +295,9 @@ typedef struct zks_net_stats {
     uint64_t rtt_us; /* smoothed round-trip time; 0 if unknown */
     uint64_t min_rtt_us;
     uint64_t cwnd; /* QUIC congestion window in bytes; 0 for TCP */
+    /* QUIC: largest datagram payload sent on the path now: 1200 bytes at
+     * first, raised by path MTU discovery (up to 1452); 0 for TCP. */
+    uint64_t max_udp_payload;
 } zks_net_stats;
 
 /* Fills `out`. ZKS_EINVAL for NULL. */

@@ -746,7 +746,14 @@ void zks__quic_write(zks__qconn *q)
         return;
     }
     ngtcp2_tstamp ts = zks__now_ns();
-    size_t max_udp = ngtcp2_conn_get_path_max_tx_udp_payload_size(q->nc);
+    /*
+     * Room for the largest datagram this endpoint may send, not the path's
+     * current size: ngtcp2 keeps ordinary packets to the path's size itself,
+     * and a path MTU probe (larger by design) is only written into a buffer
+     * that can hold it. Given the path's size, discovery never probes and
+     * every datagram stays at 1200 bytes.
+     */
+    size_t max_udp = ngtcp2_conn_get_max_tx_udp_payload_size(q->nc);
     size_t max_batch = (q->udp && q->udp->gso) ? ZKS__TXBUF_LEN / max_udp : 1;
     if (max_batch > 64)
         max_batch = 64;
@@ -1367,4 +1374,5 @@ void zks__quic_stats(zks__qconn *q, zks_net_stats *st)
     st->rtt_us = cs.smoothed_rtt / 1000;
     st->min_rtt_us = cs.min_rtt == UINT64_MAX ? 0 : cs.min_rtt / 1000;
     st->cwnd = cs.cwnd;
+    st->max_udp_payload = ngtcp2_conn_get_path_max_tx_udp_payload_size(q->nc);
 }

@@ -73,7 +73,18 @@ static int pred_both_closed(void *arg)
     return p->cli.closed > 0 && p->srv.closed > 0;
 }
 
-/* Handshake, one request/response, identities and exporters on both ends. */
+/* Both ends send datagrams larger than QUIC's minimum (or the client closed). */
+static int pred_path_grown(void *arg)
+{
+    pair *p = arg;
+    zks_net_stats a, b;
+    if (p->cli.closed || zks_conn_stats(p->conn, &a) != 0 ||
+        zks_conn_stats(p->srv.last_conn, &b) != 0)
+        return 1;
+    return a.max_udp_payload > 1200 && b.max_udp_payload > 1200;
+}
+
+/* Handshake, one request/response, identities and exporters on both ends, path MTU. */
 static void echo_once(const char *host, int tcp_only, zks_net_kind want)
 {
     pair p;
@@ -107,6 +118,14 @@ static void echo_once(const char *host, int tcp_only, zks_net_kind want)
     zks_net_stats st;
     assert_int_equal(zks_conn_stats(p.conn, &st), 0);
     assert_true(st.frames_sent == 1 && st.frames_received == 1);
+    if (want == ZKS_NET_QUIC) {
+        /* Loopback carries any size: path MTU discovery must find more than QUIC's 1200. */
+        assert_true(run_until(&p.loop, pred_path_grown, &p, 5000));
+        assert_int_equal(zks_conn_stats(sc, &st), 0);
+        assert_true(st.max_udp_payload > 1200);
+    } else {
+        assert_int_equal(st.max_udp_payload, 0);
+    }
 
     zks_conn_close(p.conn, ZKS_NET_CODE_NO_ERROR, "bye");
     assert_true(run_until(&p.loop, pred_both_closed, &p, 5000));
