@@ -253,7 +253,9 @@ struct zks_conn {
     uint8_t expect_id[ZKS_NET_ID_LEN]; /* client: the NodeId dialled */
     zks__list link;                    /* in net->conns */
     zks__list pending;                 /* in net->pending_close */
-    zks__map streams;                  /* id -> zks__stream */
+    zks__list credit;                  /* in net->credit_back */
+    int want_streams; /* a stream was refused (ZKS_EAGAIN): report when the peer allows more */
+    zks__map streams; /* id -> zks__stream */
     /* Stream bookkeeping shared by both transports. */
     int64_t next_local_stream; /* TCP */
     int64_t max_peer_stream;   /* TCP: highest peer stream id seen, -1 none */
@@ -306,6 +308,7 @@ struct zks_net {
     zks__list udps;
     zks__list conns;
     zks__list pending_close; /* logical conns with a close to carry out */
+    zks__list credit_back;   /* logical conns to tell that streams may be opened again */
     zks__list qdirty;        /* qconns with something to write */
     zks__list qall;          /* every live qconn */
     zks__list tall;          /* every live tconn */
@@ -363,6 +366,8 @@ void zks__stream_free(zks_conn *c, zks__stream *s);
 void zks__conn_deliver_frame(zks_conn *c, int64_t id, const uint8_t *body, size_t len);
 void zks__conn_stream_opened(zks_conn *c, int64_t id);
 void zks__conn_stream_finished(zks_conn *c, int64_t id, int err, uint64_t code);
+/* The peer allows more streams of ours; reported (from the loop) if one was refused. */
+void zks__conn_streams_back(zks_conn *c);
 /* Requests a close from inside the transport (processed from the loop). */
 void zks__conn_fail(zks_conn *c, uint64_t code, const char *reason);
 int zks__conn_alive(const zks_conn *c);

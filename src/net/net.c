@@ -187,6 +187,7 @@ zks_conn *zks__conn_new(zks_net *net, int server)
     c->max_peer_stream = -1;
     zks__list_init(&c->link);
     zks__list_init(&c->pending);
+    zks__list_init(&c->credit);
     zks__list_init(&c->attempts);
     zks__map_init(&c->streams, net->hash_seed);
     if (!server) {
@@ -529,6 +530,8 @@ static void finish(zks_conn *c)
     zks__list_del(&c->link);
     if (zks__list_linked(&c->pending))
         zks__list_del(&c->pending);
+    if (zks__list_linked(&c->credit))
+        zks__list_del(&c->credit);
     if (c->dial_timer_live)
         uv_close((uv_handle_t *)&c->dial_timer, on_dial_timer_closed);
     else
@@ -550,12 +553,34 @@ static void process_pending(zks_net *net)
     }
 }
 
+void zks__conn_streams_back(zks_conn *c)
+{
+    if (c->want_streams && !zks__list_linked(&c->credit)) {
+        zks__list_push(&c->net->credit_back, &c->credit);
+        zks__net_kick(c->net);
+    }
+}
+
+/* Tells connections that were refused a stream that they may open one again. */
+static void report_streams_back(zks_net *net)
+{
+    while (!zks__list_empty(&net->credit_back)) {
+        zks__list *n = net->credit_back.next;
+        zks__list_del(n);
+        zks_conn *c = ZKS__CONTAINER(n, zks_conn, credit);
+        c->want_streams = 0;
+        if (zks__conn_alive(c) && c->reported && net->cfg.cb.streams_available)
+            net->cfg.cb.streams_available(net->cfg.user, c);
+    }
+}
+
 static void teardown(zks_net *net);
 
 static void on_prepare(uv_prepare_t *h)
 {
     zks_net *net = h->data;
     process_pending(net);
+    report_streams_back(net);
     /* Flush what callbacks queued; writing may not happen inside ngtcp2 callbacks. */
     for (int round = 0; round < 4 && !zks__list_empty(&net->qdirty); round++) {
         zks__quic_flush(net);
@@ -617,6 +642,7 @@ int zks_net_new(zks_net **out, uv_loop_t *loop, const zks_net_config *cfg)
     zks__list_init(&net->udps);
     zks__list_init(&net->conns);
     zks__list_init(&net->pending_close);
+    zks__list_init(&net->credit_back);
     zks__list_init(&net->qdirty);
     zks__list_init(&net->qall);
     zks__list_init(&net->tall);
@@ -966,9 +992,11 @@ int zks_conn_open_stream(zks_conn *conn, int64_t *stream)
     int rc = usable(conn);
     if (rc)
         return rc;
-    if (conn->tp->kind == ZKS__TP_QUIC)
-        return zks__quic_open_stream((zks__qconn *)conn->tp, stream);
-    return zks__tcp_open_stream((zks__tconn *)conn->tp, stream);
+    rc = conn->tp->kind == ZKS__TP_QUIC ? zks__quic_open_stream((zks__qconn *)conn->tp, stream)
+                                        : zks__tcp_open_stream((zks__tconn *)conn->tp, stream);
+    if (rc == ZKS_EAGAIN)
+        conn->want_streams = 1; /* callbacks.streams_available when the peer allows more */
+    return rc;
 }
 
 static int send_on(zks_conn *conn, int64_t stream, const uint8_t *hdr, size_t hdrlen,

@@ -163,6 +163,12 @@ typedef struct zks_net_callbacks {
      * ZKS_ECONNRESET with the peer's `code` when it reset the stream.
      */
     void (*stream_finished)(void *user, zks_conn *conn, int64_t stream, int err, uint64_t code);
+    /*
+     * Optional: zks_conn_open_stream() refused `conn` a stream (ZKS_EAGAIN)
+     * and the peer now allows more. Reported once per refusal, from the
+     * loop, never from inside the call that made room.
+     */
+    void (*streams_available)(void *user, zks_conn *conn);
 } zks_net_callbacks;
 
 typedef struct zks_net_config {

@@ -42,6 +42,10 @@ struct zks__qconn {
     unsigned close_rx; /* packets received while closing */
     zks__key *keys;    /* server: CIDs routed to this connection */
     size_t nkeys, capkeys;
+    /* The peer's bidirectional streams: how many it may open in all (what
+     * we granted), how many it has opened, and ended ones not yet granted
+     * again (returned in batches; see grant_streams). */
+    uint64_t peer_granted, peer_opened, peer_owed;
 };
 
 static void quic_free(zks__qconn *q);
@@ -270,9 +274,38 @@ static int acked_cb(ngtcp2_conn *nc, int64_t sid, uint64_t offset, uint64_t data
     return 0;
 }
 
+/*
+ * Credit for the peer's streams. Each grant is a MAX_STREAMS frame, which
+ * ngtcp2 sends at once, in a packet of its own if nothing else is going
+ * out: for a peer that opens a stream per message (a relay's NOTIFYs), a
+ * packet per message. So while the peer has more than half the limit left
+ * to open, ended streams are granted again an eighth of the limit at a
+ * time; once it has half or less (checked whenever it opens a stream and
+ * whenever one ends), all that was held back is granted at once. The peer
+ * can therefore always have `max_streams` streams open.
+ */
+static void grant_streams(zks__qconn *q, uint64_t ended)
+{
+    uint64_t limit = q->base.net->cfg.max_streams;
+    uint64_t batch = limit / 8 ? limit / 8 : 1;
+    q->peer_owed += ended;
+    if (q->peer_owed == 0)
+        return;
+    uint64_t left = q->peer_granted > q->peer_opened ? q->peer_granted - q->peer_opened : 0;
+    if (q->peer_owed < batch && left > limit / 2)
+        return;
+    ngtcp2_conn_extend_max_streams_bidi(q->nc, (size_t)q->peer_owed);
+    q->peer_granted += q->peer_owed;
+    q->peer_owed = 0;
+}
+
 static int stream_open_cb(ngtcp2_conn *nc, int64_t sid, void *user_data)
 {
     zks__qconn *q = from_nc_user(user_data);
+    if (ngtcp2_is_bidi_stream(sid) && (uint64_t)(sid >> 2) + 1 > q->peer_opened) {
+        q->peer_opened = (uint64_t)(sid >> 2) + 1; /* opening a stream opens all below it */
+        grant_streams(q, 0);
+    }
     zks_conn *c = q->base.owner;
     if (c == NULL || !zks__conn_alive(c) || !ngtcp2_is_bidi_stream(sid))
         return 0;
@@ -285,13 +318,23 @@ static int stream_open_cb(ngtcp2_conn *nc, int64_t sid, void *user_data)
     return 0;
 }
 
+/* The peer raised our stream limit (MAX_STREAMS). */
+static int extend_max_local_streams_cb(ngtcp2_conn *nc, uint64_t max_streams, void *user_data)
+{
+    (void)nc;
+    (void)max_streams;
+    zks__qconn *q = from_nc_user(user_data);
+    if (q->base.owner && q->base.owner->tp == &q->base)
+        zks__conn_streams_back(q->base.owner);
+    return 0;
+}
+
 static int stream_close_cb(ngtcp2_conn *nc, uint32_t flags, int64_t sid, uint64_t code,
                            void *user_data, void *stream_user_data)
 {
     zks__qconn *q = from_nc_user(user_data);
-    /* A stream the peer opened has ended: let it open another. */
-    if (!ngtcp2_conn_is_local_stream(nc, sid))
-        ngtcp2_conn_extend_max_streams_bidi(nc, 1);
+    if (!ngtcp2_conn_is_local_stream(nc, sid) && ngtcp2_is_bidi_stream(sid))
+        grant_streams(q, 1); /* the peer may open another */
     zks_conn *c = q->base.owner;
     zks__stream *s = stream_user_data;
     if (c == NULL || s == NULL)
@@ -402,6 +445,7 @@ static const ngtcp2_callbacks callbacks_template = {
     .acked_stream_data_offset = acked_cb,
     .stream_open = stream_open_cb,
     .stream_close = stream_close_cb,
+    .extend_max_local_streams_bidi = extend_max_local_streams_cb,
     .recv_stateless_reset = recv_stateless_reset_cb,
     .rand = rand_cb,
     .get_new_connection_id = get_new_cid_cb,
@@ -448,6 +492,7 @@ static int qconn_alloc(zks_net *net, zks__qconn **out)
     if (q == NULL)
         return ZKS_ENOMEM;
     q->base.kind = ZKS__TP_QUIC;
+    q->peer_granted = net->cfg.max_streams; /* initial_max_streams_bidi */
     q->base.net = net;
     q->base.ref.get_conn = get_conn;
     q->base.ref.user_data = q;

@@ -351,6 +351,7 @@ static void stream_done(zks__tconn *t, zks_conn *c, zks__stream *s)
     if (s->local) {
         if (t->local_open)
             t->local_open--;
+        zks__conn_streams_back(c);
     } else if (c->peer_streams_open) {
         c->peer_streams_open--;
     }

@@ -461,6 +461,99 @@ static void test_connect_timeout(void **state)
     loop_finish(&p.loop);
 }
 
+static int pred_cli_streams_back(void *arg)
+{
+    pair *p = arg;
+    return p->cli.streams_back > 0 || p->cli.closed;
+}
+
+/* Opens a stream, waiting for credit as long as the peer is giving it back. */
+static void open_when_allowed(pair *p, int64_t *sid)
+{
+    for (int tries = 0; tries < 100; tries++) {
+        int rc = zks_conn_open_stream(p->conn, sid);
+        if (rc != ZKS_EAGAIN) {
+            assert_int_equal(rc, 0);
+            return;
+        }
+        p->cli.streams_back = 0;
+        assert_true(run_until(&p->loop, pred_cli_streams_back, p, 5000));
+        assert_int_equal(p->cli.closed, 0);
+    }
+    fail_msg("no stream credit came back");
+}
+
+static int pred_cli_finished(void *arg)
+{
+    pair *p = arg;
+    return p->cli.streams_finished >= *(int *)p->cli.ctx || p->cli.closed;
+}
+
+/*
+ * Stream credit: a server allowing 16 streams refuses the 17th
+ * (ZKS_EAGAIN), reports once the peer has room again, and gives back the
+ * credit of ended streams however they are used: all at once at the limit,
+ * one after another far from it (where it returns them in batches).
+ */
+static void stream_credit(int tcp_only)
+{
+    enum { LIMIT = 16 };
+    pair p;
+    pair_init(&p);
+    p.srv.cfg.max_streams = LIMIT;
+    p.cli.cfg.tcp_only = tcp_only;
+    int want = 0;
+    p.cli.ctx = &want;
+    pair_start(&p, "127.0.0.1");
+    pair_dial(&p, "127.0.0.1", NULL);
+    assert_true(run_until(&p.loop, pred_cli_done, &p, 5000));
+    assert_int_equal(p.cli.connected, 1);
+    static const uint8_t msg[] = "credit";
+    int64_t sid[LIMIT], extra;
+    for (int round = 0; round < 3; round++) {
+        /* The credit of the round before comes back as its streams end. */
+        for (int i = 0; i < LIMIT; i++) {
+            open_when_allowed(&p, &sid[i]);
+            assert_int_equal(zks_conn_send_frame(p.conn, sid[i], msg, sizeof msg, 0), 0);
+        }
+        assert_int_equal(zks_conn_open_stream(p.conn, &extra), ZKS_EAGAIN);
+        p.cli.streams_back = 0;
+        for (int i = 0; i < LIMIT; i++)
+            assert_int_equal(zks_conn_finish_stream(p.conn, sid[i]), 0);
+        want += LIMIT; /* the echo server ends its side after ours */
+        assert_true(run_until(&p.loop, pred_cli_finished, &p, 5000));
+        assert_true(run_until(&p.loop, pred_cli_streams_back, &p, 5000));
+        assert_int_equal(p.cli.closed, 0);
+    }
+    open_when_allowed(&p, &extra); /* the last round's credit too */
+    assert_int_equal(zks_conn_finish_stream(p.conn, extra), 0);
+    want++;
+    assert_true(run_until(&p.loop, pred_cli_finished, &p, 5000));
+    p.cli.streams_back = 0;
+    /* One request at a time, many times the limit: credit never runs out. */
+    for (int i = 0; i < 6 * LIMIT; i++) {
+        assert_int_equal(zks_conn_open_stream(p.conn, &sid[0]), 0);
+        assert_int_equal(zks_conn_send_frame(p.conn, sid[0], msg, sizeof msg, 1), 0);
+        want++;
+        assert_true(run_until(&p.loop, pred_cli_finished, &p, 5000));
+        assert_int_equal(p.cli.closed, 0);
+    }
+    assert_int_equal(p.cli.streams_back, 0); /* nothing was refused */
+    pair_finish(&p);
+}
+
+static void test_stream_credit_quic(void **state)
+{
+    (void)state;
+    stream_credit(0);
+}
+
+static void test_stream_credit_tcp(void **state)
+{
+    (void)state;
+    stream_credit(1);
+}
+
 static void test_addr_parse(void **state)
 {
     (void)state;
@@ -509,6 +602,8 @@ int main(void)
         cmocka_unit_test(test_fallback_udp_dropped),
         cmocka_unit_test(test_second_address),
         cmocka_unit_test(test_connect_timeout),
+        cmocka_unit_test(test_stream_credit_quic),
+        cmocka_unit_test(test_stream_credit_tcp),
         cmocka_unit_test(test_addr_parse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,7 @@ typedef struct tnode {
     int connected, closed, last_err, last_remote, last_app;
     uint64_t last_code;
     int frames, streams_opened, streams_finished, stream_resets;
+    int streams_back; /* streams_available callbacks */
     uint64_t bytes;
     uint32_t digest; /* order-sensitive sum over received bodies */
     zks_conn *last_conn;
@@ -114,6 +115,13 @@ static void t_stream_finished(void *user, zks_conn *c, int64_t stream, int err, 
         n->on_finished(n, c, stream, err);
 }
 
+static void t_streams_available(void *user, zks_conn *c)
+{
+    (void)c;
+    tnode *n = user;
+    n->streams_back++;
+}
+
 /* An endpoint with a fresh identity; `tweak` may adjust its configuration. */
 static inline void tnode_init(tnode *n, uv_loop_t *loop)
 {
@@ -133,6 +141,7 @@ static inline void tnode_init(tnode *n, uv_loop_t *loop)
     n->cfg.cb.stream_opened = t_stream_opened;
     n->cfg.cb.frame = t_frame;
     n->cfg.cb.stream_finished = t_stream_finished;
+    n->cfg.cb.streams_available = t_streams_available;
 }
 
 static inline void tnode_start(tnode *n)
