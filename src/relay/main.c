@@ -223,6 +223,14 @@ static void on_frame(void *user, zks_conn *conn, int64_t stream, const uint8_t *
         zks_relay_frame(a->relay, e->id, stream, body, len, now_us());
 }
 
+static void on_streams_available(void *user, zks_conn *conn)
+{
+    struct app *a = user;
+    struct conn_entry *e = zks_conn_user(conn);
+    if (e)
+        zks_relay_streams_available(a->relay, e->id);
+}
+
 static void on_flush(uv_check_t *h)
 {
     struct app *a = h->data;
@@ -401,6 +409,7 @@ static int start(struct app *a)
     ncfg.cb.connected = on_connected;
     ncfg.cb.closed = on_closed;
     ncfg.cb.frame = on_frame;
+    ncfg.cb.streams_available = on_streams_available;
     ncfg.retry = a->cfg.retry;
     ncfg.idle_timeout_ms = (uint32_t)(a->cfg.idle_timeout_s * 1000);
     ncfg.max_frame_body = 0;

@@ -88,7 +88,7 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
            get(&m->blobs_pulled));
     metric(out, "zks_relay_notifies_total", "counter", "NOTIFY messages sent.", get(&m->notifies));
     metric(out, "zks_relay_notifies_dropped_total", "counter",
-           "Relay-initiated messages not sent because the device had no stream credit left.",
+           "Relay-initiated messages that found no stream credit (NOTIFYs are sent later).",
            get(&m->notifies_dropped));
     metric(out, "zks_relay_bytes_received_total", "counter", "Frame bytes received.",
            get(&m->bytes_in));

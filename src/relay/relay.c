@@ -73,6 +73,9 @@ struct session {
     struct session *gprev, *gnext; /* in group->sessions */
     struct session *wprev, *wnext; /* in relay->awaiting while waiting for HELLO */
     bool awaiting;
+    /* The newest NOTIFY that found no stream (cursor 0: none), without its
+     * envelope: sent when the device allows another stream. */
+    struct zks_msg_notify owed;
 };
 
 struct group {
@@ -168,14 +171,36 @@ static void reply(zks_relay *r, struct session *s, int64_t stream, const zks_msg
         zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
 }
 
-static void send_new(zks_relay *r, struct session *s, const zks_msg *m)
+/*
+ * A NOTIFY that could not be sent (the device's stream limit) is owed: only
+ * the newest, since one announcement makes the device pull everything up to
+ * it. It goes without its envelope when the device has room again.
+ */
+static void owe_notify(zks_relay *r, struct session *s, const struct zks_msg_notify *n)
 {
-    if (encode(r, m) != 0)
+    zks_metrics_add(&r->metrics->notifies_dropped, 1);
+    if (n->cursor <= s->owed.cursor)
         return;
-    if (r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len) == 0)
+    s->owed = *n;
+    s->owed.envelope = (zks_msg_bin){NULL, 0};
+}
+
+/* Opens a stream to `s` for `m`: 0, or the transport's error. */
+static int send_new(zks_relay *r, struct session *s, const zks_msg *m)
+{
+    int rc = encode(r, m);
+    if (rc == 0)
+        rc = r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len);
+    if (rc == 0) {
         zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
-    else
+        if (m->type == ZKS_MSG_NOTIFY)
+            zks_metrics_add(&r->metrics->notifies, 1);
+    } else if (m->type == ZKS_MSG_NOTIFY) {
+        owe_notify(r, s, &m->u.notify);
+    } else {
         zks_metrics_add(&r->metrics->notifies_dropped, 1);
+    }
+    return rc;
 }
 
 static void make_error(zks_msg *m, uint32_t code, const char *text, const uint8_t *blob_id)
@@ -415,6 +440,21 @@ int zks_relay_encode_refusal(zks_buf *out, uint32_t code)
     return zks_msg_encode(out, &m);
 }
 
+void zks_relay_streams_available(zks_relay *r, zks_relay_conn conn)
+{
+    struct session *s = find_session(r, conn);
+    if (s == NULL || s->state != ACTIVE || s->owed.cursor == 0)
+        return;
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_NOTIFY);
+    m.u.notify = s->owed;
+    if (encode(r, &m) != 0 || r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len) != 0)
+        return; /* still no room: owed until the next report */
+    memset(&s->owed, 0, sizeof s->owed);
+    zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
+    zks_metrics_add(&r->metrics->notifies, 1);
+}
+
 void zks_relay_conn_closed(zks_relay *r, zks_relay_conn conn, uint64_t now_us)
 {
     struct session *s = find_session(r, conn);
@@ -476,8 +516,9 @@ static void broadcast(zks_relay *r, struct group *g, const uint8_t *skip_device,
             zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
             if (m->type == ZKS_MSG_NOTIFY)
                 zks_metrics_add(&r->metrics->notifies, 1);
+        } else if (m->type == ZKS_MSG_NOTIFY) {
+            owe_notify(r, s, &m->u.notify); /* the device is slow to end streams, or never does */
         } else {
-            /* Usually a client that never ends its side of relay-opened streams. */
             zks_metrics_add(&r->metrics->notifies_dropped, 1);
         }
     }
@@ -498,8 +539,7 @@ static void notify_newest(zks_relay *r, struct session *s, uint64_t cursor, uint
     m.u.notify.size = forwarded_size(b.kind, b.envelope_len);
     m.u.notify.time = (uint64_t)b.created_ms;
     m.u.notify.kind = b.kind;
-    send_new(r, s, &m);
-    zks_metrics_add(&r->metrics->notifies, 1);
+    (void)send_new(r, s, &m);
 }
 
 static void on_hello(zks_relay *r, struct session *s, int64_t stream, const struct zks_msg_hello *h,

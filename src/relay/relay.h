@@ -95,6 +95,12 @@ int zks_relay_encode_refusal(zks_buf *out, uint32_t code);
 /* The connection is gone (whoever closed it). Unknown connections are ignored. */
 void zks_relay_conn_closed(zks_relay *r, zks_relay_conn conn, uint64_t now_us);
 
+/*
+ * `conn` may open streams again after the engine was refused one (send_new
+ * failed): a NOTIFY that found no room is sent now, the newest only.
+ */
+void zks_relay_streams_available(zks_relay *r, zks_relay_conn conn);
+
 /* One frame body arrived from `conn` on `stream`. */
 void zks_relay_frame(zks_relay *r, zks_relay_conn conn, int64_t stream, const uint8_t *body,
                      size_t len, uint64_t now_us);

@@ -436,10 +436,32 @@ static void test_push_ack_after_commit_and_notify(void **state)
     assert_int_equal(atomic_load(&e->metrics.push_duplicates), 1);
     /* A NOTIFY that cannot get a stream is counted, and the push is still acknowledged. */
     e->io.no_credit = true;
+    size_t before = count_to(e, 2, ZKS_MSG_NOTIFY);
     assert_int_equal(push_acked(e, 1, 20, 0xa4, 10), 4);
-    assert_int_equal(atomic_load(&e->metrics.notifies_dropped), 1);
-    /* A larger one is left to PULL. */
+    assert_int_equal(push_acked(e, 1, 28, 0xa5, 10), 5);
+    assert_int_equal(atomic_load(&e->metrics.notifies_dropped), 2);
+    /* The newest is owed: it goes, without its envelope, once the device has room. */
+    zks_relay_streams_available(e->relay, 2);
+    assert_int_equal(count_to(e, 2, ZKS_MSG_NOTIFY), before); /* still no room */
     e->io.no_credit = false;
+    size_t to_sender = count_to(e, 1, ZKS_MSG_NOTIFY);
+    zks_relay_streams_available(e->relay, 1); /* owes nothing */
+    assert_int_equal(count_to(e, 1, ZKS_MSG_NOTIFY), to_sender);
+    zks_relay_streams_available(e->relay, 2);
+    assert_int_equal(count_to(e, 2, ZKS_MSG_NOTIFY), before + 1);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_NOTIFY);
+    assert_int_equal(m.u.notify.cursor, 5);
+    memset(id, 0xa5, 16);
+    assert_memory_equal(m.u.notify.blob_id, id, 16);
+    assert_memory_equal(m.u.notify.sender, sender, 32);
+    assert_int_equal(m.u.notify.size, 10);
+    assert_int_equal(m.u.notify.envelope.len, 0);
+    zks_msg_clear(&m);
+    zks_relay_streams_available(e->relay, 2); /* paid: nothing more */
+    assert_int_equal(count_to(e, 2, ZKS_MSG_NOTIFY), before + 1);
+    assert_int_equal(atomic_load(&e->metrics.notifies_dropped), 2);
+    /* A larger one is left to PULL. */
     push_acked(e, 1, 24, 0xa9, 4097);
     last_to(e, 2, &m);
     assert_int_equal(m.type, ZKS_MSG_NOTIFY);
