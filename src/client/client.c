@@ -615,6 +615,8 @@ static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, s
  * follow `after` with no gap: 1 when it did (out filled, *relay_id the relay
  * whose cursors they are), 0 when the caller must PULL, or an error. The
  * relay hears of the delivery with the next confirmation (ZKS__REQ_CONFIRM).
+ * has_more is set while the client has heard of later blobs (a NOTIFY, its
+ * own PUSH_ACK): anything stored after those is announced to it in turn.
  */
 static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint8_t relay_id[32])
 {
@@ -627,22 +629,35 @@ static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint
     zks__inline_blobs_free(v, n);
     if (rc != 0)
         return rc;
-    /* The relay may hold more than this client has heard of (NOTIFYs still on
-     * their way, a gap): only a PULL can say there is nothing more. */
     out->max_cursor = known_max > out->last ? known_max : out->last;
-    out->has_more = 1;
+    out->has_more = out->last < known_max;
     return 1;
 }
 
-/* Asks the I/O thread to confirm delivery up to `after` to relay `relay_id`, soon. */
+/*
+ * Has delivery up to `after` confirmed to relay `relay_id` soon. The cursor
+ * is kept in the handle; only the first confirmation of a round wakes the
+ * I/O thread, which sends whatever is kept when its timer fires.
+ */
 static void confirm_later(zks_client *c, const uint8_t relay_id[32], uint64_t after)
 {
+    pthread_mutex_lock(&c->mu);
+    if (memcmp(c->confirm_relay, relay_id, 32) != 0 || after > c->confirm_after) {
+        memcpy(c->confirm_relay, relay_id, 32);
+        c->confirm_after = after;
+    }
+    bool told = c->confirm_armed;
+    c->confirm_armed = true;
+    pthread_mutex_unlock(&c->mu);
+    if (told)
+        return;
     zks__req *r = zks__req_new(ZKS__REQ_CONFIRM);
-    if (r == NULL)
-        return; /* the next PULL confirms it */
-    r->after = after;
-    memcpy(r->id, relay_id, 32);
-    (void)submit_nowait(c, r); /* closed: nothing left to confirm to */
+    if (r != NULL && submit_nowait(c, r) == 0)
+        return;
+    /* Out of memory or closed: the next confirmation (or PULL) tries again. */
+    pthread_mutex_lock(&c->mu);
+    c->confirm_armed = false;
+    pthread_mutex_unlock(&c->mu);
 }
 
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)

@@ -85,11 +85,15 @@ void zks__inline_seen(zks__inline *ic, uint64_t cursor)
 
 void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
 {
-    if (n->envelope.len == 0 || n->envelope.len > ZKS__INLINE_MAX_BYTES)
+    if (n->envelope.len == 0 || n->envelope.len > ZKS__INLINE_MAX_BYTES) {
+        zks__inline_seen(ic, n->cursor); /* announced, to be pulled */
         return;
+    }
     uint8_t *env = malloc(n->envelope.len);
-    if (env == NULL)
-        return; /* the blob is still there to PULL */
+    if (env == NULL) {
+        zks__inline_seen(ic, n->cursor); /* the blob is still there to PULL */
+        return;
+    }
     memcpy(env, n->envelope.p, n->envelope.len);
     pthread_mutex_lock(&ic->mu);
     if (n->cursor > ic->known_max)

@@ -253,6 +253,11 @@ struct zks_client {
     uint64_t last_cursor; /* primary relay's, guarded by mu */
     uint8_t cursor_relay[32];
     bool have_primary;
+    /* Inline delivery still to confirm to relay confirm_relay (guarded by mu);
+     * confirm_armed: the I/O thread has been told and will send it. */
+    uint64_t confirm_after;
+    uint8_t confirm_relay[32];
+    bool confirm_armed;
 
     /* Immutable after zks_client_new. */
     zks_config cfg; /* relays, timings; no secrets (seed and group cleared) */

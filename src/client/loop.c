@@ -83,9 +83,6 @@ struct zks__io {
     int round_err;
     uint32_t round_wire;
     uv_timer_t reconnect_timer, retry_timer, flush_timer, confirm_timer;
-    /* Inline delivery to confirm to the relay confirm_relay (0: nothing). */
-    uint64_t confirm_after;
-    uint8_t confirm_relay[32];
     uv_check_t check;
     uv_prepare_t prepare; /* wakes receivers of this round's events before the loop waits */
     zks__req *connect_waiters, *disconnect_waiters;
@@ -988,25 +985,28 @@ static void do_simple(struct zks__io *io, zks__req *q);
 static void on_confirm_timer(uv_timer_t *t)
 {
     struct zks__io *io = t->data;
-    if (io->confirm_after == 0 || io->primary < 0 ||
-        memcmp(io->relays[io->primary].spec.id, io->confirm_relay, 32) != 0)
+    zks_client *c = io->c;
+    uint8_t relay[32];
+    pthread_mutex_lock(&c->mu);
+    uint64_t after = c->confirm_after;
+    memcpy(relay, c->confirm_relay, 32);
+    c->confirm_after = 0;
+    c->confirm_armed = false;
+    pthread_mutex_unlock(&c->mu);
+    if (after == 0 || io->primary < 0 || memcmp(io->relays[io->primary].spec.id, relay, 32) != 0)
         return; /* another relay's cursors now: its next PULL confirms */
     zks__req *q = zks__req_new(ZKS__REQ_PULL);
     if (q == NULL)
         return;
-    q->after = io->confirm_after;
+    q->after = after;
     q->limit = 1;
     q->abandoned = true; /* the answer is not needed */
-    io->confirm_after = 0;
     do_simple(io, q);
 }
 
-static void confirm_gather(struct zks__io *io, zks__req *q)
+/* The first confirmation of a round: what to confirm is in the handle (confirm_later). */
+static void confirm_arm(struct zks__io *io, zks__req *q)
 {
-    if (memcmp(io->confirm_relay, q->id, 32) != 0 || q->after > io->confirm_after) {
-        memcpy(io->confirm_relay, q->id, 32);
-        io->confirm_after = q->after;
-    }
     if (!uv_is_active((uv_handle_t *)&io->confirm_timer))
         uv_timer_start(&io->confirm_timer, on_confirm_timer, ZKS__CONFIRM_DELAY_MS, 0);
     zks__req_finish(io->c, q, 0);
@@ -1187,7 +1187,7 @@ static void on_async(uv_async_t *h)
             stop_all(io);
             break;
         case ZKS__REQ_CONFIRM:
-            confirm_gather(io, q);
+            confirm_arm(io, q);
             break;
         }
     }

@@ -360,9 +360,10 @@ static uint64_t pending_for(zks_client *c, const uint8_t *id)
 
 /*
  * Small blobs come inline with their NOTIFY: a pull right after the event is
- * answered without the relay (here frozen with SIGSTOP), the relay still
- * learns of the delivery, and a pull that would skip a blob the cache lacks
- * (the device's own) goes to the relay.
+ * answered without the relay (here frozen with SIGSTOP) and says there is no
+ * more when the device has heard of nothing later, the relay still learns of
+ * the delivery, and a pull that would skip a blob the cache lacks (the
+ * device's own, one too large to travel inline) goes to the relay.
  */
 static void test_inline_delivery(void **state)
 {
@@ -395,8 +396,9 @@ static void test_inline_delivery(void **state)
         assert_int_equal(pl.blobs[i].len, strlen(texts[i]));
         assert_memory_equal(pl.blobs[i].data, texts[i], strlen(texts[i]));
     }
-    assert_true(pl.has_more); /* only the relay can say there is no more */
+    assert_false(pl.has_more); /* b has heard of nothing later */
     assert_int_equal(pl.last, pr[2].cursor);
+    assert_int_equal(pl.max_cursor, pr[2].cursor);
     zks_pull_result_free(&pl);
     assert_int_equal(zks_client_pull(&pl, b, pr[2].cursor), 0);
     assert_int_equal(pl.count, 0);
@@ -425,6 +427,31 @@ static void test_inline_delivery(void **state)
     assert_int_equal(pl.count, 2);
     assert_memory_equal(pl.blobs[0].data, "mine", 4);
     assert_memory_equal(pl.blobs[1].data, "four", 4);
+    zks_pull_result_free(&pl);
+
+    /* A blob too large to travel inline is announced all the same: the cache
+     * answers what it holds and says there is more, which a PULL brings. */
+    static uint8_t big[5000];
+    memset(big, 0x5a, sizeof big);
+    zks_push_result five, large;
+    assert_int_equal(zks_client_push(&five, a, "five", 4), 0);
+    assert_int_equal(zks_client_push(&large, a, big, sizeof big), 0);
+    assert_int_equal(
+        h_wait_event(rb, &ev, ZKS_EVENT_BLOB_AVAILABLE, same_blob, large.blob_id, 5000), 0);
+    assert_int_equal(kill(relay.pid, SIGSTOP), 0);
+    rc = zks_client_pull(&pl, b, next.cursor);
+    assert_int_equal(kill(relay.pid, SIGCONT), 0);
+    assert_int_equal(rc, 0);
+    assert_int_equal(pl.count, 1);
+    assert_memory_equal(pl.blobs[0].data, "five", 4);
+    assert_true(pl.has_more);
+    assert_int_equal(pl.max_cursor, large.cursor);
+    zks_pull_result_free(&pl);
+    assert_int_equal(zks_client_pull(&pl, b, five.cursor), 0);
+    assert_int_equal(pl.count, 1);
+    assert_int_equal(pl.blobs[0].len, sizeof big);
+    assert_memory_equal(pl.blobs[0].data, big, sizeof big);
+    assert_false(pl.has_more);
     zks_pull_result_free(&pl);
 
     zks_receiver_free(rb);
