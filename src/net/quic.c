@@ -1393,6 +1393,11 @@ int zks__quic_send(zks__qconn *q, zks__stream *s, const uint8_t *hdr, size_t hdr
         s->local_fin = 1;
     if (!s->blocked && !zks__list_linked(&s->ready))
         zks__list_push(&q->ready, &s->ready);
+    /* Connections are written in the order data was last queued on them, whatever
+     * marked them before (a packet read marks its connection): the caller's order
+     * of sends across connections decides who gets the first datagram. */
+    if (zks__list_linked(&q->dirty))
+        zks__list_del(&q->dirty);
     zks__quic_mark(q);
     return 0;
 }

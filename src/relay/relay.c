@@ -759,6 +759,24 @@ static uint32_t push_error_code(int err, const char **text)
     }
 }
 
+/* Sends NOTIFY for a newly stored push to the group's other online devices. */
+static void announce(zks_relay *r, struct group *g, const struct pending *p, uint64_t cursor,
+                     uint64_t now_us)
+{
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_NOTIFY);
+    memcpy(m.u.notify.blob_id, p->item.blob_id, ZKS_MSG_BLOB_ID_LEN);
+    m.u.notify.cursor = cursor;
+    memcpy(m.u.notify.sender, p->item.sender, 32);
+    m.u.notify.size = forwarded_size(p->item.kind, p->item.envelope_len);
+    m.u.notify.time = ms(now_us);
+    m.u.notify.kind = p->item.kind;
+    /* Small blobs travel with their announcement: no PULL round trip for them. */
+    if (p->item.kind == ZKS_STORE_KIND_BLOB && p->item.envelope_len <= r->cfg.notify_inline_bytes)
+        m.u.notify.envelope = (zks_msg_bin){p->item.envelope, p->item.envelope_len};
+    broadcast(r, g, p->item.sender, &m);
+}
+
 void zks_relay_flush(zks_relay *r, uint64_t now_us)
 {
     size_t n = r->npending;
@@ -803,6 +821,11 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
             zks_metrics_add(&r->metrics->push_duplicates, 1);
         else
             r->stored_bytes += p->item.envelope_len;
+        zks_metrics_push_latency(r->metrics, now_us > p->received_us ? now_us - p->received_us : 0);
+        struct group *g = results[i].duplicate ? NULL : find_group(r, p->item.group_id);
+        if (g != NULL)
+            announce(r, g, p, results[i].cursor, now_us);
+        /* After the announcement: the pusher has the data already, the others wait for it. */
         if (s) {
             zks_msg m;
             zks_msg_init(&m, ZKS_MSG_PUSH_ACK);
@@ -812,23 +835,8 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
             m.u.push_ack.duplicate = results[i].duplicate != 0;
             reply(r, s, p->stream, &m);
         }
-        zks_metrics_push_latency(r->metrics, now_us > p->received_us ? now_us - p->received_us : 0);
         if (results[i].duplicate)
             continue;
-        struct group *g = find_group(r, p->item.group_id);
-        zks_msg m;
-        zks_msg_init(&m, ZKS_MSG_NOTIFY);
-        memcpy(m.u.notify.blob_id, p->item.blob_id, ZKS_MSG_BLOB_ID_LEN);
-        m.u.notify.cursor = results[i].cursor;
-        memcpy(m.u.notify.sender, p->item.sender, 32);
-        m.u.notify.size = forwarded_size(p->item.kind, p->item.envelope_len);
-        m.u.notify.time = ms(now_us);
-        m.u.notify.kind = p->item.kind;
-        /* Small blobs travel with their announcement: no PULL round trip for them. */
-        if (p->item.kind == ZKS_STORE_KIND_BLOB &&
-            p->item.envelope_len <= r->cfg.notify_inline_bytes)
-            m.u.notify.envelope = (zks_msg_bin){p->item.envelope, p->item.envelope_len};
-        broadcast(r, g, p->item.sender, &m);
         /* Wake offline devices once per group per commit, with the batch's last cursor. */
         bool later_same_group = false;
         for (size_t k = i + 1; k < n && !later_same_group; k++)

@@ -397,6 +397,10 @@ static void test_push_ack_after_commit_and_notify(void **state)
     assert_int_equal(e->io.nsent, 0);
     assert_true(zks_relay_want_flush(e->relay));
     zks_relay_flush(e->relay, e->now);
+    /* The announcement goes before the acknowledgement: the pusher has the data already. */
+    assert_int_equal(e->io.nsent, 2);
+    assert_int_equal(e->io.sent[0].conn, 2);
+    assert_int_equal(e->io.sent[1].conn, 1);
     zks_msg m;
     last_to(e, 1, &m);
     assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
