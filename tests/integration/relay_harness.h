@@ -260,6 +260,10 @@ typedef struct device {
     size_t nreplies;
     dev_reply pushed[DEV_MAX_INBOX];
     size_t npushed;
+    /* Testing a slow reader: relay streams are left open until dev_release_streams(). */
+    bool hold_streams;
+    int64_t held[DEV_MAX_INBOX];
+    size_t nheld;
 } device;
 
 static void dev_connected(void *user, zks_conn *c)
@@ -291,7 +295,9 @@ static void dev_frame(void *user, zks_conn *c, int64_t stream, const uint8_t *bo
 {
     device *d = user;
     /* A relay-opened stream carries one message; ending our side frees its credit. */
-    if (dev_is_server_stream(d, stream))
+    if (dev_is_server_stream(d, stream) && d->hold_streams && d->nheld < DEV_MAX_INBOX)
+        d->held[d->nheld++] = stream;
+    else if (dev_is_server_stream(d, stream))
         (void)zks_conn_finish_stream(c, stream);
     dev_reply *box = dev_is_server_stream(d, stream) ? d->pushed : d->replies;
     size_t *n = dev_is_server_stream(d, stream) ? &d->npushed : &d->nreplies;
@@ -304,7 +310,24 @@ static void dev_frame(void *user, zks_conn *c, int64_t stream, const uint8_t *bo
     (*n)++;
 }
 
+/* Ends our side of the relay streams held back (hold_streams), and holds no more. */
+static inline void dev_release_streams(device *d)
+{
+    d->hold_streams = false;
+    for (size_t i = 0; i < d->nheld && d->conn; i++)
+        (void)zks_conn_finish_stream(d->conn, d->held[i]);
+    d->nheld = 0;
+}
+
+/* An endpoint allowing the relay `max_streams` streams at once (0: the default). */
+static inline void dev_init_streams(device *d, uv_loop_t *loop, uint32_t max_streams);
+
 static inline void dev_init(device *d, uv_loop_t *loop)
+{
+    dev_init_streams(d, loop, 0);
+}
+
+static inline void dev_init_streams(device *d, uv_loop_t *loop, uint32_t max_streams)
 {
     memset(d, 0, sizeof *d);
     d->loop = loop;
@@ -320,6 +343,8 @@ static inline void dev_init(device *d, uv_loop_t *loop)
     cfg.cb.connected = dev_connected;
     cfg.cb.closed = dev_closed;
     cfg.cb.frame = dev_frame;
+    if (max_streams)
+        cfg.max_streams = max_streams;
     assert_int_equal(zks_net_new(&d->net, loop, &cfg), 0);
     sodium_memzero(seed, sizeof seed);
 }

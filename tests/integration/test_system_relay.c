@@ -145,6 +145,76 @@ static void test_two_devices_push_notify_pull(void **state)
     assert_int_equal(WEXITSTATUS(relay_stop(&e->relay, SIGTERM)), 0);
 }
 
+struct inbox_wait {
+    const device *d;
+    size_t want;
+};
+
+static int npushed_at_least(void *arg)
+{
+    const struct inbox_wait *w = arg;
+    return w->d->npushed >= w->want || w->d->closed;
+}
+
+/* The cursor of the NOTIFY at `i` in b's inbox. */
+static uint64_t notify_cursor(const device *b, size_t i)
+{
+    zks_msg m;
+    assert_int_equal(zks_msg_decode(&m, b->pushed[i].body, b->pushed[i].len), 0);
+    assert_int_equal(m.type, ZKS_MSG_NOTIFY);
+    return m.u.notify.cursor;
+}
+
+/*
+ * A device that is slow to end the relay's streams (here it allows 4 and
+ * ends none) misses no announcement: the relay owes it the newest NOTIFY
+ * and sends it once the device has room again.
+ */
+static void test_slow_reader_is_owed_the_newest_notify(void **state)
+{
+    struct env *e = *state;
+    relay_start(&e->relay, "127.0.0.1:0", NULL);
+    device a, b;
+    dev_init(&a, &e->loop);
+    dev_init_streams(&b, &e->loop, 4);
+    dev_join(&a, &e->relay, e->group, "laptop");
+    dev_join(&b, &e->relay, e->group, "phone");
+    b.hold_streams = true;
+    zks_buf env;
+    zks_buf_init(&env, 0);
+    enum { PUSHES = 10 };
+    for (int i = 0; i < PUSHES; i++) {
+        uint8_t id[16];
+        zks_msg push, ack;
+        make_push(&push, &env, e->group, &a, id, "x", 1);
+        dev_call(&a, &push, &ack);
+        assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
+        assert_int_equal(ack.u.push_ack.cursor, (uint64_t)i + 1);
+    }
+    /* b holds four streams open: four announcements reach it, the rest are owed. */
+    for (int i = 0; i < 100 && b.npushed < 4; i++)
+        run_for_ms(&e->loop, 10);
+    run_for_ms(&e->loop, 50);
+    assert_int_equal(b.npushed, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(notify_cursor(&b, i), i + 1);
+    static char page[65536];
+    http_get(e->relay.http_port, "/metrics", page, sizeof page);
+    assert_non_null(strstr(page, "\nzks_relay_notifies_dropped_total 6\n"));
+    /* Room again: the newest comes, once. */
+    dev_release_streams(&b);
+    struct inbox_wait w = {&b, 5};
+    assert_true(run_until_pred(&e->loop, npushed_at_least, &w, 5000));
+    run_for_ms(&e->loop, 50);
+    assert_int_equal(b.closed, 0);
+    assert_int_equal(b.npushed, 5);
+    assert_int_equal(notify_cursor(&b, 4), PUSHES);
+    zks_buf_free(&env);
+    dev_free(&a);
+    dev_free(&b);
+    assert_int_equal(WEXITSTATUS(relay_stop(&e->relay, SIGTERM)), 0);
+}
+
 static void test_refusals_over_the_wire(void **state)
 {
     struct env *e = *state;
@@ -594,6 +664,8 @@ int main(void)
         return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_devices_push_notify_pull, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slow_reader_is_owed_the_newest_notify, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_refusals_over_the_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_loses_nothing_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
