@@ -452,7 +452,7 @@ typedef struct zks_pull_result {
     zks_blob *blobs; /* `count` blobs, ascending cursors */
     size_t count;
     int has_more;        /* more blobs follow: pull again after the last cursor */
-    uint64_t max_cursor; /* the group's newest cursor at the relay */
+    uint64_t max_cursor; /* the group's newest cursor at the relay (as far as known) */
     uint64_t last;       /* the highest cursor this pull covered (also for blobs not returned) */
     void *storage;       /* private */
 } zks_pull_result;
@@ -623,7 +623,11 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
 
 /*
  * Fetches the blobs with cursor > `after_cursor` from the primary relay (as
- * many as the relay sends at once, up to 1000) and opens them. A blob that
+ * many as the relay sends at once, up to 1000) and opens them. Blobs that
+ * came inline with their announcement are answered without asking the
+ * relay; such an answer's has_more and max_cursor say what this client has
+ * heard of, and a blob stored since is announced by a BlobAvailable event
+ * (docs/CLIENT.md, "Inline delivery"). A blob that
  * fails to open (tampered, foreign, damaged) is not returned: an Error
  * event with its id (err ZKS_EAUTH) reports it. Updates the persisted last
  * cursor to out->last when that is higher. Free the result with
