@@ -176,31 +176,39 @@ static void reply(zks_relay *r, struct session *s, int64_t stream, const zks_msg
  * the newest, since one announcement makes the device pull everything up to
  * it. It goes without its envelope when the device has room again.
  */
-static void owe_notify(zks_relay *r, struct session *s, const struct zks_msg_notify *n)
+static void owe_notify(struct session *s, const struct zks_msg_notify *n)
 {
-    zks_metrics_add(&r->metrics->notifies_dropped, 1);
     if (n->cursor <= s->owed.cursor)
         return;
     s->owed = *n;
     s->owed.envelope = (zks_msg_bin){NULL, 0};
 }
 
-/* Opens a stream to `s` for `m`: 0, or the transport's error. */
-static int send_new(zks_relay *r, struct session *s, const zks_msg *m)
+/*
+ * Opens a stream to `s` for `m`, already encoded in r->out, and counts the
+ * outcome. A NOTIFY that finds no stream (usually a device slow to end the
+ * relay's streams, or one that never does) is owed; anything else is lost.
+ */
+static int open_and_send(zks_relay *r, struct session *s, const zks_msg *m)
 {
-    int rc = encode(r, m);
-    if (rc == 0)
-        rc = r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len);
+    int rc = r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len);
     if (rc == 0) {
         zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
         if (m->type == ZKS_MSG_NOTIFY)
             zks_metrics_add(&r->metrics->notifies, 1);
-    } else if (m->type == ZKS_MSG_NOTIFY) {
-        owe_notify(r, s, &m->u.notify);
-    } else {
-        zks_metrics_add(&r->metrics->notifies_dropped, 1);
+        return 0;
     }
+    zks_metrics_add(&r->metrics->notifies_dropped, 1);
+    if (m->type == ZKS_MSG_NOTIFY)
+        owe_notify(s, &m->u.notify);
     return rc;
+}
+
+/* Encodes `m` and opens a stream to `s` for it: 0, or an error. */
+static int send_new(zks_relay *r, struct session *s, const zks_msg *m)
+{
+    int rc = encode(r, m);
+    return rc != 0 ? rc : open_and_send(r, s, m);
 }
 
 static void make_error(zks_msg *m, uint32_t code, const char *text, const uint8_t *blob_id)
@@ -449,7 +457,7 @@ void zks_relay_streams_available(zks_relay *r, zks_relay_conn conn)
     zks_msg_init(&m, ZKS_MSG_NOTIFY);
     m.u.notify = s->owed;
     if (encode(r, &m) != 0 || r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len) != 0)
-        return; /* still no room: owed until the next report */
+        return; /* still no room: owed until the next report, and not counted again */
     memset(&s->owed, 0, sizeof s->owed);
     zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
     zks_metrics_add(&r->metrics->notifies, 1);
@@ -512,15 +520,7 @@ static void broadcast(zks_relay *r, struct group *g, const uint8_t *skip_device,
                 return;
             encoded = true;
         }
-        if (r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len) == 0) {
-            zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
-            if (m->type == ZKS_MSG_NOTIFY)
-                zks_metrics_add(&r->metrics->notifies, 1);
-        } else if (m->type == ZKS_MSG_NOTIFY) {
-            owe_notify(r, s, &m->u.notify); /* the device is slow to end streams, or never does */
-        } else {
-            zks_metrics_add(&r->metrics->notifies_dropped, 1);
-        }
+        (void)open_and_send(r, s, m);
     }
 }
 
