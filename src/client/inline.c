@@ -85,19 +85,18 @@ void zks__inline_seen(zks__inline *ic, uint64_t cursor)
 
 void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
 {
-    if (n->envelope.len == 0 || n->envelope.len > ZKS__INLINE_MAX_BYTES) {
-        zks__inline_seen(ic, n->cursor); /* announced, to be pulled */
-        return;
-    }
-    uint8_t *env = malloc(n->envelope.len);
-    if (env == NULL) {
-        zks__inline_seen(ic, n->cursor); /* the blob is still there to PULL */
-        return;
-    }
-    memcpy(env, n->envelope.p, n->envelope.len);
+    /* Announced either way; kept only when it came inline (else it is there to PULL). */
+    uint8_t *env = NULL;
+    if (n->envelope.len > 0 && n->envelope.len <= ZKS__INLINE_MAX_BYTES &&
+        (env = malloc(n->envelope.len)) != NULL)
+        memcpy(env, n->envelope.p, n->envelope.len);
     pthread_mutex_lock(&ic->mu);
     if (n->cursor > ic->known_max)
         ic->known_max = n->cursor;
+    if (env == NULL) {
+        pthread_mutex_unlock(&ic->mu);
+        return;
+    }
     /* Kept in cursor order; NOTIFYs come in order, so this is an append. */
     size_t at = ic->n;
     while (at > 0 && ic->v[ic->start + at - 1].cursor >= n->cursor)

@@ -195,7 +195,7 @@ void zks__inline_free(zks__inline *ic);
 void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32]);
 /* A cursor the primary relay assigned (one of our pushes): only raises known_max. */
 void zks__inline_seen(zks__inline *ic, uint64_t cursor);
-/* Keeps the envelope a NOTIFY carried (copied); does nothing without one. */
+/* A NOTIFY from the primary: raises known_max, and keeps the envelope it carried (copied). */
 void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n);
 /*
  * Takes the blobs at cursors after+1, after+2, ... with no gap, at most `max`;
