@@ -144,8 +144,9 @@ void zks_log_set(zks_log_fn fn, void *user, zks_log_level max_level);
  *     time, concurrently, except the *_free functions, which must not race
  *     with other calls on the same handle. Blocking calls hand their request
  *     to the I/O thread and wait at most the configured timeout; they must
- *     not be called from inside a log callback (ZKS_EINVAL). A zks_config and
- *     a zks_group_key are plain values: use one from one thread at a time.
+ *     not be called from inside a log callback or an event handler
+ *     (ZKS_EINVAL). A zks_config and a zks_group_key are plain values: use
+ *     one from one thread at a time.
  *   - After zks_client_close, every call on the client returns ZKS_ECLOSED.
  *   - When the relay refuses a request, the call returns ZKS_EREMOTE and
  *     zks_remote_error() gives the wire code (ZKS_WIRE_*).
@@ -510,7 +511,9 @@ typedef struct zks_event {
              * `code` is the relay's wire code (ZKS_WIRE_*) when the relay sent
              * one, else 0; `err` the library code (ZKS_EREMOTE with a wire
              * code; ZKS_EAUTH for a blob that failed to open; ZKS_ETOOBIG
-             * when this receiver lost `lost` events to a full queue).
+             * when this receiver lost `lost` events to a full queue;
+             * ZKS_ENOMEM when the event handler lost `lost` events it
+             * raised itself, for want of memory to keep them).
              */
             uint32_t code;
             int err;
@@ -527,6 +530,33 @@ typedef struct zks_event {
 
 /* The name of an event kind ("blob_available"). Static storage. */
 const char *zks_event_name(zks_event_kind kind);
+
+/*
+ * An event handler: called with every event the client raises, the same
+ * events every receiver sees, as they happen, with no receiver in between.
+ * `ev` is valid only during the call. Calls come one at a time, never
+ * concurrently, in the order the events were raised; all come on the
+ * client's I/O thread but one kind: an Error event (ZKS_EAUTH) about a
+ * blob that failed to open during a pull comes on the thread of that pull.
+ * While a handler runs, the client's I/O for every relay waits, so it must
+ * be short and must not block: it may call zks_client_pull_inline,
+ * zks_client_status, zks_client_last_cursor, zks_client_device_id,
+ * zks_client_group_id and the receiver calls; the blocking calls, the
+ * pushes and zks_client_close / zks_client_free return ZKS_EINVAL from it
+ * (or must not be called). An event the handler itself raises (an Error
+ * from a pull inside it) is handed to it after it returns.
+ */
+typedef void (*zks_event_fn)(const zks_event *ev, void *ctx);
+
+/*
+ * Installs `fn` (NULL: none, the default) as the event handler of clients
+ * made from `cfg`, called with `ctx`. Receivers work as before alongside.
+ * For an application that wants a blob the moment it arrives, the handler
+ * calls zks_client_pull_inline on a BlobAvailable event and hands what is
+ * not inline to a thread of its own for zks_client_pull (docs/CLIENT.md,
+ * "Event handler").
+ */
+int zks_config_set_event_handler(zks_config *cfg, zks_event_fn fn, void *ctx);
 
 /* ---- the client ----------------------------------------------------------------------------- */
 
@@ -637,6 +667,24 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
  * ZKS_ECONNRESET (the session ended first), ZKS_ENOMEM, ZKS_ECLOSED.
  */
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
+
+/*
+ * The same pull answered only from blobs that came inline with their
+ * announcement, never asking the relay: it does not block, so it may be
+ * called from the event handler. Returns 0 with the blobs after
+ * `after_cursor` that follow it without a gap (has_more and max_cursor as
+ * for a pull answered from the inline cache, last cursor updated and
+ * delivery confirmed to the relay as for zks_client_pull), or ZKS_EAGAIN
+ * when the next blob has not come inline (too large to be carried inline,
+ * announced before this client connected, or not announced yet): then
+ * zks_client_pull, from a thread that may block, fetches it. With a state
+ * directory the raised last cursor is written to it before the call
+ * returns. A blob that fails to open is skipped and reported as for
+ * zks_client_pull. Free the result with zks_pull_result_free. Any thread.
+ * Errors: ZKS_EINVAL (NULL), ZKS_EAGAIN, ZKS_ENOENT (no group key),
+ * ZKS_ENOMEM, ZKS_ECLOSED.
+ */
+int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
 
 /*
  * A new event receiver: it sees every event from now on (each receiver

@@ -133,6 +133,13 @@ static bool on_io_thread(zks_client *c)
     return c->thread_started && pthread_equal(pthread_self(), c->thread);
 }
 
+/* Whether the calling thread must not block on the I/O thread: it is that thread, or it runs
+ * an event handler (which the I/O thread may be waiting to call). */
+static bool may_not_block(zks_client *c)
+{
+    return on_io_thread(c) || zks__hub_in_handler();
+}
+
 /* Appends `r` to the I/O thread's queue and wakes it; called with c->mu held. */
 static void enqueue_locked(zks_client *c, zks__req *r)
 {
@@ -292,7 +299,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
     if (rc == 0)
         rc = load_identity(c, cfg);
     if (rc == 0)
-        rc = zks__hub_new(&c->hub, cfg->event_queue);
+        rc = zks__hub_new(&c->hub, cfg->event_queue, cfg->handler, cfg->handler_ctx);
     if (rc == 0)
         rc = zks__io_init(c);
     if (rc == 0) {
@@ -333,7 +340,7 @@ int zks_client_close(zks_client *c)
 {
     if (c == NULL)
         return ZKS_EINVAL;
-    if (on_io_thread(c))
+    if (may_not_block(c))
         return ZKS_EINVAL;
     zks__req *stop = zks__req_new(ZKS__REQ_STOP);
     pthread_mutex_lock(&c->mu);
@@ -388,7 +395,7 @@ int zks_client_connect(zks_connection_info *out, zks_client *c)
     if (out == NULL)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
-    if (c == NULL || on_io_thread(c))
+    if (c == NULL || may_not_block(c))
         return ZKS_EINVAL;
     zks__req *r = zks__req_new(ZKS__REQ_CONNECT);
     if (r == NULL)
@@ -404,7 +411,7 @@ int zks_client_connect(zks_connection_info *out, zks_client *c)
 
 int zks_client_disconnect(zks_client *c)
 {
-    if (c == NULL || on_io_thread(c))
+    if (c == NULL || may_not_block(c))
         return ZKS_EINVAL;
     zks__req *r = zks__req_new(ZKS__REQ_DISCONNECT);
     if (r == NULL)
@@ -440,7 +447,7 @@ static void next_blob_id(zks_client *c, uint8_t id[ZKS_BLOB_ID_SIZE])
 static int push_store(zks__req **out, zks_client *c, const void *data, size_t len)
 {
     *out = NULL;
-    if (c == NULL || data == NULL || len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE || on_io_thread(c))
+    if (c == NULL || data == NULL || len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE || may_not_block(c))
         return ZKS_EINVAL;
     if (is_closed(c))
         return ZKS_ECLOSED;
@@ -660,12 +667,29 @@ static void confirm_later(zks_client *c, const uint8_t relay_id[32], uint64_t af
     pthread_mutex_unlock(&c->mu);
 }
 
+/* A pull covered relay `relay_id`'s cursors up to `last`: the persisted last cursor follows. */
+static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_t last)
+{
+    if (last == 0)
+        return;
+    uint64_t now = 0;
+    zks__state_lock(c, on_io_thread(c));
+    int rc = zks__state_cursor_raise(c->st, zks_group_id(c->group->g), relay_id, last, &now);
+    zks__state_unlock(c);
+    if (rc != 0)
+        return;
+    pthread_mutex_lock(&c->mu);
+    if (memcmp(c->cursor_relay, relay_id, 32) == 0 && now > c->last_cursor)
+        c->last_cursor = now;
+    pthread_mutex_unlock(&c->mu);
+}
+
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
 {
     if (out == NULL)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
-    if (c == NULL || on_io_thread(c))
+    if (c == NULL || may_not_block(c))
         return ZKS_EINVAL;
     if (is_closed(c))
         return ZKS_ECLOSED;
@@ -687,23 +711,36 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         rc = 0;
         confirm_later(c, r->relay_id, out->last);
     }
-    if (rc == 0 && out->last > 0) {
-        uint64_t now = 0;
-        zks__state_lock(c, false);
-        int src =
-            zks__state_cursor_raise(c->st, zks_group_id(c->group->g), r->relay_id, out->last, &now);
-        zks__state_unlock(c);
-        if (src == 0) {
-            pthread_mutex_lock(&c->mu);
-            if (memcmp(c->cursor_relay, r->relay_id, 32) == 0 && now > c->last_cursor)
-                c->last_cursor = now;
-            pthread_mutex_unlock(&c->mu);
-        }
-    }
+    if (rc == 0)
+        raise_last_cursor(c, r->relay_id, out->last);
     req_free(r);
     if (rc != 0)
         zks_pull_result_free(out);
     return rc;
+}
+
+int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (c == NULL)
+        return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    if (c->group == NULL)
+        return ZKS_ENOENT;
+    uint8_t relay_id[32];
+    int rc = pull_inline(out, c, after_cursor, relay_id);
+    if (rc == 0)
+        return ZKS_EAGAIN;
+    if (rc < 0) {
+        zks_pull_result_free(out);
+        return rc;
+    }
+    confirm_later(c, relay_id, out->last);
+    raise_last_cursor(c, relay_id, out->last);
+    return 0;
 }
 
 int zks_client_subscribe(zks_receiver **out, zks_client *c)
@@ -848,7 +885,7 @@ int zks_client_devices(zks_device_list *out, zks_client *c)
     if (out == NULL)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
-    if (c == NULL || on_io_thread(c))
+    if (c == NULL || may_not_block(c))
         return ZKS_EINVAL;
     zks__req *r = zks__req_new(ZKS__REQ_DEVICES);
     if (r == NULL)
@@ -867,7 +904,7 @@ int zks_client_devices(zks_device_list *out, zks_client *c)
 static int simple_call(zks_client *c, enum zks__req_type type, const uint8_t *id, size_t id_len,
                        bool force)
 {
-    if (c == NULL || id == NULL || on_io_thread(c))
+    if (c == NULL || id == NULL || may_not_block(c))
         return ZKS_EINVAL;
     zks__req *r = zks__req_new(type);
     if (r == NULL)

@@ -322,6 +322,15 @@ int zks_config_set_event_queue(zks_config *c, uint32_t events)
     return 0;
 }
 
+int zks_config_set_event_handler(zks_config *c, zks_event_fn fn, void *ctx)
+{
+    if (c == NULL)
+        return ZKS_EINVAL;
+    c->handler = fn;
+    c->handler_ctx = fn ? ctx : NULL;
+    return 0;
+}
+
 int zks_config_set_push_window(zks_config *c, uint32_t pushes)
 {
     if (c == NULL || pushes == 0 || pushes > 256)

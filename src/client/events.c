@@ -19,6 +19,14 @@
  * otherwise pay a write and a read system call for every time its queue
  * fills and empties again, which with acknowledgements streaming in is
  * about once per event.
+
+ *
+ * The application's event handler, when it installed one, is called by the
+ * emitting thread right after the receivers have their copies, under a
+ * mutex of its own so calls never overlap. An event raised by the handler
+ * itself (a pull inside it that meets a blob that does not open) cannot
+ * take that mutex again: it is kept and handed over once the handler has
+ * returned, so the handler is never re-entered.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -42,7 +50,18 @@ struct zks__hub {
     bool deferring;
     bool kick_pending;
     pthread_t io;
+    /* The application's handler. hmu is held for each call; `nested` (events the handler
+     * raised, delivered when it returns) and nested_lost are guarded by hmu. */
+    zks_event_fn handler;
+    void *handler_ctx;
+    pthread_mutex_t hmu;
+    zks_event *nested;
+    size_t nnested, nested_cap;
+    uint64_t nested_lost;
 };
+
+/* The hub whose handler this thread is running, if any. */
+static _Thread_local const zks__hub *tl_handling;
 
 struct zks_receiver {
     zks__hub *hub;
@@ -57,14 +76,17 @@ struct zks_receiver {
     bool signaled;
 };
 
-int zks__hub_new(zks__hub **out, uint32_t queue)
+int zks__hub_new(zks__hub **out, uint32_t queue, zks_event_fn handler, void *ctx)
 {
     zks__hub *h = calloc(1, sizeof *h);
     if (h == NULL)
         return ZKS_ENOMEM;
     pthread_mutex_init(&h->mu, NULL);
+    pthread_mutex_init(&h->hmu, NULL);
     h->refs = 1;
     h->queue = queue;
+    h->handler = handler;
+    h->handler_ctx = ctx;
     *out = h;
     return 0;
 }
@@ -76,6 +98,8 @@ static void hub_unref(zks__hub *h)
     pthread_mutex_unlock(&h->mu);
     if (last) {
         pthread_mutex_destroy(&h->mu);
+        pthread_mutex_destroy(&h->hmu);
+        free(h->nested);
         free(h);
     }
 }
@@ -128,6 +152,60 @@ void zks__hub_close(zks__hub *h)
     hub_unref(h);
 }
 
+bool zks__hub_in_handler(void)
+{
+    return tl_handling != NULL;
+}
+
+/* Keeps an event the running handler raised, for when it returns; called with hmu held. */
+static void keep_nested(zks__hub *h, const zks_event *ev)
+{
+    if (h->nnested == h->nested_cap) {
+        size_t cap = h->nested_cap ? h->nested_cap * 2 : 16;
+        zks_event *p = realloc(h->nested, cap * sizeof *p);
+        if (p == NULL) {
+            h->nested_lost++;
+            return;
+        }
+        h->nested = p;
+        h->nested_cap = cap;
+    }
+    h->nested[h->nnested++] = *ev;
+}
+
+/* Hands `ev` to the application's handler, then whatever the handler raised meanwhile. */
+static void call_handler(zks__hub *h, const zks_event *ev)
+{
+    if (tl_handling == h) {
+        keep_nested(h, ev);
+        return;
+    }
+    pthread_mutex_lock(&h->hmu);
+    const zks__hub *outer = tl_handling; /* a handler of another client may be running */
+    tl_handling = h;
+    h->handler(ev, h->handler_ctx);
+    /* The array may grow while a kept event is handled: copy each out first. */
+    for (size_t i = 0; i < h->nnested; i++) {
+        zks_event e = h->nested[i];
+        h->handler(&e, h->handler_ctx);
+    }
+    h->nnested = 0;
+    if (h->nested_lost > 0) {
+        zks_event e;
+        memset(&e, 0, sizeof e);
+        e.kind = ZKS_EVENT_ERROR;
+        e.u.error.err = ZKS_ENOMEM;
+        e.u.error.lost = h->nested_lost;
+        snprintf(e.u.error.message, sizeof e.u.error.message,
+                 "%llu events raised inside the event handler were lost: out of memory",
+                 (unsigned long long)h->nested_lost);
+        h->nested_lost = 0;
+        h->handler(&e, h->handler_ctx);
+    }
+    tl_handling = outer;
+    pthread_mutex_unlock(&h->hmu);
+}
+
 void zks__hub_emit(zks__hub *h, const zks_event *ev)
 {
     pthread_mutex_lock(&h->mu);
@@ -155,6 +233,8 @@ void zks__hub_emit(zks__hub *h, const zks_event *ev)
         }
     }
     pthread_mutex_unlock(&h->mu);
+    if (h->handler)
+        call_handler(h, ev);
 }
 
 /* Called with h->mu held. */

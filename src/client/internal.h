@@ -72,6 +72,8 @@ struct zks_config {
     uint32_t ttl_s;
     uint32_t timeout_ms;
     uint32_t event_queue;
+    zks_event_fn handler;
+    void *handler_ctx;
     uint32_t push_window;
     bool tcp_only;
 };
@@ -135,7 +137,8 @@ int zks__state_outbox_count(zks__state *st, const uint8_t group_id[32], uint64_t
 
 typedef struct zks__hub zks__hub;
 
-int zks__hub_new(zks__hub **out, uint32_t queue);
+/* A hub for receivers with rings of `queue` events and the application's handler (or NULL). */
+int zks__hub_new(zks__hub **out, uint32_t queue, zks_event_fn handler, void *ctx);
 /*
  * Marks the hub closed and wakes every receiver; the hub stays valid, and
  * emitting on it is a no-op from now on. Any thread.
@@ -146,6 +149,8 @@ void zks__hub_close(zks__hub *h);
 /* Delivers a copy of `ev` to every receiver (none once closed). Any thread; never blocks for long.
  */
 void zks__hub_emit(zks__hub *h, const zks_event *ev);
+/* Whether the calling thread is inside an event handler (of any client). */
+bool zks__hub_in_handler(void);
 /*
  * From defer_begin to defer_end, events emitted on the calling thread (the
  * I/O thread) wake their receivers only at the next zks__hub_kick, which that

@@ -1,7 +1,7 @@
 /*
  * Every client call and every event against a real relay: connect, push,
- * pull, subscribe, status, cursors, the outbox, device management, the
- * receiver's fd, decryption failures, and the error paths.
+ * pull, subscribe, the event handler, status, cursors, the outbox, device
+ * management, the receiver's fd, decryption failures, and the error paths.
  */
 #include "integration/test_client_harness.h"
 
@@ -460,6 +460,186 @@ static void test_inline_delivery(void **state)
     zks_group_key_free(g);
 }
 
+/* ---- the event handler ------------------------------------------------------------------------
+ */
+
+/* What the handler of test_event_handler saw and did; guarded by mu. */
+struct handled {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    zks_client *c;
+    int connected;     /* a Connected event came before any BlobAvailable */
+    int available;     /* BlobAvailable events */
+    uint64_t last;     /* cursor delivered so far */
+    char texts[8][16]; /* blobs delivered inline by the handler, in order */
+    int ntexts;
+    uint64_t missed;      /* the highest cursor pull_inline could not answer */
+    int blocking_refused; /* pull, push_async and connect said ZKS_EINVAL inside */
+    int wrong;            /* anything else unexpected */
+};
+
+static void on_event(const zks_event *ev, void *ctx)
+{
+    struct handled *h = ctx;
+    pthread_mutex_lock(&h->mu);
+    if (ev->kind == ZKS_EVENT_CONNECTED) {
+        h->connected = 1;
+    } else if (ev->kind == ZKS_EVENT_BLOB_AVAILABLE) {
+        if (!h->connected)
+            h->wrong++;
+        if (h->available++ == 0) {
+            zks_pull_result pl;
+            zks_push_result pr;
+            zks_connection_info info;
+            zks_status st;
+            if (zks_client_pull(&pl, h->c, 0) == ZKS_EINVAL &&
+                zks_client_push_async(&pr, h->c, "x", 1) == ZKS_EINVAL &&
+                zks_client_connect(&info, h->c) == ZKS_EINVAL &&
+                zks_client_status(&st, h->c) == 0 && st.kind == ZKS_STATUS_CONNECTED)
+                h->blocking_refused = 1;
+        }
+        if (ev->u.blob_available.cursor > h->last) {
+            zks_pull_result pl;
+            int rc = zks_client_pull_inline(&pl, h->c, h->last);
+            if (rc == 0) {
+                for (size_t i = 0; i < pl.count && h->ntexts < 8; i++)
+                    snprintf(h->texts[h->ntexts++], sizeof h->texts[0], "%.*s",
+                             (int)pl.blobs[i].len, (const char *)pl.blobs[i].data);
+                h->last = pl.last;
+                zks_pull_result_free(&pl);
+            } else if (rc == ZKS_EAGAIN) {
+                h->missed = ev->u.blob_available.cursor;
+            } else {
+                h->wrong++;
+            }
+        }
+    }
+    pthread_cond_broadcast(&h->cv);
+    pthread_mutex_unlock(&h->mu);
+}
+
+/* Waits (5 s at most) until the handler has delivered `n` blobs or missed cursor `missed`. */
+static void wait_handled(struct handled *h, int n, uint64_t missed)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 5;
+    pthread_mutex_lock(&h->mu);
+    while (h->ntexts < n && (missed == 0 || h->missed < missed))
+        if (pthread_cond_timedwait(&h->cv, &h->mu, &until) != 0)
+            break;
+    pthread_mutex_unlock(&h->mu);
+}
+
+/*
+ * A handler on the I/O thread takes inline blobs with zks_client_pull_inline
+ * as they are announced, in order, with the last cursor persisted and the
+ * delivery confirmed; a blob too large to come inline is ZKS_EAGAIN there
+ * and comes with zks_client_pull from the application's thread; blocking
+ * calls inside the handler are refused.
+ */
+static void test_event_handler(void **state)
+{
+    (void)state;
+    zks_group_key *g = new_group();
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "handler");
+    struct handled h;
+    memset(&h, 0, sizeof h);
+    pthread_mutex_init(&h.mu, NULL);
+    pthread_cond_init(&h.cv, NULL);
+    zks_config *cfg = h_config(dir, g, &relay);
+    assert_int_equal(zks_config_set_event_handler(NULL, on_event, &h), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_event_handler(cfg, on_event, &h), 0);
+    zks_client *a = h_client(NULL, g, &relay), *b;
+    assert_int_equal(zks_client_new(&b, cfg), 0);
+    zks_config_free(cfg);
+    pthread_mutex_lock(&h.mu);
+    h.c = b;
+    pthread_mutex_unlock(&h.mu);
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull_inline(NULL, b, 0), ZKS_EINVAL);
+    assert_int_equal(zks_client_pull_inline(&pl, NULL, 0), ZKS_EINVAL);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+    /* Nothing has come inline yet. */
+    assert_int_equal(zks_client_pull_inline(&pl, b, 0), ZKS_EAGAIN);
+
+    zks_push_result one, two;
+    assert_int_equal(zks_client_push(&one, a, "one", 3), 0);
+    assert_int_equal(zks_client_push(&two, a, "two", 3), 0);
+    wait_handled(&h, 2, 0);
+    pthread_mutex_lock(&h.mu);
+    assert_int_equal(h.ntexts, 2);
+    assert_string_equal(h.texts[0], "one");
+    assert_string_equal(h.texts[1], "two");
+    assert_int_equal(h.last, two.cursor);
+    assert_int_equal(h.blocking_refused, 1);
+    assert_int_equal(h.wrong, 0);
+    pthread_mutex_unlock(&h.mu);
+    uint64_t cursor;
+    assert_int_equal(zks_client_last_cursor(&cursor, b), 0);
+    assert_int_equal(cursor, two.cursor);
+    /* From an application thread too: nothing inline follows the last cursor. */
+    assert_int_equal(zks_client_pull_inline(&pl, b, two.cursor), ZKS_EAGAIN);
+    assert_int_equal(pl.count, 0);
+
+    /* The relay hears of the delivery: nothing stays pending for b. */
+    uint8_t idb[32];
+    assert_int_equal(zks_client_device_id(idb, b), 0);
+    uint64_t pending = UINT64_MAX;
+    for (int i = 0; i < 500 && pending != 0; i++) {
+        pending = pending_for(a, idb);
+        if (pending != 0)
+            usleep(10 * 1000);
+    }
+    assert_int_equal(pending, 0);
+
+    /* Too large to come inline: the handler cannot take it, a pull can. */
+    static uint8_t big[5000];
+    memset(big, 0x3c, sizeof big);
+    zks_push_result large, after;
+    assert_int_equal(zks_client_push(&large, a, big, sizeof big), 0);
+    wait_handled(&h, 8, large.cursor);
+    pthread_mutex_lock(&h.mu);
+    assert_int_equal(h.missed, large.cursor);
+    assert_int_equal(h.ntexts, 2);
+    pthread_mutex_unlock(&h.mu);
+    assert_int_equal(zks_client_pull(&pl, b, two.cursor), 0);
+    assert_int_equal(pl.count, 1);
+    assert_int_equal(pl.blobs[0].len, sizeof big);
+    assert_memory_equal(pl.blobs[0].data, big, sizeof big);
+    pthread_mutex_lock(&h.mu);
+    h.last = pl.last;
+    pthread_mutex_unlock(&h.mu);
+    zks_pull_result_free(&pl);
+
+    /* The next small one comes inline again. */
+    assert_int_equal(zks_client_push(&after, a, "after", 5), 0);
+    wait_handled(&h, 3, 0);
+    pthread_mutex_lock(&h.mu);
+    assert_int_equal(h.ntexts, 3);
+    assert_string_equal(h.texts[2], "after");
+    assert_int_equal(h.last, after.cursor);
+    assert_int_equal(h.wrong, 0);
+    pthread_mutex_unlock(&h.mu);
+
+    /* The cursor the handler raised is in the state directory. */
+    zks_client_free(b);
+    cfg = h_config(dir, NULL, NULL);
+    assert_int_equal(zks_client_new(&b, cfg), 0);
+    zks_config_free(cfg);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+    assert_int_equal(zks_client_last_cursor(&cursor, b), 0);
+    assert_int_equal(cursor, after.cursor);
+    zks_client_free(b);
+    zks_client_free(a);
+    pthread_cond_destroy(&h.cv);
+    pthread_mutex_destroy(&h.mu);
+    zks_group_key_free(g);
+}
+
 static void test_offline_outbox(void **state)
 {
     (void)state;
@@ -816,6 +996,7 @@ int main(void)
         cmocka_unit_test(test_connect_push_pull),
         cmocka_unit_test(test_two_devices_notify),
         cmocka_unit_test(test_inline_delivery),
+        cmocka_unit_test(test_event_handler),
         cmocka_unit_test(test_offline_outbox),
         cmocka_unit_test(test_devices_revoke_delete),
         cmocka_unit_test(test_undecryptable_blob),
