@@ -10,7 +10,8 @@
  *            thread each, keeping up to `window` pushes unacknowledged (a
  *            push counts once its BlobPushed event arrives: the relay has
  *            committed it), with a push window of the same size
- *   lat      one device pushes, `subscribers` devices pull on BlobAvailable
+ *   lat      one device pushes; `subscribers` devices take each blob in their event
+ *            handler (zks_client_pull_inline), or pull it when it did not come inline
  *   catchup  a device that said HELLO and went away pulls its backlog
  *   idle     `conns` devices with an open session (HELLO answered), at rest
  *
@@ -18,6 +19,7 @@
  */
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +33,9 @@
 static pc_opts opt;
 static zks_group_key *group;
 
-/* A device of group `g` (the run's group when NULL), connected. */
-static zks_client *device_of(const zks_group_key *g, uint32_t window, const uint8_t *seed)
+/* A device of group `g` (the run's group when NULL), with event handler `fn`, connected. */
+static zks_client *device_with(const zks_group_key *g, uint32_t window, const uint8_t *seed,
+                               zks_event_fn fn, void *ctx)
 {
     zks_config *cfg;
     zks_client *c = NULL;
@@ -45,6 +48,8 @@ static zks_client *device_of(const zks_group_key *g, uint32_t window, const uint
         pc_fail("bad configuration (relay address \"%s\")", opt.server);
     if (seed && zks_config_set_device_seed(cfg, seed) != 0)
         pc_fail("bad device seed");
+    if (zks_config_set_event_handler(cfg, fn, ctx) != 0)
+        pc_fail("cannot set the event handler");
     int rc = zks_client_new(&c, cfg);
     zks_config_free(cfg);
     if (rc != 0)
@@ -54,6 +59,11 @@ static zks_client *device_of(const zks_group_key *g, uint32_t window, const uint
     if (rc != 0)
         pc_fail("zks_client_connect: %s", zks_strerror(rc));
     return c;
+}
+
+static zks_client *device_of(const zks_group_key *g, uint32_t window, const uint8_t *seed)
+{
+    return device_with(g, window, seed, NULL, NULL);
 }
 
 static zks_client *device(uint32_t window, const uint8_t *seed)
@@ -215,42 +225,92 @@ static void run_pub(void)
 
 /* ---- lat ------------------------------------------------------------------------------------- */
 
+/*
+ * A subscribing device. Its event handler, on the device's I/O thread,
+ * takes each announced blob with zks_client_pull_inline the moment the
+ * NOTIFY carrying it arrives, as mosquitto's on_message and NATS' message
+ * handler are called on their clients' network threads. A blob that did
+ * not come inline is left to the device's own thread, which may block in
+ * zks_client_pull; `seen` (the highest cursor announced) tells it when it
+ * has caught up. Everything but `c` is guarded by mu.
+ */
 struct subscriber {
-    zks_client *c;
-    zks_receiver *rx;
+    _Atomic(zks_client *) c;
     pc_lat *l;
     int idx;
-    volatile int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t last; /* cursor taken so far */
+    uint64_t seen; /* highest cursor announced */
+    int behind;    /* the pulling thread has work */
+    int stop;
 };
 
+static void deliver(struct subscriber *s, const zks_pull_result *res)
+{
+    for (size_t i = 0; i < res->count; i++)
+        pc_lat_arrived(s->l, s->idx, pc_payload_seq(res->blobs[i].data, res->blobs[i].len));
+    if (res->last > s->last)
+        s->last = res->last;
+}
+
+static void sub_on_event(const zks_event *ev, void *ctx)
+{
+    struct subscriber *s = ctx;
+    if (ev->kind != ZKS_EVENT_BLOB_AVAILABLE)
+        return;
+    zks_client *c = atomic_load(&s->c);
+    pthread_mutex_lock(&s->mu);
+    if (ev->u.blob_available.cursor > s->seen)
+        s->seen = ev->u.blob_available.cursor;
+    if (c != NULL && !s->behind && s->seen > s->last) {
+        zks_pull_result res;
+        if (zks_client_pull_inline(&res, c, s->last) == 0) {
+            deliver(s, &res);
+            zks_pull_result_free(&res);
+        }
+    }
+    if (s->seen > s->last && !s->behind) {
+        s->behind = 1;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* The device's own thread: pulls from the relay what the handler could not take inline. */
 static void *sub_loop(void *arg)
 {
     struct subscriber *s = arg;
-    uint64_t last = 0;
     uint64_t give_up = pc_now_ns() + 600000000000ull;
+    pthread_mutex_lock(&s->mu);
     while (!s->stop && pc_now_ns() < give_up) {
-        zks_event ev;
-        if (zks_receiver_recv(&ev, s->rx, 100) != 0 || ev.kind != ZKS_EVENT_BLOB_AVAILABLE)
+        if (!s->behind) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
             continue;
-        if (ev.u.blob_available.cursor <= last)
-            continue; /* already pulled with an earlier one */
-        for (int round = 0; round < 100; round++) {
+        }
+        for (int round = 0; round < 100 && s->last < s->seen; round++) {
+            uint64_t after = s->last;
+            pthread_mutex_unlock(&s->mu); /* the handler takes mu: never block holding it */
             zks_pull_result res;
-            int rc = zks_client_pull(&res, s->c, last);
+            int rc = zks_client_pull(&res, atomic_load(&s->c), after);
+            pthread_mutex_lock(&s->mu);
             if (rc != 0) {
                 pc_note("pull: %s", zks_strerror(rc));
                 break;
             }
-            for (size_t i = 0; i < res.count; i++)
-                pc_lat_arrived(s->l, s->idx, pc_payload_seq(res.blobs[i].data, res.blobs[i].len));
-            if (res.last > last)
-                last = res.last;
-            int more = res.has_more;
+            deliver(s, &res);
             zks_pull_result_free(&res);
-            if (!more)
-                break;
         }
+        s->behind = 0;
     }
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
@@ -272,20 +332,24 @@ static void run_lat(void)
     if (s == NULL || th == NULL)
         pc_fail("out of memory");
     for (int i = 0; i < opt.subscribers; i++) {
-        s[i].c = device(1, NULL);
         s[i].l = &l;
         s[i].idx = i;
-        if (zks_client_subscribe(&s[i].rx, s[i].c) != 0)
-            pc_fail("cannot subscribe to events");
+        pthread_mutex_init(&s[i].mu, NULL);
+        pthread_cond_init(&s[i].cv, NULL);
+        atomic_store(&s[i].c, device_with(NULL, 1, NULL, sub_on_event, &s[i]));
         th[i] = spawn(sub_loop, &s[i]);
     }
     zks_client *pub = device(1, NULL);
     pc_lat_run(&l, lat_send, pub);
     for (int i = 0; i < opt.subscribers; i++) {
+        pthread_mutex_lock(&s[i].mu);
         s[i].stop = 1;
+        pthread_cond_signal(&s[i].cv);
+        pthread_mutex_unlock(&s[i].mu);
         pthread_join(th[i], NULL);
-        zks_receiver_free(s[i].rx);
-        zks_client_free(s[i].c);
+        zks_client_free(atomic_load(&s[i].c));
+        pthread_cond_destroy(&s[i].cv);
+        pthread_mutex_destroy(&s[i].mu);
     }
     zks_client_free(pub);
     pc_lat_destroy(&l);
