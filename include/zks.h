@@ -677,10 +677,13 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
  * delivery confirmed to the relay as for zks_client_pull), or ZKS_EAGAIN
  * when the next blob has not come inline (too large to be carried inline,
  * announced before this client connected, or not announced yet): then
- * zks_client_pull, from a thread that may block, fetches it. With a state
- * directory the raised last cursor is written to it before the call
- * returns. A blob that fails to open is skipped and reported as for
- * zks_client_pull. Free the result with zks_pull_result_free. Any thread.
+ * zks_client_pull, from a thread that may block, fetches it. The raised
+ * last cursor is seen by zks_client_last_cursor at once; it is written to
+ * the state directory with the confirmation, at most 50 ms later and
+ * before the relay hears of the delivery, or when the client closes (a
+ * crash in between makes the device pull those blobs again). A blob that
+ * fails to open is skipped and reported as for zks_client_pull. Free the
+ * result with zks_pull_result_free. Any thread.
  * Errors: ZKS_EINVAL (NULL), ZKS_EAGAIN, ZKS_ENOENT (no group key),
  * ZKS_ENOMEM, ZKS_ECLOSED.
  */
@@ -719,7 +722,8 @@ int zks_client_status(zks_status *out, zks_client *c);
 
 /*
  * The last synced cursor at the primary relay: the highest cursor a pull
- * has covered, persisted in the state directory. Any thread; never blocks.
+ * has covered, persisted in the state directory (a zks_client_pull_inline's
+ * within 50 ms). Any thread; never blocks.
  */
 int zks_client_last_cursor(uint64_t *out, zks_client *c);
 

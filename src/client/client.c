@@ -140,6 +140,8 @@ static bool may_not_block(zks_client *c)
     return on_io_thread(c) || zks__hub_in_handler();
 }
 
+static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_t last);
+
 /* Appends `r` to the I/O thread's queue and wakes it; called with c->mu held. */
 static void enqueue_locked(zks_client *c, zks__req *r)
 {
@@ -363,6 +365,15 @@ int zks_client_close(zks_client *c)
     c->status.attempt = 0;
     pthread_mutex_unlock(&c->mu);
     zks__io_free(c);
+    /* A confirmation round cut short: its cursor is still written, only the relay does not hear. */
+    pthread_mutex_lock(&c->mu);
+    uint64_t after = c->confirm_after;
+    uint8_t relay[32];
+    memcpy(relay, c->confirm_relay, 32);
+    c->confirm_after = 0;
+    pthread_mutex_unlock(&c->mu);
+    if (after > 0 && c->group != NULL)
+        raise_last_cursor(c, relay, after);
     /* The hub outlives the close (a pull may still be opening blobs on its caller's
      * thread and report one that fails); zks_client_free drops it. */
     zks__hub_shutdown(c->hub);
@@ -738,9 +749,19 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
         zks_pull_result_free(out);
         return rc;
     }
+    /* The durable write waits for the confirmation round (zks__persist_confirmed): a synced
+     * write per call would hold the I/O thread, where this usually runs, for a disk flush. */
+    pthread_mutex_lock(&c->mu);
+    if (memcmp(c->cursor_relay, relay_id, 32) == 0 && out->last > c->last_cursor)
+        c->last_cursor = out->last;
+    pthread_mutex_unlock(&c->mu);
     confirm_later(c, relay_id, out->last);
-    raise_last_cursor(c, relay_id, out->last);
     return 0;
+}
+
+void zks__persist_confirmed(zks_client *c, const uint8_t relay_id[32], uint64_t after)
+{
+    raise_last_cursor(c, relay_id, after);
 }
 
 int zks_client_subscribe(zks_receiver **out, zks_client *c)

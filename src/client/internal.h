@@ -315,6 +315,8 @@ void zks__set_primary(zks_client *c, const uint8_t relay_id[32]);
 /* I/O thread (loop.c). */
 int zks__io_init(zks_client *c);
 void zks__io_run(zks_client *c);
+/* Writes the last cursor a confirmation round covers to the state, before the relay hears. */
+void zks__persist_confirmed(zks_client *c, const uint8_t relay_id[32], uint64_t after);
 void zks__io_free(zks_client *c);
 
 #endif

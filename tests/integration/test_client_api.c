@@ -518,6 +518,24 @@ static void on_event(const zks_event *ev, void *ctx)
     pthread_mutex_unlock(&h->mu);
 }
 
+/* The highest last cursor stored in the state directory `dir`, read while a client may use it. */
+static uint64_t stored_cursor(const char *dir)
+{
+    char db[PATH_MAX + 16];
+    snprintf(db, sizeof db, "%s/state.db", dir);
+    sqlite3 *s;
+    sqlite3_stmt *st;
+    assert_int_equal(sqlite3_open_v2(db, &s, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(s, 5000);
+    assert_int_equal(sqlite3_prepare_v2(s, "SELECT max(cursor) FROM cursors", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    uint64_t v = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(s);
+    return v;
+}
+
 /* Waits (5 s at most) until the handler has delivered `n` blobs or missed cursor `missed`. */
 static void wait_handled(struct handled *h, int n, uint64_t missed)
 {
@@ -595,6 +613,8 @@ static void test_event_handler(void **state)
             usleep(10 * 1000);
     }
     assert_int_equal(pending, 0);
+    /* The round that told the relay wrote the cursor first. */
+    assert_int_equal(stored_cursor(dir), two.cursor);
 
     /* Too large to come inline: the handler cannot take it, a pull can. */
     static uint8_t big[5000];
@@ -625,7 +645,7 @@ static void test_event_handler(void **state)
     assert_int_equal(h.wrong, 0);
     pthread_mutex_unlock(&h.mu);
 
-    /* The cursor the handler raised is in the state directory. */
+    /* Closed before its confirmation round ends, the client still writes the cursor. */
     zks_client_free(b);
     cfg = h_config(dir, NULL, NULL);
     assert_int_equal(zks_client_new(&b, cfg), 0);
