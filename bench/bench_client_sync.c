@@ -3,7 +3,11 @@
  * a temporary data directory, and always stopped):
  *
  *   push latency   p50/p99 of zks_client_push through the library, connected
- *                  (seal, durable outbox insert, hand-off, relay commit, ack)
+ *                  (seal, outbox insert, hand-off, relay commit, ack)
+ *   delivery       p50/p99 from a zks_client_push call on one device until
+ *                  another holds the opened blob: taken by its event handler
+ *                  with zks_client_pull_inline, or by a thread waiting on an
+ *                  event receiver and calling zks_client_pull
  *   push rate      zks_client_push_async from one thread, ASYNC_WINDOW pushes
  *                  unacknowledged at most, each counted at its BlobPushed event
  *   pull           throughput of zks_client_pull with decryption, 1 KiB blobs
@@ -15,6 +19,8 @@
 #define _GNU_SOURCE
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +39,8 @@
 
 static pid_t relay_pid;
 static char tmpdir[64];
+
+static int cmp_double(const void *a, const void *b);
 
 static double now_s(void)
 {
@@ -117,13 +125,15 @@ static int start_relay(char *addr, size_t cap)
     return strchr(addr, '@') ? 0 : -1;
 }
 
-static zks_client *client(const char *addr, const zks_group_key *g, uint32_t window)
+static zks_client *client_with(const char *addr, const zks_group_key *g, uint32_t window,
+                               zks_event_fn fn, void *ctx)
 {
     zks_config *cfg;
     zks_client *c = NULL;
     if (zks_config_new(&cfg) != 0)
         return NULL;
     zks_config_set_group_key(cfg, g);
+    zks_config_set_event_handler(cfg, fn, ctx);
     zks_config_add_relay(cfg, addr);
     zks_config_set_push_window(cfg, window);
     zks_config_set_timeout(cfg, 30000);
@@ -136,6 +146,110 @@ static zks_client *client(const char *addr, const zks_group_key *g, uint32_t win
         c = NULL;
     }
     return c;
+}
+
+static zks_client *client(const char *addr, const zks_group_key *g, uint32_t window)
+{
+    return client_with(addr, g, window, NULL, NULL);
+}
+
+/*
+ * The receiving device of the delivery figures: `last` is the cursor taken
+ * so far, `taken_s` when it was taken; guarded by mu.
+ */
+struct taker {
+    _Atomic(zks_client *) c;
+    zks_receiver *rx; /* the receiver-thread variant only */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t last;
+    double taken_s;
+    int stop;
+};
+
+static void took(struct taker *t, zks_pull_result *pl)
+{
+    double now = now_s();
+    pthread_mutex_lock(&t->mu);
+    if (pl->count > 0 && pl->last > t->last) {
+        t->last = pl->last;
+        t->taken_s = now;
+        pthread_cond_broadcast(&t->cv);
+    }
+    pthread_mutex_unlock(&t->mu);
+    zks_pull_result_free(pl);
+}
+
+/* The event handler variant, on the receiving device's I/O thread. */
+static void take_in_handler(const zks_event *ev, void *ctx)
+{
+    struct taker *t = ctx;
+    zks_client *c = atomic_load(&t->c);
+    if (ev->kind != ZKS_EVENT_BLOB_AVAILABLE || c == NULL)
+        return;
+    pthread_mutex_lock(&t->mu);
+    uint64_t after = t->last;
+    pthread_mutex_unlock(&t->mu);
+    zks_pull_result pl;
+    if (ev->u.blob_available.cursor > after && zks_client_pull_inline(&pl, c, after) == 0)
+        took(t, &pl);
+}
+
+/* The receiver variant: a thread of the application waits for events and pulls. */
+static void *take_in_thread(void *arg)
+{
+    struct taker *t = arg;
+    for (int i = 0; i < 1000000; i++) {
+        zks_event ev;
+        int rc = zks_receiver_recv(&ev, t->rx, 100);
+        pthread_mutex_lock(&t->mu);
+        int stop = t->stop;
+        uint64_t after = t->last;
+        pthread_mutex_unlock(&t->mu);
+        if (stop)
+            break;
+        zks_pull_result pl;
+        if (rc == 0 && ev.kind == ZKS_EVENT_BLOB_AVAILABLE && ev.u.blob_available.cursor > after &&
+            zks_client_pull(&pl, atomic_load(&t->c), after) == 0)
+            took(t, &pl);
+    }
+    return NULL;
+}
+
+/*
+ * Pushes DELIVERIES blobs one at a time from `a` and records, for each,
+ * the time from the push call until `t` has taken it (5 s at most).
+ * Prints p50 and p99; 0, or -1 on a failure. *newest follows the pushes.
+ */
+static int delivery(const char *what, zks_client *a, struct taker *t, const uint8_t *blob,
+                    size_t len, uint64_t *newest)
+{
+    enum { DELIVERIES = 2000 };
+    static double lat[DELIVERIES];
+    for (int i = 0; i < DELIVERIES; i++) {
+        double s = now_s();
+        zks_push_result pr;
+        if (zks_client_push(&pr, a, blob, len) != 0 || pr.pending)
+            return -1;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&t->mu);
+        while (t->last < pr.cursor)
+            if (pthread_cond_timedwait(&t->cv, &t->mu, &until) != 0)
+                break;
+        int ok = t->last >= pr.cursor;
+        lat[i] = t->taken_s - s;
+        pthread_mutex_unlock(&t->mu);
+        if (!ok)
+            return -1;
+        *newest = pr.cursor;
+    }
+    qsort(lat, DELIVERIES, sizeof lat[0], cmp_double);
+    printf("delivery (1 KiB, push call until the other device holds the opened blob, %s): "
+           "p50 %.3f ms  p99 %.3f ms  (%d blobs)\n",
+           what, lat[DELIVERIES / 2] * 1e3, lat[DELIVERIES * 99 / 100] * 1e3, DELIVERIES);
+    return 0;
 }
 
 /*
@@ -204,6 +318,7 @@ int main(void)
         blob[i] = (uint8_t)(i * 31);
     static double lat[PUSHES];
     double t0 = now_s();
+    uint64_t newest = 0;
     for (int i = 0; i < PUSHES; i++) {
         double s = now_s();
         zks_push_result pr;
@@ -212,12 +327,42 @@ int main(void)
             return 1;
         }
         lat[i] = now_s() - s;
+        newest = pr.cursor;
     }
     double push_total = now_s() - t0;
     qsort(lat, PUSHES, sizeof lat[0], cmp_double);
-    printf("push latency (1 KiB, connected, durable outbox): p50 %.3f ms  p99 %.3f ms  "
+    printf("push latency (1 KiB, connected, in-memory state): p50 %.3f ms  p99 %.3f ms  "
            "(%d pushes, %.0f/s one at a time)\n",
            lat[PUSHES / 2] * 1e3, lat[PUSHES * 99 / 100] * 1e3, PUSHES, PUSHES / push_total);
+
+    /* Delivery to another device of the group: event handler, then receiver thread. */
+    for (int variant = 0; variant < 2; variant++) {
+        struct taker t = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        zks_client *r =
+            variant == 0 ? client_with(addr, g, 1, take_in_handler, &t) : client(addr, g, 1);
+        pthread_t th;
+        if (r == NULL || (variant == 1 && zks_client_subscribe(&t.rx, r) != 0))
+            return 1;
+        t.last = newest; /* the blobs from before are not this figure's */
+        atomic_store(&t.c, r);
+        if (variant == 1 && pthread_create(&th, NULL, take_in_thread, &t) != 0)
+            return 1;
+        int rc = delivery(variant == 0 ? "event handler, zks_client_pull_inline"
+                                       : "receiver thread, zks_client_pull",
+                          a, &t, blob, sizeof blob, &newest);
+        if (variant == 1) {
+            pthread_mutex_lock(&t.mu);
+            t.stop = 1;
+            pthread_mutex_unlock(&t.mu);
+            pthread_join(th, NULL);
+            zks_receiver_free(t.rx);
+        }
+        zks_client_free(r);
+        if (rc != 0) {
+            fprintf(stderr, "bench_client_sync: delivery failed\n");
+            return 1;
+        }
+    }
 
     /* Fill the group for the pull run, pushing asynchronously: the push rate. */
     zks_client *filler = client(addr, g, ASYNC_WINDOW);
