@@ -541,10 +541,11 @@ const char *zks_event_name(zks_event_kind kind);
  * While a handler runs, the client's I/O for every relay waits, so it must
  * be short and must not block: it may call zks_client_pull_inline,
  * zks_client_status, zks_client_last_cursor, zks_client_device_id,
- * zks_client_group_id and the receiver calls; the blocking calls, the
- * pushes and zks_client_close / zks_client_free return ZKS_EINVAL from it
- * (or must not be called). An event the handler itself raises (an Error
- * from a pull inside it) is handed to it after it returns.
+ * zks_client_group_id and the receiver calls; the blocking calls and the
+ * pushes, on this client or any other, return ZKS_EINVAL from it, and it
+ * must not close or free its own client. An event the handler itself
+ * raises (an Error from a pull inside it) is handed to it after it
+ * returns.
  */
 typedef void (*zks_event_fn)(const zks_event *ev, void *ctx);
 
