@@ -300,7 +300,7 @@ struct zks_net {
     uint8_t node_id[ZKS_NET_ID_LEN];
     gnutls_certificate_credentials_t cred;
     gnutls_priority_t prio_quic, prio_tcp;
-    uint8_t static_secret[32]; /* stateless reset token key */
+    uint8_t static_secret[32]; /* stateless reset token key, derived from the identity seed */
     uint8_t retry_secret[32];  /* Retry token key */
     uint8_t hash_seed[16];
     zks__map cids; /* server CIDs -> qconn */

@@ -633,7 +633,14 @@ int zks_net_new(zks_net **out, uv_loop_t *loop, const zks_net_config *cfg)
         net->cfg.connect_timeout_ms = 10000;
     snprintf(net->alpn, sizeof net->alpn, "%s", alpn);
     net->max_body = cfg->max_frame_body ? cfg->max_frame_body : ZKS_FRAME_MAX_BODY;
-    randombytes_buf(net->static_secret, sizeof net->static_secret);
+    /* Stateless reset tokens must survive a restart (RFC 9000, section 10.3): a peer still
+     * holding a connection to the endpoint before it must be able to trust the reset the new
+     * one sends for it. So the key is derived from the identity, which a relay keeps on disk,
+     * rather than drawn at random. Retry tokens may die with the process: a stale one costs
+     * one more Retry. */
+    _Static_assert(ZKS_NET_SEED_LEN == crypto_kdf_KEYBYTES, "the seed is a KDF key");
+    crypto_kdf_derive_from_key(net->static_secret, sizeof net->static_secret, 1, "zksreset",
+                               cfg->seed);
     randombytes_buf(net->retry_secret, sizeof net->retry_secret);
     randombytes_buf(net->hash_seed, sizeof net->hash_seed);
     zks__map_init(&net->cids, net->hash_seed);

@@ -383,6 +383,38 @@ static void test_stateless_reset(void **state)
     pair_finish(&p);
 }
 
+/*
+ * A server restarted with the same identity on the same port, whose old
+ * process ended without a word, answers a client of the old one with a
+ * stateless reset the client trusts: it learns at its next packet, not at
+ * its idle timeout.
+ */
+static void test_stateless_reset_after_restart(void **state)
+{
+    (void)state;
+    pair p;
+    pair_init(&p);
+    p.cli.cfg.idle_timeout_ms = 60000;
+    p.cli.cfg.keepalive_ms = 0;
+    connect_pair(&p, "127.0.0.1");
+    assert_non_null(p.srv.last_conn);
+    uint16_t port = p.srv.port;
+    /* The old process ends without closing: it forgets the connection, then goes. */
+    zks__conn_forget(p.srv.last_conn);
+    p.srv.last_conn = NULL;
+    tnode_stop(&p.srv);
+    tnode_start(&p.srv);
+    uint16_t bound = 0;
+    assert_int_equal(zks_net_listen(p.srv.net, "127.0.0.1", port, &bound), 0);
+    assert_int_equal(bound, port);
+    int64_t sid;
+    assert_int_equal(zks_conn_open_stream(p.conn, &sid), 0);
+    assert_int_equal(zks_conn_send_frame(p.conn, sid, (const uint8_t *)"ping", 4, 1), 0);
+    assert_true(run_until(&p.loop, pred_cli_closed, &p, 5000));
+    assert_int_equal(p.cli.last_err, ZKS_ECONNRESET);
+    pair_finish(&p);
+}
+
 /* UDP answered by "port unreachable": the client falls back to TCP at once. */
 static void test_fallback_no_udp(void **state)
 {
@@ -598,6 +630,7 @@ int main(void)
         cmocka_unit_test(test_keepalive_tcp),
         cmocka_unit_test(test_retry),
         cmocka_unit_test(test_stateless_reset),
+        cmocka_unit_test(test_stateless_reset_after_restart),
         cmocka_unit_test(test_fallback_no_udp),
         cmocka_unit_test(test_fallback_udp_dropped),
         cmocka_unit_test(test_second_address),
