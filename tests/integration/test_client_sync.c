@@ -1,11 +1,15 @@
 /*
  * Longer runs against real relays: 1,000 blobs between two devices, a relay
- * restart with the status sequence, a client killed with SIGKILL while its
- * outbox drains, and several relays with failover and push fan-out.
+ * restart with the status sequence, a device that takes blobs in its event
+ * handler across a relay killed and started again, a client killed with
+ * SIGKILL while its outbox drains, and several relays with failover and
+ * push fan-out.
  */
 #include "integration/test_client_harness.h"
 
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
@@ -246,6 +250,180 @@ static void collect(const zks_blob *b, void *arg)
         memcpy(s->ids[s->n++], b->id, 16);
 }
 
+/* ---- an event handler across a relay restart ---------------------------------------------------
+ */
+
+#define HANDLED 120
+
+/*
+ * A device that takes blobs as an application would with an event handler:
+ * inline ones in the handler, the rest (stored while it was away, or not
+ * inline) by a thread of its own. Everything but `c` is guarded by mu.
+ */
+struct follower {
+    _Atomic(zks_client *) c;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint64_t last; /* cursor taken so far */
+    int behind;    /* the pulling thread has work */
+    int stop;
+    size_t n; /* blobs taken, in cursor order */
+    char texts[HANDLED][16];
+    int in_handler;   /* blobs taken inside the handler */
+    int disconnected; /* Disconnected events seen by the handler */
+    int reconnecting; /* StatusChanged to RECONNECTING seen by the handler */
+};
+
+static void follow_take(struct follower *f, const zks_pull_result *pl)
+{
+    for (size_t i = 0; i < pl->count && f->n < HANDLED; i++)
+        snprintf(f->texts[f->n++], sizeof f->texts[0], "%.*s", (int)pl->blobs[i].len,
+                 (const char *)pl->blobs[i].data);
+    if (pl->last > f->last)
+        f->last = pl->last;
+    pthread_cond_broadcast(&f->cv);
+}
+
+static void follow_event(const zks_event *ev, void *ctx)
+{
+    struct follower *f = ctx;
+    zks_client *c = atomic_load(&f->c);
+    pthread_mutex_lock(&f->mu);
+    if (ev->kind == ZKS_EVENT_DISCONNECTED)
+        f->disconnected++;
+    if (ev->kind == ZKS_EVENT_STATUS_CHANGED &&
+        ev->u.status_changed.status.kind == ZKS_STATUS_RECONNECTING)
+        f->reconnecting++;
+    if (ev->kind == ZKS_EVENT_CONNECTED) {
+        f->behind = 1; /* what was stored meanwhile was announced to nobody here */
+        pthread_cond_broadcast(&f->cv);
+    }
+    if (ev->kind == ZKS_EVENT_BLOB_AVAILABLE && c != NULL &&
+        ev->u.blob_available.cursor > f->last) {
+        zks_pull_result pl;
+        int rc = f->behind ? ZKS_EAGAIN : zks_client_pull_inline(&pl, c, f->last);
+        if (rc == 0) {
+            f->in_handler += (int)pl.count;
+            follow_take(f, &pl);
+            zks_pull_result_free(&pl);
+        } else {
+            f->behind = 1;
+            pthread_cond_broadcast(&f->cv);
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+}
+
+static void *follow_pull(void *arg)
+{
+    struct follower *f = arg;
+    pthread_mutex_lock(&f->mu);
+    for (int turns = 0; turns < 100000 && !f->stop; turns++) {
+        if (!f->behind) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&f->cv, &f->mu, &until);
+            continue;
+        }
+        int more = 1;
+        for (int round = 0; round < 100 && more && !f->stop; round++) {
+            uint64_t after = f->last;
+            pthread_mutex_unlock(&f->mu); /* the handler takes mu: never block holding it */
+            zks_pull_result pl;
+            int rc = zks_client_pull(&pl, atomic_load(&f->c), after);
+            pthread_mutex_lock(&f->mu);
+            if (rc != 0) {
+                /* Not connected yet: the Connected event asks again. */
+                more = 0;
+                break;
+            }
+            if (f->last == after)
+                follow_take(f, &pl);
+            more = pl.has_more;
+            zks_pull_result_free(&pl);
+        }
+        if (!more)
+            f->behind = 0;
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+/*
+ * Blobs reach a device that takes them in its event handler, in cursor order
+ * and each once, while the relay is killed and started again halfway: the
+ * handler sees the session end and come back, the blobs stored in between
+ * come with a pull from the device's own thread, and the handler takes the
+ * rest inline again.
+ */
+static void test_handler_across_restart(void **state)
+{
+    (void)state;
+    h_relay relay = {0};
+    h_relay_start(&relay, 0);
+    zks_group_key *g = new_group();
+    struct follower f;
+    memset(&f, 0, sizeof f);
+    pthread_mutex_init(&f.mu, NULL);
+    pthread_cond_init(&f.cv, NULL);
+    zks_config *cfg = h_config(NULL, g, &relay);
+    assert_int_equal(zks_config_set_event_handler(cfg, follow_event, &f), 0);
+    zks_client *b;
+    assert_int_equal(zks_client_new(&b, cfg), 0);
+    zks_config_free(cfg);
+    atomic_store(&f.c, b);
+    pthread_t puller;
+    assert_int_equal(pthread_create(&puller, NULL, follow_pull, &f), 0);
+    zks_client *a = h_client(NULL, g, &relay);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+
+    unsigned port = relay.port;
+    for (int i = 0; i < HANDLED; i++) {
+        if (i == HANDLED / 2) {
+            h_relay_stop(&relay, SIGKILL);
+            h_relay_start(&relay, port);
+        }
+        char text[16];
+        int len = snprintf(text, sizeof text, "blob %d", i);
+        zks_push_result pr;
+        assert_int_equal(zks_client_push_async(&pr, a, text, (size_t)len), 0);
+        if (i % 10 == 0)
+            usleep(20000); /* some arrive one by one, some in bursts */
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    pthread_mutex_lock(&f.mu);
+    while (f.n < HANDLED)
+        if (pthread_cond_timedwait(&f.cv, &f.mu, &until) != 0)
+            break;
+    size_t n = f.n;
+    pthread_mutex_unlock(&f.mu);
+    assert_int_equal(n, HANDLED);
+    for (int i = 0; i < HANDLED; i++) {
+        char text[16];
+        snprintf(text, sizeof text, "blob %d", i);
+        assert_string_equal(f.texts[i], text);
+    }
+    pthread_mutex_lock(&f.mu);
+    assert_true(f.in_handler > 0);
+    assert_true(f.disconnected >= 1);
+    assert_true(f.reconnecting >= 1);
+    f.stop = 1;
+    pthread_cond_broadcast(&f.cv);
+    pthread_mutex_unlock(&f.mu);
+    pthread_join(puller, NULL);
+    zks_client_free(a);
+    zks_client_free(b);
+    pthread_cond_destroy(&f.cv);
+    pthread_mutex_destroy(&f.mu);
+    zks_group_key_free(g);
+    h_relay_stop(&relay, SIGTERM);
+}
+
 static void test_kill_during_drain(void **state)
 {
     (void)state;
@@ -403,6 +581,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_1000),
         cmocka_unit_test(test_reconnect_after_restart),
+        cmocka_unit_test(test_handler_across_restart),
         cmocka_unit_test(test_kill_during_drain),
         cmocka_unit_test(test_multi_relay),
     };
