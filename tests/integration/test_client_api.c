@@ -365,6 +365,18 @@ static uint64_t pending_for(zks_client *c, const uint8_t *id)
  * the delivery, and a pull that would skip a blob the cache lacks (the
  * device's own, one too large to travel inline) goes to the relay.
  */
+/* Waits (5 s at most) until the relay, as `c` sees it, holds nothing more for device `id`. */
+static void assert_nothing_pending(zks_client *c, const uint8_t *id)
+{
+    uint64_t pending = UINT64_MAX;
+    for (int i = 0; i < 500 && pending != 0; i++) {
+        pending = pending_for(c, id);
+        if (pending != 0)
+            usleep(10 * 1000);
+    }
+    assert_int_equal(pending, 0);
+}
+
 static void test_inline_delivery(void **state)
 {
     (void)state;
@@ -409,13 +421,7 @@ static void test_inline_delivery(void **state)
     assert_int_equal(cursor, pr[2].cursor);
 
     /* The relay hears of the delivery: nothing stays pending for b. */
-    uint64_t pending = UINT64_MAX;
-    for (int i = 0; i < 500 && pending != 0; i++) {
-        pending = pending_for(a, idb);
-        if (pending != 0)
-            usleep(10 * 1000);
-    }
-    assert_int_equal(pending, 0);
+    assert_nothing_pending(a, idb);
 
     /* b's own blob is not announced to b: a pull past it goes to the relay. */
     zks_push_result own, next;
@@ -606,13 +612,7 @@ static void test_event_handler(void **state)
     /* The relay hears of the delivery: nothing stays pending for b. */
     uint8_t idb[32];
     assert_int_equal(zks_client_device_id(idb, b), 0);
-    uint64_t pending = UINT64_MAX;
-    for (int i = 0; i < 500 && pending != 0; i++) {
-        pending = pending_for(a, idb);
-        if (pending != 0)
-            usleep(10 * 1000);
-    }
-    assert_int_equal(pending, 0);
+    assert_nothing_pending(a, idb);
     /* The round that told the relay wrote the cursor first. */
     assert_int_equal(stored_cursor(dir), two.cursor);
 
