@@ -19,7 +19,6 @@
  * otherwise pay a write and a read system call for every time its queue
  * fills and empties again, which with acknowledgements streaming in is
  * about once per event.
-
  *
  * The application's event handler, when it installed one, is called by the
  * emitting thread right after the receivers have their copies, under a

@@ -311,12 +311,12 @@ void zks__emit_error(zks_client *c, int err, uint32_t code, const uint8_t *blob_
 
 /* Updates the cursor shown by zks_client_last_cursor (primary relay). */
 void zks__set_primary(zks_client *c, const uint8_t relay_id[32]);
+/* Writes the last cursor a confirmation round covers to the state, before the relay hears. */
+void zks__persist_confirmed(zks_client *c, const uint8_t relay_id[32], uint64_t after);
 
 /* I/O thread (loop.c). */
 int zks__io_init(zks_client *c);
 void zks__io_run(zks_client *c);
-/* Writes the last cursor a confirmation round covers to the state, before the relay hears. */
-void zks__persist_confirmed(zks_client *c, const uint8_t relay_id[32], uint64_t after);
 void zks__io_free(zks_client *c);
 
 #endif
