@@ -1,13 +1,16 @@
 #!/bin/sh
 # The zks command end to end against a real relay on 127.0.0.1:
 # init, group create (random and passphrase), join from a second home,
-# push, pull, watch, status, devices, revoke, and the documented exit codes.
+# push, pull, watch, status, devices, revoke, and the documented exit codes;
+# with the follow_sync example, a device that takes blobs in its event
+# handler and starts again where it stopped.
 #
-# usage: test_client_cli.sh ZKS_BINARY ZKS_RELAY_BINARY
+# usage: test_client_cli.sh ZKS_BINARY ZKS_RELAY_BINARY [FOLLOW_SYNC_BINARY]
 set -eu
 
 ZKS=${1:-${ZKS_BIN:-}}
 RELAY=${2:-${ZKS_RELAY:-}}
+FOLLOW=${3:-}
 if [ -z "$ZKS" ] || [ -z "$RELAY" ] || [ ! -x "$ZKS" ] || [ ! -x "$RELAY" ]; then
     echo "skipped: need the zks and zks-relay binaries" >&2
     exit 77
@@ -16,8 +19,10 @@ fi
 TMP=$(mktemp -d /tmp/zks-cli-test-XXXXXX)
 RELAY_PID=""
 WATCH_PID=""
+FOLLOW_PID=""
 cleanup() {
     [ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null || true
+    [ -n "$FOLLOW_PID" ] && kill "$FOLLOW_PID" 2>/dev/null || true
     [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
     [ -n "$RELAY_PID" ] && wait "$RELAY_PID" 2>/dev/null || true
     [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
@@ -161,5 +166,49 @@ expect 0 env ZKS_PASSPHRASE="correct horse" $D group join "$PINVITE"
 expect 0 $C push "shared by passphrase"
 expect 0 $D --json pull
 grep -q '"data":"shared by passphrase"' "$TMP/out" || fail "passphrase group pull"
+
+# The follow_sync example: a new device of A's group takes blobs in its event
+# handler as they come (the blobs from before were delivered to every device
+# the group had, and the relay's cleanup at its restart removed them); a
+# second run starts where the first stopped.
+if [ -n "$FOLLOW" ]; then
+    # waitfor FILE PATTERN WHAT: waits (10 s at most) until FILE holds PATTERN.
+    waitfor() {
+        i=0
+        while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        grep -q "$2" "$1" || { cat "$TMP/follow.err" >&2; fail "$3"; }
+    }
+    # waitexit WHAT: waits (10 s at most) for the follower to stop by itself.
+    waitexit() {
+        i=0
+        while kill -0 "$FOLLOW_PID" 2>/dev/null && [ $i -lt 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        kill -0 "$FOLLOW_PID" 2>/dev/null && fail "$1"
+        wait "$FOLLOW_PID" || fail "follow_sync failed"
+        FOLLOW_PID=""
+    }
+    "$FOLLOW" "$TMP/f" "$INVITE" 2 >"$TMP/follow.out" 2>"$TMP/follow.err" &
+    FOLLOW_PID=$!
+    waitfor "$TMP/follow.out" "^following after cursor 0" "follow_sync did not connect"
+    expect 0 $A push "follow one"
+    expect 0 $A push "follow two"
+    waitexit "follow_sync did not see 2 blobs"
+    [ "$(grep -c '^[0-9]*: ' "$TMP/follow.out")" -eq 2 ] || fail "follow_sync printed other blobs"
+    [ "$(grep -n '^4: follow one' "$TMP/follow.out" | cut -d: -f1)" -lt \
+      "$(grep -n '^5: follow two' "$TMP/follow.out" | cut -d: -f1)" ] || fail "follow_sync order"
+
+    "$FOLLOW" "$TMP/f" "$INVITE" 1 >"$TMP/follow.out" 2>"$TMP/follow.err" &
+    FOLLOW_PID=$!
+    waitfor "$TMP/follow.out" "^following after cursor 5" "follow_sync did not resume at 5"
+    expect 0 $A push "follow three"
+    waitexit "follow_sync did not see the new blob"
+    grep -q "^6: follow three" "$TMP/follow.out" || fail "follow_sync lost blob 6"
+    grep -q "hello from alice" "$TMP/follow.out" && fail "follow_sync repeated old blobs"
+fi
 
 echo "cli end to end: ok"
