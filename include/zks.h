@@ -660,9 +660,13 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
  * heard of, and a blob stored since is announced by a BlobAvailable event
  * (docs/CLIENT.md, "Inline delivery"). A blob that
  * fails to open (tampered, foreign, damaged) is not returned: an Error
- * event with its id (err ZKS_EAUTH) reports it. Updates the persisted last
- * cursor to out->last when that is higher. Free the result with
- * zks_pull_result_free. Blocking.
+ * event with its id (err ZKS_EAUTH) reports it. Raises the last cursor
+ * (zks_client_last_cursor) to out->last when that is higher: written to the
+ * state directory before the call returns when the relay answered, and with
+ * the confirmation of an answer from the inline cache, at most 50 ms later
+ * and before the relay hears of the delivery, or when the client closes (a
+ * crash in between makes the device pull those blobs again). Free the
+ * result with zks_pull_result_free. Blocking.
  * Errors: ZKS_EAGAIN (not connected), ZKS_ENOENT (no group key),
  * ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_EPROTO (a malformed response),
  * ZKS_ECONNRESET (the session ended first), ZKS_ENOMEM, ZKS_ECLOSED.
@@ -678,11 +682,7 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
  * delivery confirmed to the relay as for zks_client_pull), or ZKS_EAGAIN
  * when the next blob has not come inline (too large to be carried inline,
  * announced before this client connected, or not announced yet): then
- * zks_client_pull, from a thread that may block, fetches it. The raised
- * last cursor is seen by zks_client_last_cursor at once; it is written to
- * the state directory with the confirmation, at most 50 ms later and
- * before the relay hears of the delivery, or when the client closes (a
- * crash in between makes the device pull those blobs again). A blob that
+ * zks_client_pull, from a thread that may block, fetches it. A blob that
  * fails to open is skipped and reported as for zks_client_pull. Free the
  * result with zks_pull_result_free. Any thread.
  * Errors: ZKS_EINVAL (NULL), ZKS_EAGAIN, ZKS_ENOENT (no group key),
@@ -723,8 +723,8 @@ int zks_client_status(zks_status *out, zks_client *c);
 
 /*
  * The last synced cursor at the primary relay: the highest cursor a pull
- * has covered, persisted in the state directory (a zks_client_pull_inline's
- * within 50 ms). Any thread; never blocks.
+ * has covered, persisted in the state directory (within 50 ms for an answer
+ * from the inline cache; see zks_client_pull). Any thread; never blocks.
  */
 int zks_client_last_cursor(uint64_t *out, zks_client *c);
 

@@ -140,8 +140,6 @@ static bool may_not_block(zks_client *c)
     return on_io_thread(c) || zks__hub_in_handler();
 }
 
-static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_t last);
-
 /* Appends `r` to the I/O thread's queue and wakes it; called with c->mu held. */
 static void enqueue_locked(zks_client *c, zks__req *r)
 {
@@ -366,14 +364,8 @@ int zks_client_close(zks_client *c)
     pthread_mutex_unlock(&c->mu);
     zks__io_free(c);
     /* A confirmation round cut short: its cursor is still written, only the relay does not hear. */
-    pthread_mutex_lock(&c->mu);
-    uint64_t after = c->confirm_after;
     uint8_t relay[32];
-    memcpy(relay, c->confirm_relay, 32);
-    c->confirm_after = 0;
-    pthread_mutex_unlock(&c->mu);
-    if (after > 0 && c->group != NULL)
-        raise_last_cursor(c, relay, after);
+    (void)zks__confirm_take(c, relay);
     /* The hub outlives the close (a pull may still be opening blobs on its caller's
      * thread and report one that fails); zks_client_free drops it. */
     zks__hub_shutdown(c->hub);
@@ -678,6 +670,15 @@ static void confirm_later(zks_client *c, const uint8_t relay_id[32], uint64_t af
     pthread_mutex_unlock(&c->mu);
 }
 
+/* Raises the cursor zks_client_last_cursor shows, when `relay_id` is the primary's. */
+static void show_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_t cursor)
+{
+    pthread_mutex_lock(&c->mu);
+    if (memcmp(c->cursor_relay, relay_id, 32) == 0 && cursor > c->last_cursor)
+        c->last_cursor = cursor;
+    pthread_mutex_unlock(&c->mu);
+}
+
 /* A pull covered relay `relay_id`'s cursors up to `last`: the persisted last cursor follows. */
 static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_t last)
 {
@@ -687,12 +688,34 @@ static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_
     zks__state_lock(c, on_io_thread(c));
     int rc = zks__state_cursor_raise(c->st, zks_group_id(c->group->g), relay_id, last, &now);
     zks__state_unlock(c);
-    if (rc != 0)
-        return;
+    if (rc == 0)
+        show_last_cursor(c, relay_id, now);
+}
+
+/*
+ * An answer from the inline cache covered relay `relay_id`'s cursors up to
+ * `last`. It shows at once; the durable write and the relay's confirmation
+ * come with the confirmation round (zks__confirm_take), so no answer, on
+ * whatever thread, waits for a disk flush, and the state never lags behind
+ * what the relay was told.
+ */
+static void inline_answered(zks_client *c, const uint8_t relay_id[32], uint64_t last)
+{
+    show_last_cursor(c, relay_id, last);
+    confirm_later(c, relay_id, last);
+}
+
+uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32])
+{
     pthread_mutex_lock(&c->mu);
-    if (memcmp(c->cursor_relay, relay_id, 32) == 0 && now > c->last_cursor)
-        c->last_cursor = now;
+    uint64_t after = c->confirm_after;
+    memcpy(relay_id, c->confirm_relay, 32);
+    c->confirm_after = 0;
+    c->confirm_armed = false;
     pthread_mutex_unlock(&c->mu);
+    if (after > 0 && c->group != NULL)
+        raise_last_cursor(c, relay_id, after);
+    return after;
 }
 
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
@@ -711,19 +734,18 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         return ZKS_ENOMEM;
     r->after = after_cursor;
     int rc = pull_inline(out, c, after_cursor, r->relay_id);
-    bool inline_hit = rc == 1;
-    if (rc == 0) {
+    if (rc == 1) {
+        rc = 0;
+        inline_answered(c, r->relay_id, out->last);
+    } else if (rc == 0) {
         rc = submit_wait(c, r);
         if (rc == ZKS_ETIMEDOUT)
             return rc;
         if (rc == 0)
             rc = open_pull(out, c, r->body, r->body_len);
-    } else if (inline_hit) {
-        rc = 0;
-        confirm_later(c, r->relay_id, out->last);
+        if (rc == 0)
+            raise_last_cursor(c, r->relay_id, out->last);
     }
-    if (rc == 0)
-        raise_last_cursor(c, r->relay_id, out->last);
     req_free(r);
     if (rc != 0)
         zks_pull_result_free(out);
@@ -749,19 +771,8 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
         zks_pull_result_free(out);
         return rc;
     }
-    /* The durable write waits for the confirmation round (zks__persist_confirmed): a synced
-     * write per call would hold the I/O thread, where this usually runs, for a disk flush. */
-    pthread_mutex_lock(&c->mu);
-    if (memcmp(c->cursor_relay, relay_id, 32) == 0 && out->last > c->last_cursor)
-        c->last_cursor = out->last;
-    pthread_mutex_unlock(&c->mu);
-    confirm_later(c, relay_id, out->last);
+    inline_answered(c, relay_id, out->last);
     return 0;
-}
-
-void zks__persist_confirmed(zks_client *c, const uint8_t relay_id[32], uint64_t after)
-{
-    raise_last_cursor(c, relay_id, after);
 }
 
 int zks_client_subscribe(zks_receiver **out, zks_client *c)

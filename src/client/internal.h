@@ -311,8 +311,12 @@ void zks__emit_error(zks_client *c, int err, uint32_t code, const uint8_t *blob_
 
 /* Updates the cursor shown by zks_client_last_cursor (primary relay). */
 void zks__set_primary(zks_client *c, const uint8_t relay_id[32]);
-/* Writes the last cursor a confirmation round covers to the state, before the relay hears. */
-void zks__persist_confirmed(zks_client *c, const uint8_t relay_id[32], uint64_t after);
+/*
+ * Ends a confirmation round: takes the cursor inline answers have reached
+ * (0: none) and its relay, and writes it to the state, before the relay is
+ * told. Any thread.
+ */
+uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32]);
 
 /* I/O thread (loop.c). */
 int zks__io_init(zks_client *c);

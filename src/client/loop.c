@@ -981,25 +981,16 @@ static void do_simple(struct zks__io *io, zks__req *q);
  * last one the device took (the relay records delivery up to a PULL's
  * `after`), gathered over ZKS__CONFIRM_DELAY_MS so that a busy subscriber
  * sends a few of them a second rather than one per pull. The last cursor
- * of a zks_client_pull_inline is written to the state here too, once per
- * round, and before the relay hears of the delivery.
+ * inline answers reached is written to the state here too, once per round,
+ * before the relay hears of the delivery.
  */
 static void on_confirm_timer(uv_timer_t *t)
 {
     struct zks__io *io = t->data;
-    zks_client *c = io->c;
     uint8_t relay[32];
-    pthread_mutex_lock(&c->mu);
-    uint64_t after = c->confirm_after;
-    memcpy(relay, c->confirm_relay, 32);
-    c->confirm_after = 0;
-    c->confirm_armed = false;
-    pthread_mutex_unlock(&c->mu);
-    if (after == 0)
-        return;
-    /* Durable here first: once the relay hears, it may delete what was delivered. */
-    zks__persist_confirmed(c, relay, after);
-    if (io->primary < 0 || memcmp(io->relays[io->primary].spec.id, relay, 32) != 0)
+    /* Written to the state first: once the relay hears, it may delete what was delivered. */
+    uint64_t after = zks__confirm_take(io->c, relay);
+    if (after == 0 || io->primary < 0 || memcmp(io->relays[io->primary].spec.id, relay, 32) != 0)
         return; /* another relay's cursors now: its next PULL confirms */
     zks__req *q = zks__req_new(ZKS__REQ_PULL);
     if (q == NULL)
