@@ -189,13 +189,19 @@ static void owe_notify(struct session *s, const struct zks_msg_notify *n)
  * outcome. A NOTIFY that finds no stream (usually a device slow to end the
  * relay's streams, or one that never does) is owed; anything else is lost.
  */
+/* Counts `m`, encoded in r->out, as sent on a new stream. */
+static void count_sent_new(zks_relay *r, const zks_msg *m)
+{
+    zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
+    if (m->type == ZKS_MSG_NOTIFY)
+        zks_metrics_add(&r->metrics->notifies, 1);
+}
+
 static int open_and_send(zks_relay *r, struct session *s, const zks_msg *m)
 {
     int rc = r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len);
     if (rc == 0) {
-        zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
-        if (m->type == ZKS_MSG_NOTIFY)
-            zks_metrics_add(&r->metrics->notifies, 1);
+        count_sent_new(r, m);
         return 0;
     }
     zks_metrics_add(&r->metrics->notifies_dropped, 1);
@@ -459,8 +465,7 @@ void zks_relay_streams_available(zks_relay *r, zks_relay_conn conn)
     if (encode(r, &m) != 0 || r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len) != 0)
         return; /* still no room: owed until the next report, and not counted again */
     memset(&s->owed, 0, sizeof s->owed);
-    zks_metrics_add(&r->metrics->bytes_out, r->out.len + ZKS_FRAME_HEADER_LEN);
-    zks_metrics_add(&r->metrics->notifies, 1);
+    count_sent_new(r, &m);
 }
 
 void zks_relay_conn_closed(zks_relay *r, zks_relay_conn conn, uint64_t now_us)

@@ -215,7 +215,8 @@ static const char *const stmt_sql[ST__COUNT] = {
  * lock. The file's size does not change, so SQLite sees the log as it wrote
  * it.
  */
-#define CKPT_HARD 8
+#define CKPT_HARD        8
+#define LOG_HEADER_BYTES 32 /* a log file's header, before its first frame */
 /*
  * Log pages between two requests to the checkpointer to start writing the
  * new part of the log to disk (sync_file_range, which does not wait for the
@@ -1455,7 +1456,8 @@ static void log_write_back(sq_ckpt *k, int from, int to)
 {
     if (k->log_fd < 0 || to <= from)
         return;
-    off_t start = 32 + (off_t)from * k->frame_bytes, len = (off_t)(to - from) * k->frame_bytes;
+    off_t start = LOG_HEADER_BYTES + (off_t)from * k->frame_bytes,
+          len = (off_t)(to - from) * k->frame_bytes;
     if (sync_file_range(k->log_fd, start, len, SYNC_FILE_RANGE_WRITE) != 0 && errno != EINTR)
         ZKS_LOGD("store: cannot start writing the log back: %s", strerror(errno));
 }
@@ -1749,8 +1751,8 @@ static int prepare_database(sq_store *s, const char *path)
         rc = query_int(s, "PRAGMA page_size", &page);
     if (rc == 0) {
         s->ckpt.frame_bytes = page + 24;
-        s->ckpt.log_bytes = 32 + ((int64_t)s->ckpt.hard_pages + s->ckpt.pages) *
-                                     s->ckpt.frame_bytes; /* header, frames */
+        s->ckpt.log_bytes =
+            LOG_HEADER_BYTES + ((int64_t)s->ckpt.hard_pages + s->ckpt.pages) * s->ckpt.frame_bytes;
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA journal_size_limit = %lld", (long long)s->ckpt.log_bytes);
         rc = exec_sql(s, sql, "journal_size_limit");
