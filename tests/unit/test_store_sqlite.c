@@ -1581,8 +1581,9 @@ static void test_log_written_back_between_checkpoints(void **state)
     assert_true(pages > 1000);
     uint64_t dirty = 0;
     if (dirty_pages(wal, &dirty) != 0) {
-        print_message("this kernel cannot count dirty pages (cachestat): not checked\n");
-        return;
+        /* Reported as skipped, not passed: before Linux 6.5 nothing tells dirty pages. */
+        print_message("this kernel cannot count dirty pages (cachestat)\n");
+        skip();
     }
     /* The last request covers all but fewer than 256 pages; it may still be under way. */
     for (int i = 0; i < 500 && dirty >= 256 + 64; i++) {
