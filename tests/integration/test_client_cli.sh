@@ -45,15 +45,31 @@ expect() {
     [ "$got" -eq "$want" ] || { cat "$TMP/err" >&2; fail "exit $got, wanted $want: $*"; }
 }
 
+# waitfor FILE PATTERN WHAT [LOG]: waits (10 s at most) until FILE holds PATTERN.
+waitfor() {
+    i=0
+    while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    grep -q "$2" "$1" 2>/dev/null || { [ -n "${4:-}" ] && cat "$4" >&2; fail "$3"; }
+}
+
+# waitexit PID WHAT: waits (10 s at most) for PID to end by itself, and to succeed.
+waitexit() {
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -0 "$1" 2>/dev/null && fail "$2"
+    wait "$1" || fail "$2: it failed"
+}
+
 "$RELAY" --listen 127.0.0.1:0 --http= --data "$TMP/relay" --log-level error >"$TMP/relay.out" &
 RELAY_PID=$!
-i=0
-while [ ! -s "$TMP/relay.out" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+waitfor "$TMP/relay.out" "@127.0.0.1:" "relay did not start"
 ADDR=$(head -n 1 "$TMP/relay.out")
-case "$ADDR" in *@127.0.0.1:*) ;; *) fail "relay did not start" ;; esac
 
 A="$ZKS --home $TMP/a --timeout 10"
 B="$ZKS --home $TMP/b --timeout 10"
@@ -90,12 +106,7 @@ expect 0 $B group join "$INVITE"
 # B watches while A pushes.
 $B watch --json --count 5 >"$TMP/watch.out" 2>"$TMP/watch.err" &
 WATCH_PID=$!
-i=0
-while ! grep -q '"status":"connected"' "$TMP/watch.out" 2>/dev/null && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-grep -q '"status":"connected"' "$TMP/watch.out" || fail "watch did not connect"
+waitfor "$TMP/watch.out" '"status":"connected"' "watch did not connect" "$TMP/watch.err"
 
 expect 0 $A --json push "hello from alice"
 grep -q '"cursor":1' "$TMP/out" || fail "first push not at cursor 1"
@@ -103,12 +114,7 @@ printf 'line one\nline two\n' >"$TMP/file.txt"
 expect 0 $A --json push --file "$TMP/file.txt"
 grep -q '"pending":false' "$TMP/out" || fail "push --file was not sent"
 
-i=0
-while kill -0 "$WATCH_PID" 2>/dev/null && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
-kill -0 "$WATCH_PID" 2>/dev/null && fail "watch did not see its 5 events"
+waitexit "$WATCH_PID" "watch did not see its 5 events"
 WATCH_PID=""
 [ "$(grep -c '"event":"blob_available"' "$TMP/watch.out")" -eq 2 ] || fail "watch missed blobs"
 
@@ -139,11 +145,7 @@ PORT=${ADDR##*:}
 "$RELAY" --listen "127.0.0.1:$PORT" --http= --data "$TMP/relay" --log-level error \
     >"$TMP/relay2.out" &
 RELAY_PID=$!
-i=0
-while [ ! -s "$TMP/relay2.out" ] && [ $i -lt 100 ]; do
-    sleep 0.1
-    i=$((i + 1))
-done
+waitfor "$TMP/relay2.out" "@127.0.0.1:" "relay did not start again"
 expect 0 $A --json status
 grep -q '"outbox":0' "$TMP/out" || fail "the outbox did not drain"
 expect 0 $B --json pull
@@ -172,41 +174,25 @@ grep -q '"data":"shared by passphrase"' "$TMP/out" || fail "passphrase group pul
 # the group had, and the relay's cleanup at its restart removed them); a
 # second run starts where the first stopped.
 if [ -n "$FOLLOW" ]; then
-    # waitfor FILE PATTERN WHAT: waits (10 s at most) until FILE holds PATTERN.
-    waitfor() {
-        i=0
-        while ! grep -q "$2" "$1" 2>/dev/null && [ $i -lt 100 ]; do
-            sleep 0.1
-            i=$((i + 1))
-        done
-        grep -q "$2" "$1" || { cat "$TMP/follow.err" >&2; fail "$3"; }
-    }
-    # waitexit WHAT: waits (10 s at most) for the follower to stop by itself.
-    waitexit() {
-        i=0
-        while kill -0 "$FOLLOW_PID" 2>/dev/null && [ $i -lt 100 ]; do
-            sleep 0.1
-            i=$((i + 1))
-        done
-        kill -0 "$FOLLOW_PID" 2>/dev/null && fail "$1"
-        wait "$FOLLOW_PID" || fail "follow_sync failed"
-        FOLLOW_PID=""
-    }
     "$FOLLOW" "$TMP/f" "$INVITE" 2 >"$TMP/follow.out" 2>"$TMP/follow.err" &
     FOLLOW_PID=$!
-    waitfor "$TMP/follow.out" "^following after cursor 0" "follow_sync did not connect"
+    waitfor "$TMP/follow.out" "^following after cursor 0" "follow_sync did not connect" \
+        "$TMP/follow.err"
     expect 0 $A push "follow one"
     expect 0 $A push "follow two"
-    waitexit "follow_sync did not see 2 blobs"
+    waitexit "$FOLLOW_PID" "follow_sync did not see 2 blobs"
+    FOLLOW_PID=""
     [ "$(grep -c '^[0-9]*: ' "$TMP/follow.out")" -eq 2 ] || fail "follow_sync printed other blobs"
     [ "$(grep -n '^4: follow one' "$TMP/follow.out" | cut -d: -f1)" -lt \
       "$(grep -n '^5: follow two' "$TMP/follow.out" | cut -d: -f1)" ] || fail "follow_sync order"
 
     "$FOLLOW" "$TMP/f" "$INVITE" 1 >"$TMP/follow.out" 2>"$TMP/follow.err" &
     FOLLOW_PID=$!
-    waitfor "$TMP/follow.out" "^following after cursor 5" "follow_sync did not resume at 5"
+    waitfor "$TMP/follow.out" "^following after cursor 5" "follow_sync did not resume at 5" \
+        "$TMP/follow.err"
     expect 0 $A push "follow three"
-    waitexit "follow_sync did not see the new blob"
+    waitexit "$FOLLOW_PID" "follow_sync did not see the new blob"
+    FOLLOW_PID=""
     grep -q "^6: follow three" "$TMP/follow.out" || fail "follow_sync lost blob 6"
     grep -q "hello from alice" "$TMP/follow.out" && fail "follow_sync repeated old blobs"
 fi
