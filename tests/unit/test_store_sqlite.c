@@ -1175,6 +1175,21 @@ static off_t file_size(const char *path)
     return stat(path, &st) == 0 ? st.st_size : 0;
 }
 
+#define LOG_FRAME (4096 + 24) /* a log frame of a 4096-byte page: header and page */
+
+/* Pushes blobs `first` .. `first` + `n` - 1 (n at most 16) of `len` bytes from DA into G1. */
+static void push_run(fixture *f, uint32_t first, uint32_t n, size_t len)
+{
+    zks_store_push items[16];
+    zks_store_push_result res[16];
+    assert_true(n <= 16);
+    for (uint32_t i = 0; i < n; i++)
+        items[i] = item(G1, DA, first + i, len);
+    assert_int_equal(zks_store_push_batch(f->s, res, items, n, 1000), 0);
+    for (uint32_t i = 0; i < n; i++)
+        assert_int_equal(res[i].err, 0);
+}
+
 /*
  * The checkpointer copies the log into the database while pushes go on, and
  * the log never grows past its hard limit (8 intervals) plus what the commits
@@ -1193,22 +1208,15 @@ static void test_checkpoints_bound_the_log(void **state)
     snprintf(wal, sizeof wal, "%s-wal", f->db);
 
     enum { BATCH = 16, BATCHES = 500, LEN = 1000 };
-    const off_t frame = 4096 + 24;
-    const off_t bound = 32 + (8 * 64 + 8 * BATCH) * frame;
+    const off_t bound = 32 + (8 * 64 + 8 * BATCH) * LOG_FRAME;
     off_t largest = 0;
     for (uint32_t b = 0; b < BATCHES; b++) {
-        zks_store_push items[BATCH];
-        zks_store_push_result res[BATCH];
-        for (uint32_t i = 0; i < BATCH; i++)
-            items[i] = item(G1, DA, b * BATCH + i + 1, LEN);
-        assert_int_equal(zks_store_push_batch(f->s, res, items, BATCH, 1000), 0);
-        for (uint32_t i = 0; i < BATCH; i++)
-            assert_int_equal(res[i].err, 0);
+        push_run(f, b * BATCH + 1, BATCH, LEN);
         off_t w = file_size(wal);
         if (w > largest)
             largest = w;
     }
-    assert_true(largest > 64 * frame); /* the log did fill up between checkpoints */
+    assert_true(largest > 64 * LOG_FRAME); /* the log did fill up between checkpoints */
     assert_true(largest <= bound);
 
     /* The envelopes (8 MB) reached the database file itself, not only the log;
@@ -1279,7 +1287,7 @@ static void test_checkpointer_priority_and_log_reserve(void **state)
     close(fd);
     unlink(probe);
     /* Log header and (8 + 1) intervals of frames of a 4096-byte page. */
-    const off_t reserved = 32 + (8 * 64 + 64) * (4096 + 24);
+    const off_t reserved = 32 + (8 * 64 + 64) * LOG_FRAME;
     struct stat st;
     zks_store_push items[16];
     zks_store_push_result res[16];
@@ -1569,15 +1577,9 @@ static void test_log_written_back_between_checkpoints(void **state)
     char wal[320];
     snprintf(wal, sizeof wal, "%s-wal", f->db);
     enum { BATCH = 16, BATCHES = 80, LEN = 1000 };
-    for (uint32_t b = 0; b < BATCHES; b++) {
-        zks_store_push items[BATCH];
-        zks_store_push_result res[BATCH];
-        for (uint32_t i = 0; i < BATCH; i++)
-            items[i] = item(G1, DA, b * BATCH + i + 1, LEN);
-        assert_int_equal(zks_store_push_batch(f->s, res, items, BATCH, 1000), 0);
-    }
-    const off_t frame = 4096 + 24;
-    off_t pages = file_size(wal) / frame;
+    for (uint32_t b = 0; b < BATCHES; b++)
+        push_run(f, b * BATCH + 1, BATCH, LEN);
+    off_t pages = file_size(wal) / LOG_FRAME;
     assert_true(pages > 1000);
     uint64_t dirty = 0;
     if (dirty_pages(wal, &dirty) != 0) {
