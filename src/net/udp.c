@@ -366,13 +366,35 @@ static void read_some(zks__udp *u)
     }
 }
 
+/*
+ * libuv reports an error pending on the socket (POLLERR) as UV_EBADF and
+ * stops watching it. On a datagram socket that error is an ICMP message the
+ * kernel queued, such as "port unreachable" while the peer restarts, and the
+ * socket stays usable: the error is taken off it and the socket watched
+ * again, or the client would never read the peer's next datagram (its
+ * stateless reset) and hear of the restart only at its idle timeout. Only a
+ * socket the kernel no longer knows is left unwatched.
+ */
+static void on_poll_error(zks__udp *u, int status)
+{
+    int soerr = 0;
+    socklen_t len = sizeof soerr;
+    int err;
+    if (getsockopt(u->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0) {
+        err = soerr != 0 ? zks__net_err_errno(soerr, "udp socket") : ZKS_EIO;
+        update_poll(u);
+    } else {
+        err = zks__net_err_uv(status, "uv_poll");
+    }
+    if (u->connected && u->error)
+        u->error(u, err); /* may free u */
+}
+
 static void on_poll(uv_poll_t *h, int status, int events)
 {
     zks__udp *u = h->data;
     if (status < 0) {
-        int err = zks__net_err_uv(status, "uv_poll");
-        if (u->connected && u->error)
-            u->error(u, err);
+        on_poll_error(u, status);
         return;
     }
     if ((events & UV_WRITABLE) && u->blocked)

@@ -387,11 +387,12 @@ static void test_stateless_reset(void **state)
  * A server restarted with the same identity on the same port, whose old
  * process ended without a word, answers a client of the old one with a
  * stateless reset the client trusts: it learns at its next packet, not at
- * its idle timeout.
+ * its idle timeout. With `send_while_down`, the client sends while nobody
+ * listens, so "port unreachable" comes back and the kernel flags an error
+ * on its socket: the client must go on reading that socket all the same.
  */
-static void test_stateless_reset_after_restart(void **state)
+static void reset_after_restart(int send_while_down)
 {
-    (void)state;
     pair p;
     pair_init(&p);
     p.cli.cfg.idle_timeout_ms = 60000;
@@ -403,16 +404,34 @@ static void test_stateless_reset_after_restart(void **state)
     zks__conn_forget(p.srv.last_conn);
     p.srv.last_conn = NULL;
     tnode_stop(&p.srv);
+    int64_t sid;
+    if (send_while_down) {
+        assert_int_equal(zks_conn_open_stream(p.conn, &sid), 0);
+        assert_int_equal(zks_conn_send_frame(p.conn, sid, (const uint8_t *)"lost", 4, 1), 0);
+        run_for(&p.loop, 300);
+        assert_int_equal(p.cli.closed, 0); /* an ICMP error alone ends nothing */
+    }
     tnode_start(&p.srv);
     uint16_t bound = 0;
     assert_int_equal(zks_net_listen(p.srv.net, "127.0.0.1", port, &bound), 0);
     assert_int_equal(bound, port);
-    int64_t sid;
     assert_int_equal(zks_conn_open_stream(p.conn, &sid), 0);
     assert_int_equal(zks_conn_send_frame(p.conn, sid, (const uint8_t *)"ping", 4, 1), 0);
     assert_true(run_until(&p.loop, pred_cli_closed, &p, 5000));
     assert_int_equal(p.cli.last_err, ZKS_ECONNRESET);
     pair_finish(&p);
+}
+
+static void test_stateless_reset_after_restart(void **state)
+{
+    (void)state;
+    reset_after_restart(0);
+}
+
+static void test_stateless_reset_after_port_unreachable(void **state)
+{
+    (void)state;
+    reset_after_restart(1);
 }
 
 /* UDP answered by "port unreachable": the client falls back to TCP at once. */
@@ -631,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_retry),
         cmocka_unit_test(test_stateless_reset),
         cmocka_unit_test(test_stateless_reset_after_restart),
+        cmocka_unit_test(test_stateless_reset_after_port_unreachable),
         cmocka_unit_test(test_fallback_no_udp),
         cmocka_unit_test(test_fallback_udp_dropped),
         cmocka_unit_test(test_second_address),
