@@ -3,14 +3,17 @@
 #   make run     run the relay on 127.0.0.1:4433 with its data in ./var
 #   make asan    the whole suite under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make fuzz    every libFuzzer target for FUZZ_SECONDS each
+#   make soak    the chaos campaign (relay killed, clients restarted) for SOAK_SECONDS
 #   make bench   build and run the benchmarks (figures, not tests)
 
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 4
+SOAK_SECONDS ?= 600
+SOAK_SEED ?=
 CTEST = ctest --output-on-failure -j $(JOBS)
 
-.PHONY: all deps build test asan tsan fuzz fuzz-smoke bench run format format-check clean
+.PHONY: all deps build test asan tsan fuzz fuzz-smoke soak bench run format format-check clean
 
 all: build
 
@@ -46,6 +49,11 @@ fuzz: build-fuzz
 fuzz-smoke:
 	$(MAKE) --no-print-directory build-fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 	cd build-fuzz && ctest --output-on-failure -j $(JOBS) -L fuzz
+
+# The suite runs the chaos campaign for 15 s; this runs it for SOAK_SECONDS, with SOAK_SEED if
+# given (the campaign prints the seed it used).
+soak: build
+	./build/soak_client_chaos --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 bench: build
 	@for b in build/bench_*; do [ -x "$$b" ] && "$$b"; done

@@ -273,8 +273,9 @@ static zks_client *h_client(const char *dir, const zks_group_key *g, const h_rel
  * Waits (bounded: `max_ms` in all, and at most 100000 events) for an event
  * of `kind` accepted by `match` (NULL: any). Returns 0 with *out set, or -1.
  */
-static int h_wait_event(zks_receiver *rx, zks_event *out, zks_event_kind kind,
-                        int (*match)(const zks_event *, const void *), const void *arg, int max_ms)
+static inline int h_wait_event(zks_receiver *rx, zks_event *out, zks_event_kind kind,
+                               int (*match)(const zks_event *, const void *), const void *arg,
+                               int max_ms)
 {
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);

@@ -1,0 +1,447 @@
+/*
+ * Chaos campaign: several devices of one group push and pull through a real
+ * relay while the relay is killed (SIGKILL), stopped (SIGTERM) or frozen
+ * (SIGSTOP, then SIGCONT) and started again on the same port and data, and
+ * while devices close and reopen their clients from their state
+ * directories. Then the relay stays up, the writers stop, and every device
+ * must end with every blob another device's push accepted:
+ *
+ *   - none missing: a push that returned 0 (stored in the durable outbox)
+ *     reaches every other device, whatever happened to the relay or to the
+ *     pushing client meanwhile;
+ *   - none twice: the relay deduplicates resent pushes by blob id, and a
+ *     device's cursor is written before it could pull the same blob again;
+ *   - in order: one sender's blobs arrive in the order it pushed them;
+ *   - intact: each blob's bytes are the ones pushed.
+ *
+ * Usage: soak_client_chaos [--seconds S] [--seed N] [--devices D]
+ * The short run in the test suite is 15 s; `make soak` runs it for longer.
+ * Every wait is bounded; the relay listens on 127.0.0.1 only. Exit 0 when
+ * every check held, 1 otherwise, 77 when there is no relay binary.
+ */
+#include "integration/test_client_harness.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define MAX_DEVICES 6
+#define MAX_SEQ     200000 /* pushes per device, at most */
+#define MAX_BLOB    (96 * 1024)
+#define HDR_LEN     16
+#define MAGIC       0x7a6b7343u /* "zksC" */
+#define OUTBOX_HIGH 400         /* a writer waits while its outbox holds more */
+#define DRAIN_MS    120000      /* after the chaos, everything must arrive within this */
+#define CLOSE_EVERY 4           /* one chaos step in CLOSE_EVERY restarts a device */
+
+typedef struct device {
+    int idx;
+    char dir[PATH_MAX];
+    zks_group_key *group;
+    h_relay *relay;
+    zks_client *c;
+    zks_receiver *rx;
+    pthread_t writer, reader;
+    atomic_int run;     /* the threads of the current client keep going */
+    atomic_int writing; /* the writer pushes (cleared when the chaos ends) */
+    uint32_t next_seq;  /* writer thread, and main while it is stopped */
+    uint8_t *accepted;  /* [MAX_SEQ]: 1 when a push of that seq returned success */
+    uint64_t cursor;    /* reader thread: the newest cursor it has seen */
+    uint64_t push_errors;
+    uint32_t rng;
+} device;
+
+/* What receiver r has seen from sender s: counts per seq and the order. */
+typedef struct seen {
+    uint8_t *count; /* [MAX_SEQ] */
+    int64_t last_seq;
+    uint64_t out_of_order, corrupt, foreign;
+} seen;
+
+static device devs[MAX_DEVICES];
+static seen seen_by[MAX_DEVICES][MAX_DEVICES];
+static uint8_t dev_ids[MAX_DEVICES][ZKS_NODE_ID_SIZE];
+static int ndev = 3;
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static uint32_t rnd(uint32_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 17;
+    *s ^= *s << 5;
+    return *s;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint32_t body_seed(int dev, uint32_t seq)
+{
+    return (uint32_t)dev * 1000003u + seq;
+}
+
+/* Mostly small blobs (carried inline with their announcement), some larger, a few large. */
+static size_t blob_len(uint32_t *rng)
+{
+    uint32_t r = rnd(rng) % 100;
+    if (r < 80)
+        return HDR_LEN + rnd(rng) % 1000;
+    if (r < 97)
+        return HDR_LEN + 1000 + rnd(rng) % 15000;
+    return HDR_LEN + 16000 + rnd(rng) % (MAX_BLOB - HDR_LEN - 16000);
+}
+
+static void sleep_ms(unsigned ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- a device's threads ---- */
+
+static void *writer_main(void *arg)
+{
+    device *d = arg;
+    uint8_t *buf = malloc(MAX_BLOB);
+    if (buf == NULL)
+        h_die("out of memory");
+    while (atomic_load(&d->run) && atomic_load(&d->writing) && d->next_seq < MAX_SEQ) {
+        uint64_t queued = 0;
+        if (zks_client_outbox_count(&queued, d->c) == 0 && queued > OUTBOX_HIGH) {
+            sleep_ms(20); /* the relay is away: do not let the outbox grow without end */
+            continue;
+        }
+        uint32_t seq = d->next_seq;
+        size_t len = blob_len(&d->rng);
+        put32(buf, MAGIC);
+        put32(buf + 4, (uint32_t)d->idx);
+        put32(buf + 8, seq);
+        put32(buf + 12, (uint32_t)len);
+        h_fill(buf + HDR_LEN, len - HDR_LEN, body_seed(d->idx, seq));
+        zks_push_result pr;
+        memset(&pr, 0, sizeof pr);
+        int rc = zks_client_push_async(&pr, d->c, buf, len);
+        if (rc == 0 || (rc == ZKS_ECLOSED && pr.pending)) {
+            d->accepted[seq] = 1; /* stored: it must arrive everywhere */
+            d->next_seq++;
+        } else if (rc != ZKS_ECLOSED) {
+            fprintf(stderr, "device %d: push %u failed: %s\n", d->idx, seq, zks_strerror(rc));
+            d->push_errors++;
+            sleep_ms(10);
+        }
+        if (rc == ZKS_ECLOSED)
+            break; /* the client is closing; the next one goes on from next_seq */
+        sleep_ms(rnd(&d->rng) % 6);
+    }
+    free(buf);
+    return NULL;
+}
+
+static int sender_index(const uint8_t id[ZKS_NODE_ID_SIZE])
+{
+    for (int i = 0; i < ndev; i++)
+        if (memcmp(dev_ids[i], id, ZKS_NODE_ID_SIZE) == 0)
+            return i;
+    return -1;
+}
+
+static void record(device *d, const zks_blob *b)
+{
+    int from = sender_index(b->sender);
+    pthread_mutex_lock(&seen_mu);
+    seen *sn = from >= 0 ? &seen_by[d->idx][from] : &seen_by[d->idx][d->idx];
+    uint32_t seq = b->len >= HDR_LEN ? get32(b->data + 8) : UINT32_MAX;
+    if (from < 0 || b->len < HDR_LEN || get32(b->data) != MAGIC ||
+        get32(b->data + 4) != (uint32_t)from || get32(b->data + 12) != b->len || seq >= MAX_SEQ) {
+        sn->foreign++;
+        pthread_mutex_unlock(&seen_mu);
+        return;
+    }
+    uint8_t *want = malloc(b->len - HDR_LEN + 1);
+    if (want == NULL)
+        h_die("out of memory");
+    h_fill(want, b->len - HDR_LEN, body_seed(from, seq));
+    if (memcmp(want, b->data + HDR_LEN, b->len - HDR_LEN) != 0)
+        sn->corrupt++;
+    free(want);
+    if (sn->count[seq] < 255)
+        sn->count[seq]++;
+    if ((int64_t)seq <= sn->last_seq)
+        sn->out_of_order++;
+    else
+        sn->last_seq = seq;
+    pthread_mutex_unlock(&seen_mu);
+}
+
+static void *reader_main(void *arg)
+{
+    device *d = arg;
+    while (atomic_load(&d->run)) {
+        zks_pull_result pl;
+        int rc = zks_client_pull(&pl, d->c, d->cursor);
+        if (rc == ZKS_ECLOSED)
+            break;
+        if (rc == ZKS_EAGAIN) { /* not connected: ask, then look again */
+            zks_connection_info info;
+            if (zks_client_connect(&info, d->c) != 0)
+                sleep_ms(50);
+            continue;
+        }
+        if (rc != 0) { /* the session ended under the pull, a timeout: try again */
+            sleep_ms(20);
+            continue;
+        }
+        for (size_t i = 0; i < pl.count; i++)
+            record(d, &pl.blobs[i]);
+        if (pl.last > d->cursor)
+            d->cursor = pl.last;
+        int more = pl.has_more;
+        zks_pull_result_free(&pl);
+        if (!more) { /* wait for news (or look again in a while) */
+            zks_event ev;
+            zks_receiver_recv(&ev, d->rx, 100);
+        }
+    }
+    return NULL;
+}
+
+static void device_open(device *d)
+{
+    d->c = h_client(d->dir, d->group, d->relay);
+    int rc = zks_client_subscribe(&d->rx, d->c);
+    if (rc != 0)
+        h_die("subscribe: %s", zks_strerror(rc));
+    if (zks_client_device_id(dev_ids[d->idx], d->c) != 0)
+        h_die("device id");
+    if (zks_client_last_cursor(&d->cursor, d->c) != 0)
+        h_die("last cursor");
+    zks_connection_info info;
+    (void)zks_client_connect(&info, d->c); /* the reader tries again if the relay is away */
+    atomic_store(&d->run, 1);
+    if (pthread_create(&d->writer, NULL, writer_main, d) != 0 ||
+        pthread_create(&d->reader, NULL, reader_main, d) != 0)
+        h_die("pthread_create");
+}
+
+/* Closes the client (which ends calls in progress) and joins its threads. */
+static void device_close(device *d)
+{
+    atomic_store(&d->run, 0);
+    zks_client_close(d->c);
+    pthread_join(d->writer, NULL);
+    pthread_join(d->reader, NULL);
+    zks_receiver_free(d->rx);
+    zks_client_free(d->c);
+    d->rx = NULL;
+    d->c = NULL;
+}
+
+/* ---- checks ---- */
+
+static int all_arrived(void)
+{
+    int done = 1;
+    pthread_mutex_lock(&seen_mu);
+    for (int r = 0; r < ndev && done; r++)
+        for (int s = 0; s < ndev && done; s++) {
+            if (r == s)
+                continue;
+            for (uint32_t q = 0; q < devs[s].next_seq; q++)
+                if (devs[s].accepted[q] && seen_by[r][s].count[q] == 0) {
+                    done = 0;
+                    break;
+                }
+        }
+    pthread_mutex_unlock(&seen_mu);
+    return done;
+}
+
+static int report(void)
+{
+    int bad = 0;
+    for (int r = 0; r < ndev; r++)
+        for (int s = 0; s < ndev; s++) {
+            if (r == s)
+                continue;
+            const seen *sn = &seen_by[r][s];
+            uint64_t missing = 0, dup = 0, extra = 0, got = 0;
+            for (uint32_t q = 0; q < MAX_SEQ; q++) {
+                got += sn->count[q] ? 1 : 0;
+                if (sn->count[q] > 1)
+                    dup++;
+                if (q < devs[s].next_seq && devs[s].accepted[q] && sn->count[q] == 0)
+                    missing++;
+                if ((q >= devs[s].next_seq || !devs[s].accepted[q]) && sn->count[q] > 0)
+                    extra++;
+            }
+            printf("device %d from %d: %llu blobs; missing %llu, twice %llu, out of order %llu, "
+                   "damaged %llu, never accepted %llu\n",
+                   r, s, (unsigned long long)got, (unsigned long long)missing,
+                   (unsigned long long)dup, (unsigned long long)sn->out_of_order,
+                   (unsigned long long)sn->corrupt, (unsigned long long)extra);
+            /* A push that failed may still have been stored ("never accepted"): no error. */
+            if (missing || dup || sn->out_of_order || sn->corrupt)
+                bad = 1;
+        }
+    for (int r = 0; r < ndev; r++) {
+        if (seen_by[r][r].foreign) {
+            printf("device %d: %llu blobs not from this campaign\n", r,
+                   (unsigned long long)seen_by[r][r].foreign);
+            bad = 1;
+        }
+        if (devs[r].push_errors) {
+            printf("device %d: %llu pushes failed\n", r, (unsigned long long)devs[r].push_errors);
+            bad = 1;
+        }
+    }
+    return bad;
+}
+
+/* ---- the campaign ---- */
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: soak_client_chaos [--seconds S] [--seed N] [--devices D]\n");
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    unsigned seconds = 15;
+    uint32_t seed = (uint32_t)time(NULL) ^ (uint32_t)getpid();
+    for (int i = 1; i < argc; i++) {
+        if (i + 1 >= argc)
+            usage();
+        if (strcmp(argv[i], "--seconds") == 0)
+            seconds = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--seed") == 0)
+            seed = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--devices") == 0)
+            ndev = atoi(argv[++i]);
+        else
+            usage();
+    }
+    if (seconds == 0 || seconds > 86400 || ndev < 2 || ndev > MAX_DEVICES)
+        usage();
+    if (seed == 0)
+        seed = 1;
+    printf("chaos: %d devices, %u s, seed %u\n", ndev, seconds, (unsigned)seed);
+    fflush(stdout);
+    signal(SIGPIPE, SIG_IGN);
+
+    h_relay relay = {0};
+    h_relay_start(&relay, 0);
+    unsigned port = relay.port;
+    zks_group_key *group;
+    if (zks_group_key_generate(&group) != 0)
+        h_die("group key");
+    for (int i = 0; i < ndev; i++) {
+        device *d = &devs[i];
+        d->idx = i;
+        d->group = group;
+        d->relay = &relay;
+        d->rng = seed * 2654435761u + (uint32_t)i + 1u;
+        if (d->rng == 0)
+            d->rng = 1;
+        d->accepted = calloc(MAX_SEQ, 1);
+        for (int s = 0; s < ndev; s++) {
+            seen_by[i][s].count = calloc(MAX_SEQ, 1);
+            seen_by[i][s].last_seq = -1;
+            if (seen_by[i][s].count == NULL)
+                h_die("out of memory");
+        }
+        if (d->accepted == NULL)
+            h_die("out of memory");
+        h_tmpdir(d->dir, "device");
+        atomic_store(&d->writing, 1);
+        device_open(d);
+    }
+
+    uint32_t rng = seed;
+    unsigned kills = 0, stops = 0, freezes = 0, reopens = 0;
+    uint64_t end = now_ms() + (uint64_t)seconds * 1000u;
+    while (now_ms() < end) {
+        sleep_ms(300 + rnd(&rng) % 1700);
+        uint32_t what = rnd(&rng) % (CLOSE_EVERY * 2);
+        if (what < CLOSE_EVERY) { /* the relay goes away and comes back */
+            uint32_t how = rnd(&rng) % 4;
+            if (how == 3) {
+                kill(relay.pid, SIGSTOP); /* a relay that stalls: nothing is read or sent */
+                sleep_ms(200 + rnd(&rng) % 1500);
+                kill(relay.pid, SIGCONT);
+                freezes++;
+                continue;
+            }
+            h_relay_stop(&relay, how == 2 ? SIGTERM : SIGKILL);
+            if (how == 2)
+                stops++;
+            else
+                kills++;
+            sleep_ms(rnd(&rng) % 800);
+            h_relay_start(&relay, port);
+        } else if (what < CLOSE_EVERY + CLOSE_EVERY / 2) { /* an application restarts */
+            device *d = &devs[rnd(&rng) % (uint32_t)ndev];
+            device_close(d);
+            sleep_ms(rnd(&rng) % 300);
+            device_open(d);
+            reopens++;
+        }
+    }
+    printf("chaos over: relay killed %u, stopped %u, frozen %u times; %u client restarts\n", kills,
+           stops, freezes, reopens);
+    fflush(stdout);
+
+    /* Calm: the writers stop, everything accepted must arrive. */
+    for (int i = 0; i < ndev; i++)
+        atomic_store(&devs[i].writing, 0);
+    for (int i = 0; i < ndev; i++)
+        pthread_join(devs[i].writer, NULL);
+    uint64_t give_up = now_ms() + DRAIN_MS;
+    while (!all_arrived() && now_ms() < give_up)
+        sleep_ms(100);
+    int drained = all_arrived();
+    uint64_t drain_ms = now_ms() + DRAIN_MS - give_up;
+    for (int i = 0; i < ndev; i++) {
+        device *d = &devs[i];
+        atomic_store(&d->run, 0);
+        zks_client_close(d->c);
+        pthread_join(d->reader, NULL);
+        zks_receiver_free(d->rx);
+        zks_client_free(d->c);
+    }
+    uint64_t pushed = 0;
+    for (int i = 0; i < ndev; i++)
+        pushed += devs[i].next_seq;
+    printf("%llu pushes accepted in all; %s %.1f s after the chaos\n", (unsigned long long)pushed,
+           drained ? "everything had arrived" : "NOT everything had arrived",
+           (double)drain_ms / 1000.0);
+    int bad = report() || !drained || pushed == 0;
+    h_relay_stop(&relay, SIGTERM);
+    for (int i = 0; i < ndev; i++) {
+        free(devs[i].accepted);
+        for (int s = 0; s < ndev; s++)
+            free(seen_by[i][s].count);
+    }
+    zks_group_key_free(group);
+    printf("chaos: %s (seed %u)\n", bad ? "FAILED" : "every check held", (unsigned)seed);
+    return bad ? 1 : 0;
+}
