@@ -224,18 +224,21 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
-static void device_open(device *d)
+/* A client on the device's state directory, connected if the relay answers. */
+static void device_client(device *d)
 {
     d->c = h_client(d->dir, d->group, d->relay);
     int rc = zks_client_subscribe(&d->rx, d->c);
     if (rc != 0)
         h_die("subscribe: %s", zks_strerror(rc));
-    if (zks_client_device_id(dev_ids[d->idx], d->c) != 0)
-        h_die("device id");
     if (zks_client_last_cursor(&d->cursor, d->c) != 0)
         h_die("last cursor");
     zks_connection_info info;
     (void)zks_client_connect(&info, d->c); /* the reader tries again if the relay is away */
+}
+
+static void device_start(device *d)
+{
     atomic_store(&d->run, 1);
     if (pthread_create(&d->writer, NULL, writer_main, d) != 0 ||
         pthread_create(&d->reader, NULL, reader_main, d) != 0)
@@ -373,8 +376,12 @@ int main(int argc, char **argv)
             h_die("out of memory");
         h_tmpdir(d->dir, "device");
         atomic_store(&d->writing, 1);
-        device_open(d);
+        device_client(d);
+        if (zks_client_device_id(dev_ids[i], d->c) != 0)
+            h_die("device id");
     }
+    for (int i = 0; i < ndev; i++) /* every id is known before any reader looks one up */
+        device_start(&devs[i]);
 
     uint32_t rng = seed;
     unsigned kills = 0, stops = 0, freezes = 0, reopens = 0;
@@ -402,7 +409,8 @@ int main(int argc, char **argv)
             device *d = &devs[rnd(&rng) % (uint32_t)ndev];
             device_close(d);
             sleep_ms(rnd(&rng) % 300);
-            device_open(d);
+            device_client(d);
+            device_start(d);
             reopens++;
         }
     }
