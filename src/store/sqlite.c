@@ -131,7 +131,7 @@ static const char *const migrations[] = {
     X(PENDING, "SELECT count(*) FROM blobs"                                                        \
                " WHERE gid = ?1 AND cursor > ?2 AND sender <> ?3 AND expires_ms > ?4")             \
     X(UNDELIVERED, "SELECT EXISTS (SELECT 1 FROM devices WHERE gid = ?1 AND revoked = 0"           \
-                   " AND device_id <> ?2 AND acked_cursor < ?3)")                                  \
+                   " AND acked_cursor < ?2)")                                                      \
     X(DEVICE_FIND, "SELECT acked_cursor, revoked FROM devices WHERE gid = ?1 AND device_id = ?2")  \
     X(DEVICE_UPSERT, "INSERT INTO devices (gid, device_id, name, created_ms, last_seen_ms)"        \
                      " VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (gid, device_id) DO UPDATE"         \
@@ -151,7 +151,7 @@ static const char *const migrations[] = {
                      " WHERE gid = ?1 AND revoked = 0 ORDER BY acked_cursor LIMIT 2")              \
     X(DELIVERED_DELETE, "DELETE FROM blobs WHERE gid = ?1 AND cursor IN (SELECT cursor FROM blobs" \
                         " WHERE gid = ?1 AND cursor > ?2 AND (?3 IS NULL OR sender <> ?3)"         \
-                        " AND (cursor <= ?4 OR (cursor <= ?5 AND sender = ?6))"                    \
+                        " AND cursor <= ?4 AND (?5 OR sender IS NOT ?6)"                           \
                         " ORDER BY cursor LIMIT ?7)")                                              \
     X(EXPIRE, "DELETE FROM blobs WHERE (gid, cursor) IN (SELECT gid, cursor FROM blobs"            \
               " WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2)")                             \
@@ -457,33 +457,33 @@ static int device_ack(sq_store *s, int64_t gid, const uint8_t *device_id, int64_
 
 /*
  * Deletes, in one group, the blobs after `after` (not sent by `exclude`, when
- * given) that every non-revoked device other than their sender has pulled,
- * at most `max_rows` (negative: all). Only the two lowest acked cursors
- * matter: with D1 the device furthest behind at a1 and a2 the next lowest
- * (unbounded when D1 is alone), a blob at cursor c from S is delivered to all
- * when c <= a1, or when S is D1 itself and c <= a2. With no devices at all,
- * every blob qualifies.
+ * given) that every non-revoked device has confirmed, their sender included,
+ * at most `max_rows` (negative: all). The sender counts because it may still
+ * hold the blob in its outbox, unacknowledged (the acknowledgement was lost
+ * with its connection): once the blob is gone, the relay could no longer
+ * recognise the retry by its id and would store and announce it again. A
+ * device confirms a cursor only after its outbox no longer holds its own
+ * blobs up to there (docs/STORAGE.md, "Delivered to all").
+ *
+ * So only the lowest acknowledgement a1 matters: a blob at cursor c is
+ * delivered to all when c <= a1. The cleanup job (no `exclude`) also wants a
+ * device other than the sender to hold it: with no device a1 stays 0, and a
+ * lone device's own blobs wait, until their TTL, for the devices that join
+ * later. A revocation (`exclude` set) removes what was waiting for the
+ * revoked device alone, so there an absent device waits for nothing.
  */
 static int delete_delivered_in(sq_store *s, int64_t gid, int64_t after, const uint8_t *exclude,
                                int64_t max_rows, uint64_t *deleted)
 {
-    /*
-     * The cleanup job (no `exclude`) counts nothing as delivered until some
-     * device other than its sender has confirmed it: with no device a1 stays
-     * 0 and with one device a2 does, so a lone device's own blobs wait, until
-     * their TTL, for the devices that join later. A revocation (`exclude` set)
-     * removes what was waiting for the revoked device alone, so there an
-     * absent device waits for nothing.
-     */
     uint8_t d1[ZKS_STORE_ID_LEN];
-    int have_d1 = 0;
-    int64_t a1 = exclude ? INT64_MAX : 0, a2 = exclude ? INT64_MAX : 0;
+    int have_d1 = 0, devices = 0;
+    int64_t a1 = exclude ? INT64_MAX : 0;
     sqlite3_stmt *st = stmt(s, ST_DEVICE_LOWEST);
     if (sqlite3_bind_int64(st, 1, gid))
         return fail(s, sqlite3_errcode(s->db), "bind");
-    int rc, rows = 0;
+    int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (rows++ == 0) {
+        if (devices++ == 0) {
             const void *p = sqlite3_column_blob(st, 0);
             if (p == NULL || sqlite3_column_bytes(st, 0) != ZKS_STORE_ID_LEN) {
                 sqlite3_reset(st);
@@ -493,18 +493,18 @@ static int delete_delivered_in(sq_store *s, int64_t gid, int64_t after, const ui
             memcpy(d1, p, sizeof d1);
             have_d1 = 1;
             a1 = sqlite3_column_int64(st, 1);
-        } else {
-            a2 = sqlite3_column_int64(st, 1);
         }
     }
     sqlite3_reset(st);
     if (rc != SQLITE_DONE)
         return fail(s, rc, "find lowest delivery");
+    /* The lowest device's own blobs may go when another device holds them too. */
+    int own_ok = exclude != NULL || devices >= 2;
 
     st = stmt(s, ST_DELIVERED_DELETE);
     if (sqlite3_bind_int64(st, 1, gid) || sqlite3_bind_int64(st, 2, after) ||
         (exclude ? bind_id(st, 3, exclude) : sqlite3_bind_null(st, 3)) ||
-        sqlite3_bind_int64(st, 4, a1) || sqlite3_bind_int64(st, 5, a2) ||
+        sqlite3_bind_int64(st, 4, a1) || sqlite3_bind_int(st, 5, own_ok) ||
         (have_d1 ? bind_id(st, 6, d1) : sqlite3_bind_null(st, 6)) ||
         sqlite3_bind_int64(st, 7, max_rows))
         return fail(s, sqlite3_errcode(s->db), "bind");
@@ -1178,8 +1178,7 @@ static int sq_delete_blob(zks_store *base, uint64_t *cursor, const uint8_t *grou
         }
     } else {
         st = stmt(s, ST_UNDELIVERED);
-        if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, sender) ||
-            sqlite3_bind_int64(st, 3, c)) {
+        if (sqlite3_bind_int64(st, 1, g.gid) || sqlite3_bind_int64(st, 2, c)) {
             rc = fail(s, sqlite3_errcode(s->db), "bind");
             goto out;
         }

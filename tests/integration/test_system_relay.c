@@ -466,6 +466,67 @@ static void test_kill9_loses_nothing_acknowledged(void **state)
     dev_free(&r);
 }
 
+/*
+ * A push whose acknowledgement its sender never saw (the connection died
+ * first) stays in the sender's outbox and is sent again later. The relay
+ * keeps the blob, even once every other device has it and the cleanup job
+ * has run, until the sender itself confirms it: the retry then still finds
+ * it by its id, is acknowledged with the cursor it has, and is neither
+ * stored nor announced a second time.
+ */
+static void test_retry_after_cleanup_is_no_duplicate(void **state)
+{
+    struct env *e = *state;
+    static const char *const flags[] = {"--cleanup-interval-s", "1", NULL};
+    relay_start(&e->relay, "127.0.0.1:0", flags);
+    device a, b;
+    dev_init(&a, &e->loop);
+    dev_init(&b, &e->loop);
+    dev_join(&a, &e->relay, e->group, "a");
+    dev_join(&b, &e->relay, e->group, "b");
+    zks_buf env;
+    zks_buf_init(&env, 0);
+    uint8_t id[16];
+    zks_msg push, ack, resp;
+    size_t n;
+    make_push(&push, &env, e->group, &a, id, "only once", 9);
+    dev_call(&a, &push, &ack); /* as far as A's outbox knows, never acknowledged */
+    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(ack.u.push_ack.cursor, 1);
+
+    /* B takes it and confirms it; cleanup runs every second. */
+    pull_all(&b, 0, &resp, &n);
+    assert_int_equal(n, 1);
+    zks_msg_clear(&resp);
+    pull_all(&b, 1, &resp, &n);
+    zks_msg_clear(&resp);
+    run_for_ms(&e->loop, 2500);
+    size_t announced = b.npushed;
+
+    dev_call(&a, &push, &ack);
+    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(ack.u.push_ack.cursor, 1);
+    pull_all(&b, 1, &resp, &n);
+    assert_int_equal(n, 0);
+    zks_msg_clear(&resp);
+    run_for_ms(&e->loop, 200);
+    assert_int_equal(b.npushed, announced);
+
+    /* Once A has confirmed it too, the cleanup deletes it. */
+    pull_all(&a, 1, &resp, &n);
+    zks_msg_clear(&resp);
+    pull_all(&b, 0, &resp, &n);
+    assert_int_equal(n, 1);
+    zks_msg_clear(&resp);
+    run_for_ms(&e->loop, 2500);
+    pull_all(&b, 0, &resp, &n);
+    assert_int_equal(n, 0);
+    zks_msg_clear(&resp);
+    zks_buf_free(&env);
+    dev_free(&a);
+    dev_free(&b);
+}
+
 static void test_ttl_expiry(void **state)
 {
     struct env *e = *state;
@@ -668,6 +729,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_refusals_over_the_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_loses_nothing_acknowledged, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_cleanup_is_no_duplicate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_shutdown_with_pushes_in_flight, setup,
                                         teardown),

@@ -817,11 +817,13 @@ static void test_revoke(void **state)
     assert_int_equal(zks_store_token_register(f->s, G1, DC, "fcm", (const uint8_t *)"tok", 3, 1),
                      0);
 
-    /* B has pulled 1-2; C nothing. 1-2 are then pending only for C. */
+    /* B has pulled 1-2, and A, their sender, has confirmed them too; C nothing. 1-2 are then
+     * pending only for C. */
     zks_store_pull_result r;
     assert_int_equal(zks_store_pull(f->s, &r, G1, DB, 0, 2, 0, 1000), 0);
     zks_store_pull_result_free(&r);
     confirm(f->s, G1, DB, 2, 1000);
+    confirm(f->s, G1, DA, 2, 1000);
 
     uint64_t deleted = 99;
     assert_int_equal(zks_store_device_revoke(f->s, &deleted, G1, DC, 3000), 0);
@@ -882,8 +884,9 @@ static void test_revoke(void **state)
                      ZKS_STORE_EREVOKED);
     assert_int_equal(zks_store_device_revoke(f->s, NULL, G1, NULL, 1), ZKS_EINVAL);
 
-    /* Revoking B leaves only A: 3-4 were pending only for B (A sent them), and
-     * C's blob 5 waited for A as well as B, so it stays. */
+    /* Revoking B leaves only A, which has confirmed its own 3-4: they were pending only for
+     * B. C's blob 5 waited for A as well as B, so it stays. */
+    confirm(f->s, G1, DA, 4, 7000);
     assert_int_equal(zks_store_device_revoke(f->s, &deleted, G1, DB, 7000), 0);
     assert_int_equal(deleted, 2);
     assert_int_equal(zks_store_group_info(f->s, &info, G1, DA, 7000), 0);
@@ -912,12 +915,15 @@ static void test_delete(void **state)
     assert_int_equal(cursor, 1);
     assert_int_equal(zks_store_delete(f->s, &cursor, G1, x.blob_id, DA, 1), ZKS_ENOENT);
 
-    /* Once B has it, anyone may delete it; the sender itself never had to pull. */
+    /* Once every device has confirmed it, its sender too (which may otherwise still hold it
+     * in its outbox, to send again), anyone may delete it. */
     zks_store_pull_result r;
     assert_int_equal(zks_store_pull(f->s, &r, G1, DB, 0, 10, 0, 1000), 0);
     zks_store_pull_result_free(&r);
     assert_int_equal(zks_store_delete(f->s, &cursor, G1, y.blob_id, DB, 0), ZKS_STORE_EUNDELIVERED);
     confirm(f->s, G1, DB, 2, 1000);
+    assert_int_equal(zks_store_delete(f->s, &cursor, G1, y.blob_id, DB, 0), ZKS_STORE_EUNDELIVERED);
+    confirm(f->s, G1, DA, 2, 1000);
     assert_int_equal(zks_store_delete(f->s, &cursor, G1, y.blob_id, DB, 0), 0);
     assert_int_equal(cursor, 2);
 
@@ -927,6 +933,7 @@ static void test_delete(void **state)
     assert_int_equal(zks_store_pull(f->s, &r, G1, DB, 2, 10, 0, 1000), 0);
     zks_store_pull_result_free(&r);
     confirm(f->s, G1, DB, 3, 1000);
+    confirm(f->s, G1, DA, 3, 1000);
     assert_int_equal(zks_store_delete(f->s, &cursor, G1, z.blob_id, DA, 0), ZKS_STORE_EUNDELIVERED);
     assert_int_equal(zks_store_device_revoke(f->s, NULL, G1, DD, 1000), 0);
     assert_int_equal(zks_store_delete(f->s, &cursor, G1, z.blob_id, DA, 0), ZKS_STORE_EUNDELIVERED);
@@ -1032,12 +1039,20 @@ static void test_delete_delivered(void **state)
     zks_store_pull_result r;
     assert_int_equal(zks_store_pull(f->s, &r, G1, DB, 0, 10, 0, 1000), 0);
     zks_store_pull_result_free(&r);
-    /* B has everything; A has nothing, but 1-3 are its own. */
+    /* B has everything. A has confirmed nothing, not even its own 1-3: until it does, its
+     * outbox may still hold them, and a retry must find them by their ids. */
     confirm(f->s, G1, DB, 5, 1000);
     assert_int_equal(zks_store_delete_delivered(f->s, &deleted, 0), 0);
+    assert_int_equal(deleted, 0);
+    confirm(f->s, G1, DA, 3, 1000);
+    assert_int_equal(zks_store_delete_delivered(f->s, &deleted, 0), 0);
     assert_int_equal(deleted, 3);
+    zks_store_push_result again;
+    zks_store_push retry = item(G1, DA, 2, 10);
+    assert_int_equal(zks_store_push_batch(f->s, &again, &retry, 1, 1000), 0);
+    assert_int_equal(again.cursor, 6); /* gone, so a retry now would be stored anew */
 
-    assert_int_equal(zks_store_pull(f->s, &r, G1, DA, 0, 1, 0, 1000), 0);
+    assert_int_equal(zks_store_pull(f->s, &r, G1, DA, 3, 1, 0, 1000), 0);
     assert_int_equal(r.n, 1);
     assert_int_equal(r.blobs[0].cursor, 4);
     zks_store_pull_result_free(&r);
@@ -1045,10 +1060,12 @@ static void test_delete_delivered(void **state)
     assert_int_equal(zks_store_delete_delivered(f->s, &deleted, 0), 0);
     assert_int_equal(deleted, 1);
 
-    /* A lone device's blobs wait for the devices that join later... */
+    /* A lone device's blobs wait for the devices that join later, even once it confirmed
+     * them itself... */
     hello(f->s, G2, DA, "a", 1000);
     for (uint32_t i = 10; i < 15; i++)
         push1(f->s, G2, DA, i, 10, 1000);
+    confirm(f->s, G2, DA, 5, 1000);
     assert_int_equal(zks_store_delete_delivered(f->s, &deleted, 0), 0);
     assert_int_equal(deleted, 0);
     /* ...and go once one has joined and confirmed them, in bounded steps. */
