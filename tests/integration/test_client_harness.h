@@ -258,7 +258,7 @@ static zks_config *h_config(const char *dir, const zks_group_key *g, const h_rel
     return cfg;
 }
 
-static zks_client *h_client(const char *dir, const zks_group_key *g, const h_relay *relay)
+static inline zks_client *h_client(const char *dir, const zks_group_key *g, const h_relay *relay)
 {
     zks_config *cfg = h_config(dir, g, relay);
     zks_client *c;

@@ -14,8 +14,9 @@
  *   - in order: one sender's blobs arrive in the order it pushed them;
  *   - intact: each blob's bytes are the ones pushed.
  *
- * Usage: soak_client_chaos [--seconds S] [--seed N] [--devices D]
- * The short run in the test suite is 15 s; `make soak` runs it for longer.
+ * Usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T]
+ * The first T devices (1 by default) use TLS over TCP, the others QUIC. The
+ * short run in the test suite is 15 s; `make soak` runs it for longer.
  * Every wait is bounded; the relay listens on 127.0.0.1 only. Exit 0 when
  * every check held, 1 otherwise, 77 when there is no relay binary.
  */
@@ -37,6 +38,7 @@
 
 typedef struct device {
     int idx;
+    int tcp; /* TLS over TCP instead of QUIC */
     char dir[PATH_MAX];
     zks_group_key *group;
     h_relay *relay;
@@ -63,6 +65,7 @@ static device devs[MAX_DEVICES];
 static seen seen_by[MAX_DEVICES][MAX_DEVICES];
 static uint8_t dev_ids[MAX_DEVICES][ZKS_NODE_ID_SIZE];
 static int ndev = 3;
+static int ntcp = 1;
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static uint32_t rnd(uint32_t *s)
@@ -227,8 +230,14 @@ static void *reader_main(void *arg)
 /* A client on the device's state directory, connected if the relay answers. */
 static void device_client(device *d)
 {
-    d->c = h_client(d->dir, d->group, d->relay);
-    int rc = zks_client_subscribe(&d->rx, d->c);
+    zks_config *cfg = h_config(d->dir, d->group, d->relay);
+    if (d->tcp && zks_config_set_tcp_only(cfg, 1) != 0)
+        h_die("tcp only");
+    int rc = zks_client_new(&d->c, cfg);
+    zks_config_free(cfg);
+    if (rc != 0)
+        h_die("client: %s", zks_strerror(rc));
+    rc = zks_client_subscribe(&d->rx, d->c);
     if (rc != 0)
         h_die("subscribe: %s", zks_strerror(rc));
     if (zks_client_last_cursor(&d->cursor, d->c) != 0)
@@ -323,7 +332,7 @@ static int report(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: soak_client_chaos [--seconds S] [--seed N] [--devices D]\n");
+    fprintf(stderr, "usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T]\n");
     exit(2);
 }
 
@@ -340,14 +349,18 @@ int main(int argc, char **argv)
             seed = (uint32_t)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--devices") == 0)
             ndev = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--tcp") == 0)
+            ntcp = atoi(argv[++i]);
         else
             usage();
     }
-    if (seconds == 0 || seconds > 86400 || ndev < 2 || ndev > MAX_DEVICES)
+    if (seconds == 0 || seconds > 86400 || ndev < 2 || ndev > MAX_DEVICES || ntcp < 0 ||
+        ntcp > ndev)
         usage();
     if (seed == 0)
         seed = 1;
-    printf("chaos: %d devices, %u s, seed %u\n", ndev, seconds, (unsigned)seed);
+    printf("chaos: %d devices (%d of them over TCP), %u s, seed %u\n", ndev, ntcp, seconds,
+           (unsigned)seed);
     fflush(stdout);
     signal(SIGPIPE, SIG_IGN);
 
@@ -360,6 +373,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < ndev; i++) {
         device *d = &devs[i];
         d->idx = i;
+        d->tcp = i < ntcp;
         d->group = group;
         d->relay = &relay;
         d->rng = seed * 2654435761u + (uint32_t)i + 1u;
