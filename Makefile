@@ -10,6 +10,7 @@ JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 FUZZ_SMOKE_SECONDS ?= 4
 SOAK_SECONDS ?= 600
+SOAK_LOSS ?= 3
 SOAK_SEED ?=
 CTEST = ctest --output-on-failure -j $(JOBS)
 
@@ -50,10 +51,11 @@ fuzz-smoke:
 	$(MAKE) --no-print-directory build-fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 	cd build-fuzz && ctest --output-on-failure -j $(JOBS) -L fuzz
 
-# The suite runs the chaos campaign for 15 s; this runs it for SOAK_SECONDS, with SOAK_SEED if
-# given (the campaign prints the seed it used).
+# The suite runs the chaos campaign for 15 s; this runs it for SOAK_SECONDS, with SOAK_LOSS percent
+# of the QUIC datagrams dropped, and SOAK_SEED if given (the campaign prints the seed it used).
 soak: build
-	./build/soak_client_chaos --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+	./build/soak_client_chaos --seconds $(SOAK_SECONDS) --loss $(SOAK_LOSS) \
+	    $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 bench: build
 	@for b in build/bench_*; do [ -x "$$b" ] && "$$b"; done

@@ -15,20 +15,25 @@
  *   - intact: each blob's bytes are the ones pushed.
  *
  * Usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T]
- * The first T devices (1 by default) use TLS over TCP, the others QUIC. The
- * short run in the test suite is 15 s; `make soak` runs it for longer.
+ *                          [--loss P]
+ * The first T devices (1 by default) use TLS over TCP, the others QUIC,
+ * through a path that loses P% of the datagrams (0 by default). The short
+ * run in the test suite is 15 s with 3% lost; `make soak` runs longer.
  * Every wait is bounded; the relay listens on 127.0.0.1 only. Exit 0 when
  * every check held, 1 otherwise, 77 when there is no relay binary.
  */
 #include "integration/test_client_harness.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/socket.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #define MAX_DEVICES 6
-#define MAX_SEQ     200000 /* pushes per device, at most */
+#define MAX_SEQ     2000000 /* pushes per device, at most */
 #define MAX_BLOB    (96 * 1024)
 #define HDR_LEN     16
 #define MAGIC       0x7a6b7343u /* "zksC" */
@@ -41,7 +46,7 @@ typedef struct device {
     int tcp; /* TLS over TCP instead of QUIC */
     char dir[PATH_MAX];
     zks_group_key *group;
-    h_relay *relay;
+    const h_relay *relay; /* the relay's address as this device dials it */
     zks_client *c;
     zks_receiver *rx;
     pthread_t writer, reader;
@@ -66,6 +71,7 @@ static seen seen_by[MAX_DEVICES][MAX_DEVICES];
 static uint8_t dev_ids[MAX_DEVICES][ZKS_NODE_ID_SIZE];
 static int ndev = 3;
 static int ntcp = 1;
+static unsigned loss_pct;
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static uint32_t rnd(uint32_t *s)
@@ -117,6 +123,149 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- a lossy path ----
+ * With --loss P, the QUIC devices reach the relay through a UDP relay in
+ * this process that drops P% of the datagrams in each direction. Each
+ * client address gets a socket of its own towards the relay, so the relay
+ * still sees one address per connection; the least recently used of them
+ * makes room for a new one (clients open a socket per connection). */
+
+#define PX_PEERS 32
+
+typedef struct px_peer {
+    struct sockaddr_in client;
+    int back; /* connected to the relay; -1: free */
+    uint64_t used;
+} px_peer;
+
+typedef struct proxy {
+    int front;
+    uint16_t port;
+    struct sockaddr_in relay;
+    px_peer peers[PX_PEERS];
+    unsigned loss_pct;
+    uint32_t rng;
+    uint64_t tick, passed, dropped;
+    atomic_int stop;
+    pthread_t thread;
+} proxy;
+
+static int px_drop(proxy *p)
+{
+    return rnd(&p->rng) % 100 < p->loss_pct;
+}
+
+static px_peer *px_peer_for(proxy *p, const struct sockaddr_in *from)
+{
+    px_peer *lru = &p->peers[0];
+    for (int i = 0; i < PX_PEERS; i++) {
+        px_peer *e = &p->peers[i];
+        if (e->back >= 0 && e->client.sin_port == from->sin_port &&
+            e->client.sin_addr.s_addr == from->sin_addr.s_addr) {
+            e->used = ++p->tick;
+            return e;
+        }
+        if (e->back < 0 || e->used < lru->used)
+            lru = e;
+    }
+    if (lru->back >= 0)
+        close(lru->back);
+    lru->back = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (lru->back < 0 ||
+        connect(lru->back, (const struct sockaddr *)&p->relay, sizeof p->relay) != 0)
+        h_die("proxy socket: %s", strerror(errno));
+    lru->client = *from;
+    lru->used = ++p->tick;
+    return lru;
+}
+
+static void *px_main(void *arg)
+{
+    proxy *p = arg;
+    static uint8_t buf[65536];
+    while (!atomic_load(&p->stop)) {
+        struct pollfd fds[PX_PEERS + 1];
+        int map[PX_PEERS + 1], n = 0;
+        fds[n] = (struct pollfd){.fd = p->front, .events = POLLIN};
+        map[n++] = -1;
+        for (int i = 0; i < PX_PEERS; i++)
+            if (p->peers[i].back >= 0) {
+                fds[n] = (struct pollfd){.fd = p->peers[i].back, .events = POLLIN};
+                map[n++] = i;
+            }
+        if (poll(fds, (nfds_t)n, 50) <= 0)
+            continue;
+        for (int k = 0; k < n; k++) {
+            if (!(fds[k].revents & (POLLIN | POLLERR)))
+                continue;
+            for (int burst = 0; burst < 64; burst++) {
+                if (map[k] < 0) { /* client -> relay */
+                    struct sockaddr_in from;
+                    socklen_t fl = sizeof from;
+                    ssize_t len =
+                        recvfrom(p->front, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl);
+                    if (len < 0)
+                        break;
+                    px_peer *e = px_peer_for(p, &from);
+                    if (px_drop(p)) {
+                        p->dropped++;
+                        continue;
+                    }
+                    p->passed++;
+                    (void)send(e->back, buf, (size_t)len, 0); /* refused while the relay is away */
+                } else {                                      /* relay -> client */
+                    px_peer *e = &p->peers[map[k]];
+                    ssize_t len = recv(e->back, buf, sizeof buf, 0);
+                    if (len < 0) {
+                        if (errno == EAGAIN || errno == EWOULDBLOCK)
+                            break;
+                        continue; /* an ICMP error while the relay was away: read on */
+                    }
+                    if (px_drop(p)) {
+                        p->dropped++;
+                        continue;
+                    }
+                    p->passed++;
+                    (void)sendto(p->front, buf, (size_t)len, 0, (struct sockaddr *)&e->client,
+                                 sizeof e->client);
+                }
+            }
+        }
+    }
+    return NULL;
+}
+
+static void px_start(proxy *p, unsigned relay_port, unsigned pct, uint32_t seed)
+{
+    memset(p, 0, sizeof *p);
+    p->loss_pct = pct;
+    p->rng = seed ? seed : 1;
+    for (int i = 0; i < PX_PEERS; i++)
+        p->peers[i].back = -1;
+    p->relay = (struct sockaddr_in){.sin_family = AF_INET, .sin_port = htons((uint16_t)relay_port)};
+    p->relay.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    me.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t ml = sizeof me;
+    p->front = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->front < 0 || bind(p->front, (struct sockaddr *)&me, sizeof me) != 0 ||
+        getsockname(p->front, (struct sockaddr *)&me, &ml) != 0)
+        h_die("proxy: %s", strerror(errno));
+    p->port = ntohs(me.sin_port);
+    if (pthread_create(&p->thread, NULL, px_main, p) != 0)
+        h_die("pthread_create");
+}
+
+static void px_stop(proxy *p)
+{
+    atomic_store(&p->stop, 1);
+    pthread_join(p->thread, NULL);
+    close(p->front);
+    for (int i = 0; i < PX_PEERS; i++)
+        if (p->peers[i].back >= 0)
+            close(p->peers[i].back);
 }
 
 /* ---- a device's threads ---- */
@@ -332,7 +481,8 @@ static int report(void)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T]\n");
+    fprintf(stderr, "usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T] "
+                    "[--loss P]\n");
     exit(2);
 }
 
@@ -351,22 +501,33 @@ int main(int argc, char **argv)
             ndev = atoi(argv[++i]);
         else if (strcmp(argv[i], "--tcp") == 0)
             ntcp = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--loss") == 0)
+            loss_pct = (unsigned)strtoul(argv[++i], NULL, 10);
         else
             usage();
     }
     if (seconds == 0 || seconds > 86400 || ndev < 2 || ndev > MAX_DEVICES || ntcp < 0 ||
-        ntcp > ndev)
+        ntcp > ndev || loss_pct > 50)
         usage();
     if (seed == 0)
         seed = 1;
-    printf("chaos: %d devices (%d of them over TCP), %u s, seed %u\n", ndev, ntcp, seconds,
-           (unsigned)seed);
+    printf("chaos: %d devices (%d of them over TCP), %u%% of QUIC datagrams lost, %u s, seed %u\n",
+           ndev, ntcp, loss_pct, seconds, (unsigned)seed);
     fflush(stdout);
     signal(SIGPIPE, SIG_IGN);
 
     h_relay relay = {0};
     h_relay_start(&relay, 0);
     unsigned port = relay.port;
+    /* The QUIC devices' view of the relay: itself, or the lossy path to it. */
+    static proxy px;
+    h_relay lossy = relay;
+    if (loss_pct > 0) {
+        px_start(&px, port, loss_pct, seed ^ 0x5bd1e995u);
+        char *colon = strrchr(lossy.addr, ':');
+        snprintf(colon + 1, sizeof lossy.addr - (size_t)(colon + 1 - lossy.addr), "%u",
+                 (unsigned)px.port);
+    }
     zks_group_key *group;
     if (zks_group_key_generate(&group) != 0)
         h_die("group key");
@@ -375,7 +536,7 @@ int main(int argc, char **argv)
         d->idx = i;
         d->tcp = i < ntcp;
         d->group = group;
-        d->relay = &relay;
+        d->relay = d->tcp ? &relay : &lossy;
         d->rng = seed * 2654435761u + (uint32_t)i + 1u;
         if (d->rng == 0)
             d->rng = 1;
@@ -458,6 +619,11 @@ int main(int argc, char **argv)
            (double)drain_ms / 1000.0);
     int bad = report() || !drained || pushed == 0;
     h_relay_stop(&relay, SIGTERM);
+    if (loss_pct > 0) {
+        px_stop(&px);
+        printf("lossy path: %llu datagrams passed, %llu dropped\n", (unsigned long long)px.passed,
+               (unsigned long long)px.dropped);
+    }
     for (int i = 0; i < ndev; i++) {
         free(devs[i].accepted);
         for (int s = 0; s < ndev; s++)
