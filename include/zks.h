@@ -665,8 +665,10 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
  * state directory before the call returns when the relay answered, and with
  * the confirmation of an answer from the inline cache, at most 50 ms later
  * and before the relay hears of the delivery, or when the client closes (a
- * crash in between makes the device pull those blobs again). Free the
- * result with zks_pull_result_free. Blocking.
+ * crash in between makes the device pull those blobs again). A blob this
+ * device pushed that the relay's answer returns leaves the outbox if it is
+ * still there (its acknowledgement was lost). Free the result with
+ * zks_pull_result_free. Blocking.
  * Errors: ZKS_EAGAIN (not connected), ZKS_ENOENT (no group key),
  * ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_EPROTO (a malformed response),
  * ZKS_ECONNRESET (the session ended first), ZKS_ENOMEM, ZKS_ECLOSED.

@@ -718,6 +718,52 @@ uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32])
     return after;
 }
 
+static int cmp_blob_id(const void *a, const void *b)
+{
+    return memcmp(a, b, ZKS_BLOB_ID_SIZE);
+}
+
+/*
+ * A pull the relay answered returned blobs this device pushed: they are
+ * stored, so any of them still in the outbox (its PUSH_ACK lost with a
+ * connection) leaves it before the pull's cursor is written and the relay
+ * hears of it. Once every device has confirmed a blob the relay may delete
+ * it, and a row left behind would then be sent again and stored as a new
+ * blob (docs/STORAGE.md, "Delivered to all"). Best effort: a row that stays
+ * is still deduplicated while the relay holds the blob.
+ */
+static void outbox_drop_pulled(zks_client *c, const zks_pull_result *res)
+{
+    uint8_t(*own)[ZKS_BLOB_ID_SIZE] = NULL;
+    size_t nown = 0;
+    for (size_t i = 0; i < res->count; i++) {
+        if (memcmp(res->blobs[i].sender, c->device_id, ZKS_NODE_ID_SIZE) != 0)
+            continue;
+        if (own == NULL && (own = malloc(res->count * sizeof *own)) == NULL)
+            return;
+        memcpy(own[nown++], res->blobs[i].id, ZKS_BLOB_ID_SIZE);
+    }
+    if (nown == 0)
+        return;
+    qsort(own, nown, sizeof *own, cmp_blob_id);
+    zks__outbox_row *rows = NULL;
+    size_t n = 0;
+    zks__state_lock(c, on_io_thread(c));
+    int rc = zks__state_outbox_list(c->st, zks_group_id(c->group->g), &rows, &n);
+    int64_t *seqs = rc == 0 && n > 0 ? malloc(n * sizeof *seqs) : NULL;
+    size_t nseqs = 0;
+    for (size_t j = 0; seqs && j < n; j++)
+        if (bsearch(rows[j].blob_id, own, nown, sizeof *own, cmp_blob_id) != NULL)
+            seqs[nseqs++] = rows[j].seq;
+    if (nseqs > 0 && (rc = zks__state_outbox_delete(c->st, seqs, nseqs)) != 0)
+        ZKS_LOGW("client: cannot drop %zu pulled blobs from the outbox: %s", nseqs,
+                 zks_strerror(rc));
+    zks__state_unlock(c);
+    free(seqs);
+    free(rows);
+    free(own);
+}
+
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
 {
     if (out == NULL)
@@ -743,8 +789,10 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
             return rc;
         if (rc == 0)
             rc = open_pull(out, c, r->body, r->body_len);
-        if (rc == 0)
+        if (rc == 0) {
+            outbox_drop_pulled(c, out);
             raise_last_cursor(c, r->relay_id, out->last);
+        }
     }
     req_free(r);
     if (rc != 0)

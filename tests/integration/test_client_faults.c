@@ -2,7 +2,8 @@
  * The client against relays that misbehave or refuse, and against the
  * races of closing: a refused push does not stall the outbox, a relay that
  * never answers HELLO is given up for the next, rows another client sent
- * keep the order of the rest, relay-opened streams whose message is
+ * keep the order of the rest, a push whose acknowledgement was lost leaves
+ * the outbox when a pull returns it, relay-opened streams whose message is
  * ignored still return their credit, and requests ended by a close are
  * freed (checked by LeakSanitizer in the sanitizer build).
  *
@@ -14,6 +15,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <cmocka.h>
@@ -63,6 +65,7 @@ static int is_blob(const zks_event *ev, const void *arg)
 enum fake_mode {
     FAKE_SILENT, /* accepts connections and never answers HELLO */
     FAKE_FLOOD,  /* WELCOME, then streams of its own the client ignores, then NOTIFY */
+    FAKE_KEEP,   /* WELCOME; keeps the first push without acknowledging it, and pulls return it */
 };
 
 #define FLOOD_EACH    150
@@ -85,6 +88,10 @@ typedef struct fake_relay {
     int sent; /* streams opened before the NOTIFY */
     int notified;
     uint8_t notify_id[16];
+    uint8_t kept_id[16]; /* FAKE_KEEP: the push it holds, set before `kept` */
+    uint8_t *kept_env;
+    size_t kept_len;
+    atomic_int kept;
 } fake_relay;
 
 static void fake_send(fake_relay *f, int64_t stream, const uint8_t *body, size_t len)
@@ -153,12 +160,60 @@ static void fake_closed(void *user, zks_conn *conn, const zks_net_close_info *in
         f->conn = NULL;
 }
 
+static void fake_reply(fake_relay *f, int64_t stream, const zks_msg *m)
+{
+    zks_buf b;
+    zks_buf_init(&b, 0);
+    assert_int_equal(zks_msg_encode(&b, m), 0);
+    fake_send(f, stream, b.data, b.len);
+    zks_buf_free(&b);
+}
+
+/* FAKE_KEEP: answers HELLO and PULL; holds the first PUSH and never acknowledges it. */
+static void fake_keep(fake_relay *f, zks_conn *conn, int64_t stream, const zks_msg *m)
+{
+    zks_msg r;
+    if (m->type == ZKS_MSG_HELLO) {
+        zks_msg_init(&r, ZKS_MSG_WELCOME);
+        memcpy(r.u.welcome.relay_id, f->id, 32);
+        r.u.welcome.server_time = 1;
+        fake_reply(f, stream, &r);
+    } else if (m->type == ZKS_MSG_PUSH && !atomic_load(&f->kept)) {
+        memcpy(f->kept_id, m->u.push.blob_id, 16);
+        f->kept_env = malloc(m->u.push.envelope.len);
+        assert_non_null(f->kept_env);
+        memcpy(f->kept_env, m->u.push.envelope.p, m->u.push.envelope.len);
+        f->kept_len = m->u.push.envelope.len;
+        atomic_store(&f->kept, 1);
+    } else if (m->type == ZKS_MSG_PULL) {
+        struct zks_msg_blob blob;
+        memset(&blob, 0, sizeof blob);
+        memcpy(blob.blob_id, f->kept_id, 16);
+        blob.cursor = 1;
+        memcpy(blob.sender, zks_conn_peer_id(conn), 32);
+        blob.time = 1;
+        blob.envelope.p = f->kept_env;
+        blob.envelope.len = f->kept_len;
+        zks_msg_init(&r, ZKS_MSG_PULL_RESPONSE);
+        int have = atomic_load(&f->kept) && m->u.pull.after < 1;
+        r.u.pull_response.blobs = &blob;
+        r.u.pull_response.nblobs = have ? 1 : 0;
+        r.u.pull_response.max_cursor = atomic_load(&f->kept) ? 1 : 0;
+        fake_reply(f, stream, &r);
+    }
+}
+
 static void fake_frame(void *user, zks_conn *conn, int64_t stream, const uint8_t *body, size_t len)
 {
     fake_relay *f = user;
     zks_msg m;
     if (zks_msg_decode(&m, body, len) != 0)
         return;
+    if (f->mode == FAKE_KEEP && conn == f->conn) {
+        fake_keep(f, conn, stream, &m);
+        zks_msg_clear(&m);
+        return;
+    }
     if (m.type == ZKS_MSG_HELLO && f->mode == FAKE_FLOOD && conn == f->conn) {
         zks_msg w;
         zks_msg_init(&w, ZKS_MSG_WELCOME);
@@ -234,6 +289,7 @@ static void fake_stop(fake_relay *f)
     pthread_join(f->thread, NULL);
     uv_loop_close(&f->loop);
     zks_node_key_free(f->key);
+    free(f->kept_env);
 }
 
 /* ---- a refused push does not stall the outbox ------------------------------------------ */
@@ -291,6 +347,59 @@ static void test_hello_timeout_tries_next_relay(void **state)
     zks_push_result pr;
     assert_int_equal(zks_client_push(&pr, c, "after", 5), 0);
     assert_int_equal(pr.pending, 0);
+    zks_client_free(c);
+    zks_group_key_free(g);
+    fake_stop(&f);
+}
+
+/* ---- a push stored, its acknowledgement lost, then pulled back --------------------------- */
+
+/*
+ * The relay stored a push but its PUSH_ACK never reached the device (here a
+ * relay that never sends one). When a pull returns the blob, this device's
+ * own, it leaves the outbox before the pull's cursor is written: otherwise,
+ * once every device had confirmed the blob and the relay had deleted it, the
+ * outbox would send it again and it would be stored as a new blob.
+ */
+static void test_pulled_own_blob_leaves_outbox(void **state)
+{
+    (void)state;
+    fake_relay f;
+    fake_start(&f, FAKE_KEEP);
+    zks_group_key *g = new_group();
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "keep");
+    zks_config *cfg = h_config(dir, g, NULL);
+    assert_int_equal(zks_config_add_relay(cfg, f.addr), 0);
+    zks_client *c;
+    assert_int_equal(zks_client_new(&c, cfg), 0);
+    zks_config_free(cfg);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push_async(&pr, c, "kept", 4), 0);
+    for (int i = 0; i < 500 && !atomic_load(&f.kept); i++)
+        sleep_ms(10);
+    assert_true(atomic_load(&f.kept));
+    uint64_t queued = 0;
+    assert_int_equal(zks_client_outbox_count(&queued, c), 0);
+    assert_int_equal(queued, 1);
+
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, c, 0), 0);
+    assert_int_equal(pl.count, 1);
+    assert_memory_equal(pl.blobs[0].id, pr.blob_id, 16);
+    assert_int_equal(pl.blobs[0].len, 4);
+    assert_memory_equal(pl.blobs[0].data, "kept", 4);
+    zks_pull_result_free(&pl);
+    assert_int_equal(zks_client_outbox_count(&queued, c), 0);
+    assert_int_equal(queued, 0);
+    zks_client_free(c);
+
+    /* The next client on the state directory has nothing to send again. */
+    c = h_client(dir, g, NULL);
+    assert_int_equal(zks_client_outbox_count(&queued, c), 0);
+    assert_int_equal(queued, 0);
     zks_client_free(c);
     zks_group_key_free(g);
     fake_stop(&f);
@@ -700,6 +809,7 @@ int main(void)
         cmocka_unit_test(test_refused_push_does_not_stall),
         cmocka_unit_test(test_hello_timeout_tries_next_relay),
         cmocka_unit_test(test_outbox_order_after_foreign_send),
+        cmocka_unit_test(test_pulled_own_blob_leaves_outbox),
         cmocka_unit_test(test_unknown_messages_keep_stream_credit),
         cmocka_unit_test(test_close_frees_waiting_requests),
         cmocka_unit_test(test_close_during_pull),
