@@ -372,8 +372,11 @@ static void read_some(zks__udp *u)
  * kernel queued, such as "port unreachable" while the peer restarts, and the
  * socket stays usable: the error is taken off it and the socket watched
  * again, or the client would never read the peer's next datagram (its
- * stateless reset) and hear of the restart only at its idle timeout. Only a
- * socket the kernel no longer knows is left unwatched.
+ * stateless reset) and hear of the restart only at its idle timeout. The
+ * socket has no error queue (IP_RECVERR is off), so its one pending error is
+ * all POLLERR reports, and taking it clears the condition; a send or receive
+ * in between may have taken it already, and the socket is watched again all
+ * the same. Only a socket the kernel no longer knows is left unwatched.
  */
 static void on_poll_error(zks__udp *u, int status)
 {
