@@ -11,7 +11,8 @@
  *     pushing client meanwhile;
  *   - none twice: the relay deduplicates resent pushes by blob id, and a
  *     device's cursor is written before it could pull the same blob again;
- *   - in order: one sender's blobs arrive in the order it pushed them;
+ *   - in order: one sender's blobs arrive in the order it pushed them, and
+ *     each device gets its blobs in cursor order;
  *   - intact: each blob's bytes are the ones pushed.
  *
  * Usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T]
@@ -50,11 +51,13 @@ typedef struct device {
     zks_client *c;
     zks_receiver *rx;
     pthread_t writer, reader;
-    atomic_int run;     /* the threads of the current client keep going */
-    atomic_int writing; /* the writer pushes (cleared when the chaos ends) */
-    uint32_t next_seq;  /* writer thread, and main while it is stopped */
-    uint8_t *accepted;  /* [MAX_SEQ]: 1 when a push of that seq returned success */
-    uint64_t cursor;    /* reader thread: the newest cursor it has seen */
+    atomic_int run;       /* the threads of the current client keep going */
+    atomic_int writing;   /* the writer pushes (cleared when the chaos ends) */
+    uint32_t next_seq;    /* writer thread, and main while it is stopped */
+    uint8_t *accepted;    /* [MAX_SEQ]: 1 when a push of that seq returned success */
+    uint64_t cursor;      /* reader thread: the newest cursor it has seen */
+    uint64_t last_blob;   /* reader thread: the cursor of the last blob it was given */
+    uint64_t cursor_back; /* blobs given at or below last_blob: delivered out of order */
     uint64_t push_errors;
     uint32_t rng;
 } device;
@@ -318,6 +321,11 @@ static int sender_index(const uint8_t id[ZKS_NODE_ID_SIZE])
 
 static void record(device *d, const zks_blob *b)
 {
+    /* Across pulls, reconnects and reopened clients, a device's blobs come in cursor order. */
+    if (b->cursor <= d->last_blob)
+        d->cursor_back++;
+    else
+        d->last_blob = b->cursor;
     int from = sender_index(b->sender);
     pthread_mutex_lock(&seen_mu);
     seen *sn = from >= 0 ? &seen_by[d->idx][from] : &seen_by[d->idx][d->idx];
@@ -467,6 +475,11 @@ static int report(void)
         if (seen_by[r][r].foreign) {
             printf("device %d: %llu blobs not from this campaign\n", r,
                    (unsigned long long)seen_by[r][r].foreign);
+            bad = 1;
+        }
+        if (devs[r].cursor_back) {
+            printf("device %d: %llu blobs came at or below a cursor it already had\n", r,
+                   (unsigned long long)devs[r].cursor_back);
             bad = 1;
         }
         if (devs[r].push_errors) {
