@@ -466,6 +466,17 @@ static void test_kill9_loses_nothing_acknowledged(void **state)
     dev_free(&r);
 }
 
+/* A relay whose cleanup job runs every second, and devices `a` and `b` in the group. */
+static void start_cleaning_every_second(struct env *e, device *a, device *b)
+{
+    static const char *const flags[] = {"--cleanup-interval-s", "1", NULL};
+    relay_start(&e->relay, "127.0.0.1:0", flags);
+    dev_init(a, &e->loop);
+    dev_init(b, &e->loop);
+    dev_join(a, &e->relay, e->group, "a");
+    dev_join(b, &e->relay, e->group, "b");
+}
+
 /*
  * A push whose acknowledgement its sender never saw (the connection died
  * first) stays in the sender's outbox and is sent again later. The relay
@@ -477,13 +488,8 @@ static void test_kill9_loses_nothing_acknowledged(void **state)
 static void test_retry_after_cleanup_is_no_duplicate(void **state)
 {
     struct env *e = *state;
-    static const char *const flags[] = {"--cleanup-interval-s", "1", NULL};
-    relay_start(&e->relay, "127.0.0.1:0", flags);
     device a, b;
-    dev_init(&a, &e->loop);
-    dev_init(&b, &e->loop);
-    dev_join(&a, &e->relay, e->group, "a");
-    dev_join(&b, &e->relay, e->group, "b");
+    start_cleaning_every_second(e, &a, &b);
     zks_buf env;
     zks_buf_init(&env, 0);
     uint8_t id[16];
@@ -530,13 +536,8 @@ static void test_retry_after_cleanup_is_no_duplicate(void **state)
 static void test_ttl_expiry(void **state)
 {
     struct env *e = *state;
-    static const char *const flags[] = {"--cleanup-interval-s", "1", NULL};
-    relay_start(&e->relay, "127.0.0.1:0", flags);
     device a, b;
-    dev_init(&a, &e->loop);
-    dev_init(&b, &e->loop);
-    dev_join(&a, &e->relay, e->group, "a");
-    dev_join(&b, &e->relay, e->group, "b");
+    start_cleaning_every_second(e, &a, &b);
     zks_buf env;
     zks_buf_init(&env, 0);
     uint8_t id[16];
