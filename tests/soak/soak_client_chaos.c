@@ -1,10 +1,10 @@
 /*
  * Chaos campaign: several devices of one group push and pull through a real
  * relay while the relay is killed (SIGKILL), stopped (SIGTERM) or frozen
- * (SIGSTOP, then SIGCONT) and started again on the same port and data, and
- * while devices close and reopen their clients from their state
- * directories. Then the relay stays up, the writers stop, and every device
- * must end with every blob another device's push accepted:
+ * (SIGSTOP, then SIGCONT) and started again on the same port and data, or
+ * told to reload its settings (SIGHUP), and while devices close and reopen
+ * their clients from their state directories. Then the relay stays up, the writers stop, and every
+ * device must end with every blob another device's push accepted:
  *
  *   - none missing: a push that returned 0 (stored in the durable outbox)
  *     reaches every other device, whatever happened to the relay or to the
@@ -572,13 +572,18 @@ int main(int argc, char **argv)
         device_start(&devs[i]);
 
     uint32_t rng = seed;
-    unsigned kills = 0, stops = 0, freezes = 0, reopens = 0;
+    unsigned kills = 0, stops = 0, freezes = 0, reloads = 0, reopens = 0;
     uint64_t end = now_ms() + (uint64_t)seconds * 1000u;
     while (now_ms() < end) {
         sleep_ms(300 + rnd(&rng) % 1700);
         uint32_t what = rnd(&rng) % (CLOSE_EVERY * 2);
         if (what < CLOSE_EVERY) { /* the relay goes away and comes back */
-            uint32_t how = rnd(&rng) % 4;
+            uint32_t how = rnd(&rng) % 5;
+            if (how == 4) {
+                kill(relay.pid, SIGHUP); /* reloads its limits while it carries on */
+                reloads++;
+                continue;
+            }
             if (how == 3) {
                 kill(relay.pid, SIGSTOP); /* a relay that stalls: nothing is read or sent */
                 sleep_ms(200 + rnd(&rng) % 1500);
@@ -602,8 +607,9 @@ int main(int argc, char **argv)
             reopens++;
         }
     }
-    printf("chaos over: relay killed %u, stopped %u, frozen %u times; %u client restarts\n", kills,
-           stops, freezes, reopens);
+    printf("chaos over: relay killed %u, stopped %u, frozen %u, reloaded %u times; %u client "
+           "restarts\n",
+           kills, stops, freezes, reloads, reopens);
     fflush(stdout);
 
     /* Calm: the writers stop, everything accepted must arrive. */
