@@ -209,6 +209,14 @@ static bool is_closed(zks_client *c)
     return closed;
 }
 
+/* For the calls that need the group: ZKS_ECLOSED, ZKS_ENOENT (no group key) or 0. */
+static int group_ready(zks_client *c)
+{
+    if (is_closed(c))
+        return ZKS_ECLOSED;
+    return c->group != NULL ? 0 : ZKS_ENOENT;
+}
+
 /* ---- life cycle
  * ----------------------------------------------------------------------------------- */
 
@@ -452,10 +460,9 @@ static int push_store(zks__req **out, zks_client *c, const void *data, size_t le
     *out = NULL;
     if (c == NULL || data == NULL || len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE || may_not_block(c))
         return ZKS_EINVAL;
-    if (is_closed(c))
-        return ZKS_ECLOSED;
-    if (c->group == NULL)
-        return ZKS_ENOENT;
+    int ready = group_ready(c);
+    if (ready != 0)
+        return ready;
     zks__req *r = zks__req_new(ZKS__REQ_PUSH);
     if (r == NULL)
         return ZKS_ENOMEM;
@@ -771,10 +778,9 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
     memset(out, 0, sizeof *out);
     if (c == NULL || may_not_block(c))
         return ZKS_EINVAL;
-    if (is_closed(c))
-        return ZKS_ECLOSED;
-    if (c->group == NULL)
-        return ZKS_ENOENT;
+    int ready = group_ready(c);
+    if (ready != 0)
+        return ready;
     zks__req *r = zks__req_new(ZKS__REQ_PULL);
     if (r == NULL)
         return ZKS_ENOMEM;
@@ -807,10 +813,9 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
     memset(out, 0, sizeof *out);
     if (c == NULL)
         return ZKS_EINVAL;
-    if (is_closed(c))
-        return ZKS_ECLOSED;
-    if (c->group == NULL)
-        return ZKS_ENOENT;
+    int ready = group_ready(c);
+    if (ready != 0)
+        return ready;
     uint8_t relay_id[32];
     int rc = pull_inline(out, c, after_cursor, relay_id);
     if (rc == 0)
@@ -890,10 +895,9 @@ int zks_client_group_id(uint8_t out[ZKS_GROUP_ID_SIZE], zks_client *c)
     memset(out, 0, ZKS_GROUP_ID_SIZE);
     if (c == NULL)
         return ZKS_EINVAL;
-    if (is_closed(c))
-        return ZKS_ECLOSED;
-    if (c->group == NULL)
-        return ZKS_ENOENT;
+    int ready = group_ready(c);
+    if (ready != 0)
+        return ready;
     memcpy(out, zks_group_id(c->group->g), ZKS_GROUP_ID_SIZE);
     return 0;
 }
@@ -937,10 +941,9 @@ int zks_client_invite(char *out, size_t cap, zks_client *c)
     out[0] = '\0';
     if (c == NULL)
         return ZKS_EINVAL;
-    if (is_closed(c))
-        return ZKS_ECLOSED;
-    if (c->group == NULL)
-        return ZKS_ENOENT;
+    int ready = group_ready(c);
+    if (ready != 0)
+        return ready;
     char texts[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
     const char *relays[ZKS_INVITE_MAX_RELAYS];
     size_t n = c->cfg.nrelays < ZKS_INVITE_MAX_RELAYS ? c->cfg.nrelays : ZKS_INVITE_MAX_RELAYS;
