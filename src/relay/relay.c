@@ -184,11 +184,6 @@ static void owe_notify(struct session *s, const struct zks_msg_notify *n)
     s->owed.envelope = (zks_msg_bin){NULL, 0};
 }
 
-/*
- * Opens a stream to `s` for `m`, already encoded in r->out, and counts the
- * outcome. A NOTIFY that finds no stream (usually a device slow to end the
- * relay's streams, or one that never does) is owed; anything else is lost.
- */
 /* Counts `m`, encoded in r->out, as sent on a new stream. */
 static void count_sent_new(zks_relay *r, const zks_msg *m)
 {
@@ -197,6 +192,11 @@ static void count_sent_new(zks_relay *r, const zks_msg *m)
         zks_metrics_add(&r->metrics->notifies, 1);
 }
 
+/*
+ * Opens a stream to `s` for `m`, already encoded in r->out, and counts the
+ * outcome. A NOTIFY that finds no stream (usually a device slow to end the
+ * relay's streams, or one that never does) is owed; anything else is lost.
+ */
 static int open_and_send(zks_relay *r, struct session *s, const zks_msg *m)
 {
     int rc = r->io.send_new(r->io.user, s->conn, r->out.data, r->out.len);
