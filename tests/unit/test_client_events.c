@@ -201,15 +201,23 @@ static void record(const zks_event *ev, void *ctx)
     atomic_fetch_sub(&s->inside, 1);
 }
 
+/* A hub with a ring of `queue` events whose handler records into `s` (cleared first). */
+static zks__hub *hub_recording(struct seen *s, uint32_t queue, int raise_on_first)
+{
+    memset(s, 0, sizeof *s);
+    s->raise_on_first = raise_on_first;
+    zks__hub *h;
+    assert_int_equal(zks__hub_new(&h, queue, record, s), 0);
+    s->h = h;
+    return h;
+}
+
 /* The handler sees every event in order, next to the receivers, and none once closed. */
 static void test_handler_sees_every_event(void **state)
 {
     (void)state;
     struct seen s;
-    memset(&s, 0, sizeof s);
-    zks__hub *h;
-    assert_int_equal(zks__hub_new(&h, 8, record, &s), 0);
-    s.h = h;
+    zks__hub *h = hub_recording(&s, 8, 0);
     zks_receiver *r;
     assert_int_equal(zks__hub_subscribe(h, &r), 0);
     assert_false(zks__hub_in_handler());
@@ -242,11 +250,7 @@ static void test_handler_not_reentered(void **state)
 {
     (void)state;
     struct seen s;
-    memset(&s, 0, sizeof s);
-    s.raise_on_first = 1;
-    zks__hub *h;
-    assert_int_equal(zks__hub_new(&h, 8, record, &s), 0);
-    s.h = h;
+    zks__hub *h = hub_recording(&s, 8, 1);
     zks_event ev = status_event(ZKS_STATUS_CONNECTING);
     zks__hub_emit(h, &ev);
     assert_int_equal(s.n, 2);
@@ -278,10 +282,7 @@ static void test_handler_calls_never_overlap(void **state)
 {
     (void)state;
     struct seen s;
-    memset(&s, 0, sizeof s);
-    zks__hub *h;
-    assert_int_equal(zks__hub_new(&h, 16, record, &s), 0);
-    s.h = h;
+    zks__hub *h = hub_recording(&s, 16, 0);
     pthread_t t[3];
     for (int i = 0; i < 3; i++)
         assert_int_equal(pthread_create(&t[i], NULL, emit_many, h), 0);

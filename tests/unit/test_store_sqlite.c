@@ -1207,6 +1207,18 @@ static void push_run(fixture *f, uint32_t first, uint32_t n, size_t len)
         assert_int_equal(res[i].err, 0);
 }
 
+/* Opens the store with a checkpoint every `pages` log pages and no quota to speak of; `wal`
+ * receives the log file's path. */
+static void open_checkpointing(fixture *f, uint32_t pages, char *wal, size_t len)
+{
+    zks_store_config cfg;
+    zks_store_config_init(&cfg);
+    cfg.checkpoint_pages = pages;
+    cfg.group_quota = 1ull << 40;
+    open_with(f, &cfg);
+    snprintf(wal, len, "%s-wal", f->db);
+}
+
 /*
  * The checkpointer copies the log into the database while pushes go on, and
  * the log never grows past its hard limit (8 intervals) plus what the commits
@@ -1215,14 +1227,9 @@ static void push_run(fixture *f, uint32_t first, uint32_t n, size_t len)
 static void test_checkpoints_bound_the_log(void **state)
 {
     fixture *f = *state;
-    zks_store_config cfg;
-    zks_store_config_init(&cfg);
-    cfg.checkpoint_pages = 64;
-    cfg.group_quota = 1ull << 40;
-    open_with(f, &cfg);
-    hello(f->s, G1, DA, "a", 1000);
     char wal[320];
-    snprintf(wal, sizeof wal, "%s-wal", f->db);
+    open_checkpointing(f, 64, wal, sizeof wal);
+    hello(f->s, G1, DA, "a", 1000);
 
     enum { BATCH = 16, BATCHES = 500, LEN = 1000 };
     const off_t bound = 32 + (8 * 64 + 8 * BATCH) * LOG_FRAME;
@@ -1586,13 +1593,8 @@ static int dirty_pages(const char *path, uint64_t *n)
 static void test_log_written_back_between_checkpoints(void **state)
 {
     fixture *f = *state;
-    zks_store_config cfg;
-    zks_store_config_init(&cfg);
-    cfg.checkpoint_pages = 100000;
-    cfg.group_quota = 1ull << 40;
-    open_with(f, &cfg);
     char wal[320];
-    snprintf(wal, sizeof wal, "%s-wal", f->db);
+    open_checkpointing(f, 100000, wal, sizeof wal);
     enum { BATCH = 16, BATCHES = 80, LEN = 1000 };
     for (uint32_t b = 0; b < BATCHES; b++)
         push_run(f, b * BATCH + 1, BATCH, LEN);
