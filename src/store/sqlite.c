@@ -96,6 +96,21 @@ static const char *const migrations[] = {
     /* 2: a push batch counts what it adds once per run of one group
      * (push_batch), instead of one UPDATE of the group's row per blob. */
     "DROP TRIGGER blobs_counted;",
+    /* 3: an expired blob whose sender has not confirmed it leaves a record
+     * behind (envelope_id 0, see sq_expire), which no longer counts as a
+     * blob of the group; deleting that record later changes no counts. */
+    "DROP TRIGGER blobs_uncounted;"
+    "CREATE TRIGGER blobs_uncounted AFTER DELETE ON blobs WHEN OLD.envelope_id <> 0 BEGIN"
+    "  DELETE FROM envelopes WHERE id = OLD.envelope_id;"
+    "  UPDATE groups SET blob_count = blob_count - 1, bytes_used = bytes_used - OLD.size"
+    "   WHERE gid = OLD.gid;"
+    "END;"
+    "CREATE TRIGGER blobs_retired AFTER UPDATE OF envelope_id ON blobs"
+    " WHEN OLD.envelope_id <> 0 AND NEW.envelope_id = 0 BEGIN"
+    "  DELETE FROM envelopes WHERE id = OLD.envelope_id;"
+    "  UPDATE groups SET blob_count = blob_count - 1, bytes_used = bytes_used - OLD.size"
+    "   WHERE gid = OLD.gid;"
+    "END;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
@@ -153,8 +168,15 @@ static const char *const migrations[] = {
                         " WHERE gid = ?1 AND cursor > ?2 AND (?3 IS NULL OR sender <> ?3)"         \
                         " AND cursor <= ?4 AND (?5 OR sender IS NOT ?6)"                           \
                         " ORDER BY cursor LIMIT ?7)")                                              \
+    X(RETIRE, "UPDATE blobs SET envelope_id = 0, expires_ms = -(expires_ms + ?3)"                  \
+              " WHERE (gid, cursor) IN (SELECT w.gid, w.cursor FROM (SELECT gid, cursor, sender"   \
+              " FROM blobs WHERE expires_ms > 0 AND expires_ms <= ?1 ORDER BY expires_ms"          \
+              " LIMIT ?2) AS w JOIN devices AS d ON d.gid = w.gid AND d.device_id = w.sender"      \
+              " WHERE d.revoked = 0 AND d.acked_cursor < w.cursor)")                               \
     X(EXPIRE, "DELETE FROM blobs WHERE (gid, cursor) IN (SELECT gid, cursor FROM blobs"            \
-              " WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2)")                             \
+              " WHERE expires_ms > 0 AND expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2)")          \
+    X(RETIRED_DROP, "DELETE FROM blobs WHERE (gid, cursor) IN (SELECT gid, cursor FROM blobs"      \
+                    " WHERE expires_ms < 0 AND expires_ms >= -?1 ORDER BY expires_ms LIMIT ?2)")   \
     X(TOKEN_PUT, "INSERT INTO push_tokens (gid, device_id, platform, token, updated_ms)"           \
                  " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (gid, device_id, platform)"             \
                  " DO UPDATE SET token = excluded.token, updated_ms = excluded.updated_ms")        \
@@ -1294,17 +1316,62 @@ static int64_t row_limit(uint64_t max_rows)
     return max_rows == 0 ? -1 : to_i64(max_rows);
 }
 
+/*
+ * How long the record of an expired blob is kept for its sender (see
+ * sq_expire): the longest TTL a push may ask for, at least the default.
+ */
+static int64_t retire_span_ms(const sq_store *s)
+{
+    uint32_t span =
+        s->cfg.max_ttl_s > s->cfg.default_ttl_s ? s->cfg.max_ttl_s : s->cfg.default_ttl_s;
+    return (int64_t)span * 1000;
+}
+
+/*
+ * Expiry in three steps, each taking what is left of max_rows:
+ *
+ *  1. Of the oldest max_rows expired blobs (all with 0), one whose sender
+ *     is a device of the group that has not confirmed it is retired rather
+ *     than deleted: its envelope goes (the space, the counts), its row
+ *     stays with envelope_id 0 and expires_ms = -(its expiry +
+ *     retire_span_ms). The sender may not know
+ *     the blob is stored (its PUSH_ACK lost with a connection) and resend
+ *     it when it is back; the row keeps the blob id taken, so the resend is
+ *     answered as a duplicate with the original cursor instead of being
+ *     stored and announced a second time. Pulls never return such a row
+ *     (its expiry is past, it has no envelope). It goes when the blob
+ *     counts as delivered to all (docs/STORAGE.md), which needs the
+ *     sender's confirmation, or at step 3.
+ *  2. The rest of those blobs are deleted. Both steps work on the same
+ *     oldest ones, so a backlog of expired blobs is read once, not once
+ *     per call.
+ *  3. Records whose time is up (expires_ms in [-now, 0)) are deleted: a
+ *     device away longer than that may store its resend as a new blob.
+ */
 static int sq_expire(zks_store *base, uint64_t *deleted, int64_t now_ms, uint64_t max_rows)
 {
     sq_store *s = from_base(base);
-    sqlite3_stmt *st = stmt(s, ST_EXPIRE);
-    if (sqlite3_bind_int64(st, 1, now_ms) || sqlite3_bind_int64(st, 2, row_limit(max_rows)))
-        return fail(s, sqlite3_errcode(s->db), "bind");
     int rc = tx_begin(s);
     if (rc != 0)
         return rc;
-    rc = run(s, st, "expire blobs");
-    uint64_t n = rc == 0 ? (uint64_t)sqlite3_changes64(s->db) : 0;
+    static const enum stmt_id steps[] = {ST_RETIRE, ST_EXPIRE, ST_RETIRED_DROP};
+    static const char *const what[] = {"retire expired blobs", "expire blobs",
+                                       "drop records of expired blobs"};
+    uint64_t n = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof steps / sizeof steps[0]; i++) {
+        if (max_rows != 0 && n >= max_rows)
+            break;
+        sqlite3_stmt *st = stmt(s, steps[i]);
+        if (sqlite3_bind_int64(st, 1, now_ms) ||
+            sqlite3_bind_int64(st, 2, row_limit(max_rows ? max_rows - n : 0)) ||
+            (steps[i] == ST_RETIRE && sqlite3_bind_int64(st, 3, retire_span_ms(s)))) {
+            rc = fail(s, sqlite3_errcode(s->db), "bind");
+            break;
+        }
+        rc = run(s, st, what[i]);
+        if (rc == 0)
+            n += (uint64_t)sqlite3_changes64(s->db);
+    }
     rc = tx_end(s, rc);
     if (rc == 0)
         *deleted = n;

@@ -398,8 +398,12 @@ int zks_store_token_get(zks_store *s, zks_store_tokens *out, const uint8_t *grou
 void zks_store_tokens_free(zks_store_tokens *l);
 
 /*
- * Maintenance: deletes blobs whose expiry is at or before now_ms, at most
- * max_rows of them (0 = all) so one call stays short; call again while
+ * Maintenance: deletes blobs whose expiry is at or before now_ms, except
+ * that one whose sender (a non-revoked device of the group) has not
+ * confirmed it loses only its envelope and keeps its id, so the sender's
+ * resend is a duplicate, for max(max_ttl_s, default_ttl_s) more; and
+ * deletes such records whose time is up. At most max_rows rows in all (0 =
+ * all) so one call stays short; *deleted counts them; call again while
  * *deleted == max_rows.   ZKS_EINVAL, ZKS_ENOMEM, ZKS_ESTORE
  */
 int zks_store_expire(zks_store *s, uint64_t *deleted, int64_t now_ms, uint64_t max_rows);

@@ -533,6 +533,47 @@ static void test_retry_after_cleanup_is_no_duplicate(void **state)
     dev_free(&b);
 }
 
+/*
+ * The same after the blob's TTL: expiry takes the blob from everyone, but
+ * while its sender has not confirmed it the relay keeps its id, so the
+ * sender's resend is acknowledged with the original cursor and announced to
+ * nobody.
+ */
+static void test_retry_after_expiry_is_no_duplicate(void **state)
+{
+    struct env *e = *state;
+    device a, b;
+    start_cleaning_every_second(e, &a, &b);
+    zks_buf env;
+    zks_buf_init(&env, 0);
+    uint8_t id[16];
+    zks_msg push, ack, resp;
+    size_t n;
+    make_push(&push, &env, e->group, &a, id, "short-lived", 11);
+    push.u.push.ttl = 1;
+    dev_call(&a, &push, &ack); /* as far as A's outbox knows, never acknowledged */
+    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(ack.u.push_ack.cursor, 1);
+    run_for_ms(&e->loop, 3000); /* the TTL and a cleanup run */
+    pull_all(&b, 0, &resp, &n);
+    assert_int_equal(n, 0);
+    zks_msg_clear(&resp);
+    size_t announced = b.npushed;
+
+    dev_call(&a, &push, &ack);
+    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(ack.u.push_ack.cursor, 1);
+    assert_true(ack.u.push_ack.duplicate);
+    run_for_ms(&e->loop, 200);
+    assert_int_equal(b.npushed, announced);
+    pull_all(&b, 0, &resp, &n);
+    assert_int_equal(n, 0);
+    zks_msg_clear(&resp);
+    zks_buf_free(&env);
+    dev_free(&a);
+    dev_free(&b);
+}
+
 static void test_ttl_expiry(void **state)
 {
     struct env *e = *state;
@@ -731,6 +772,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusals_over_the_wire, setup, teardown),
         cmocka_unit_test_setup_teardown(test_kill9_loses_nothing_acknowledged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retry_after_cleanup_is_no_duplicate, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_after_expiry_is_no_duplicate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ttl_expiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_graceful_shutdown_with_pushes_in_flight, setup,
                                         teardown),

@@ -332,8 +332,9 @@ static void test_newer_schema_is_refused(void **state)
 
 /*
  * Schema 1 counted each inserted blob with a trigger; schema 2 counts a push
- * batch in the store's code and drops the trigger. A database of schema 1 with
- * blobs in it is upgraded on open and its counts stay exact.
+ * batch in the store's code and drops the trigger; schema 3 keeps records of
+ * expired blobs out of the counts. A database of schema 1 with blobs in it
+ * is upgraded on open and its counts stay exact.
  */
 static void test_upgrade_from_schema_1(void **state)
 {
@@ -344,14 +345,23 @@ static void test_upgrade_from_schema_1(void **state)
     assert_int_equal(zks_store_push_batch(f->s, &res, &one, 1, 1000), 0);
     zks_store_close(f->s);
     f->s = NULL;
-    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 3);
     raw_exec(f->db, "CREATE TRIGGER blobs_counted AFTER INSERT ON blobs BEGIN"
                     "  UPDATE groups SET blob_count = blob_count + 1,"
                     "  bytes_used = bytes_used + NEW.size WHERE gid = NEW.gid;"
+                    "END;"
+                    "DROP TRIGGER blobs_retired; DROP TRIGGER blobs_uncounted;"
+                    "CREATE TRIGGER blobs_uncounted AFTER DELETE ON blobs BEGIN"
+                    "  DELETE FROM envelopes WHERE id = OLD.envelope_id;"
+                    "  UPDATE groups SET blob_count = blob_count - 1,"
+                    "  bytes_used = bytes_used - OLD.size WHERE gid = OLD.gid;"
                     "END; PRAGMA user_version = 1");
 
     open_default(f);
-    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 2);
+    assert_int_equal(raw_int(f->db, "PRAGMA user_version"), 3);
+    assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema"
+                                    " WHERE type = 'trigger' AND name = 'blobs_retired'"),
+                     1);
     assert_int_equal(raw_int(f->db, "SELECT count(*) FROM sqlite_schema"
                                     " WHERE type = 'trigger' AND name = 'blobs_counted'"),
                      0);
@@ -1014,11 +1024,96 @@ static void test_ttl_expiry(void **state)
     assert_int_equal(slices[2], 1);
     assert_int_equal(slices[3], 0);
 
-    /* Once the expired blob is gone its id can be stored again, under a new cursor. */
-    assert_int_equal(push1(f->s, G1, DA, 2, 20, 30000), 4);
+    /* DA never confirmed its blob 2: the id stays taken, and a resend gets cursor 2 back. */
+    zks_store_push again = item(G1, DA, 2, 20);
+    assert_int_equal(zks_store_push_batch(f->s, res, &again, 1, 30000), 0);
+    assert_int_equal(res[0].err, 0);
+    assert_int_equal(res[0].duplicate, 1);
+    assert_int_equal(res[0].cursor, 2);
+    /* The record is kept for the longest TTL (3600 s) after the expiry (11 s), then
+     * dropped; blobs 1 and 3 (expiring at 61 s and 3601 s) are retired in their
+     * turn. After that a resend of blob 2 is stored under a new cursor. */
+    assert_int_equal(zks_store_expire(f->s, &deleted, 3610999, 0), 0);
+    assert_int_equal(deleted, 2);
+    assert_int_equal(zks_store_expire(f->s, &deleted, 3611000, 0), 0);
+    assert_int_equal(deleted, 1);
+    assert_int_equal(push1(f->s, G1, DA, 2, 20, 3611000), 4);
     assert_int_equal(zks_store_expire(f->s, NULL, 1, 0), ZKS_EINVAL);
     check_accounting(f->s, G1);
     check_accounting(f->s, G2);
+}
+
+/* Counts the records an expiry kept (rows without an envelope) with a raw connection. */
+static int64_t retired_rows(const fixture *f)
+{
+    return raw_int(f->db, "SELECT count(*) FROM blobs WHERE envelope_id = 0");
+}
+
+/*
+ * Expiry keeps a blob's id while its sender has not confirmed the blob (its
+ * PUSH_ACK may have been lost, and it resends when back), and only then: a
+ * sender that confirmed, a revoked one, or one the group does not know
+ * lose the blob outright. The record leaves with the delivery rule.
+ */
+static void test_expiry_keeps_unconfirmed_ids(void **state)
+{
+    fixture *f = *state;
+    zks_store_config cfg;
+    zks_store_config_init(&cfg);
+    cfg.default_ttl_s = 60;
+    cfg.max_ttl_s = 3600;
+    open_with(f, &cfg);
+    hello(f->s, G1, DA, "a", 1000);
+    hello(f->s, G1, DB, "b", 1000);
+    hello(f->s, G1, DC, "c", 1000);
+    assert_int_equal(push1(f->s, G1, DA, 1, 10, 1000), 1); /* DA never confirms it */
+    assert_int_equal(push1(f->s, G1, DB, 2, 20, 1000), 2); /* DB confirms it */
+    assert_int_equal(push1(f->s, G1, DC, 3, 30, 1000), 3); /* DC is revoked */
+    assert_int_equal(push1(f->s, G1, DD, 4, 40, 1000), 4); /* DD never said HELLO */
+    assert_int_equal(zks_store_device_hello(f->s, NULL, G1, DB, "b", 1, 2, 2000), 0);
+    uint64_t deleted = 0;
+    assert_int_equal(zks_store_device_revoke(f->s, &deleted, G1, DC, 2000), 0);
+
+    /* In slices of 3: the oldest three are retired or deleted, then the last. */
+    assert_int_equal(zks_store_expire(f->s, &deleted, 61000, 3), 0);
+    assert_int_equal(deleted, 3);
+    assert_int_equal(zks_store_expire(f->s, &deleted, 61000, 3), 0);
+    assert_int_equal(deleted, 1);
+    assert_int_equal(zks_store_expire(f->s, &deleted, 61000, 3), 0);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(retired_rows(f), 1);
+    zks_store_group info;
+    assert_int_equal(zks_store_group_info(f->s, &info, G1, NULL, 61000), 0);
+    assert_int_equal(info.blobs, 0);
+    assert_int_equal(info.bytes_used, 0);
+    assert_int_equal(info.max_cursor, 4);
+    zks_store_pull_result r;
+    assert_int_equal(zks_store_pull(f->s, &r, G1, DB, 0, 10, 0, 61000), 0);
+    assert_int_equal(r.n, 0);
+    zks_store_pull_result_free(&r);
+
+    /* DA's resend is the blob it already stored; DB's id is free again. */
+    zks_store_push again = item(G1, DA, 1, 10);
+    zks_store_push_result res;
+    assert_int_equal(zks_store_push_batch(f->s, &res, &again, 1, 62000), 0);
+    assert_int_equal(res.err, 0);
+    assert_int_equal(res.duplicate, 1);
+    assert_int_equal(res.cursor, 1);
+    assert_int_equal(push1(f->s, G1, DB, 2, 20, 62000), 5);
+    /* Nobody else takes the id meanwhile. */
+    zks_store_push taken = item(G1, DB, 1, 10);
+    assert_int_equal(zks_store_push_batch(f->s, &res, &taken, 1, 62000), 0);
+    assert_int_equal(res.err, ZKS_STORE_EIDTAKEN);
+
+    /* Once every device, DA included, has confirmed cursor 1, the record goes
+     * with the delivered blobs, and the id is free. */
+    assert_int_equal(zks_store_device_hello(f->s, NULL, G1, DA, "a", 1, 5, 63000), 0);
+    assert_int_equal(zks_store_device_hello(f->s, NULL, G1, DB, "b", 1, 5, 63000), 0);
+    assert_int_equal(zks_store_delete_delivered(f->s, &deleted, 0), 0);
+    assert_int_equal(deleted, 2);
+    assert_int_equal(retired_rows(f), 0);
+    assert_int_equal(push1(f->s, G1, DA, 1, 10, 64000), 6);
+    check_accounting(f->s, G1);
 }
 
 static void test_delete_delivered(void **state)
@@ -1644,6 +1739,7 @@ int main(void)
         T(test_revoke),
         T(test_delete),
         T(test_ttl_expiry),
+        T(test_expiry_keeps_unconfirmed_ids),
         T(test_delete_delivered),
         T(test_incremental_vacuum),
         T(test_push_tokens),
