@@ -376,6 +376,17 @@ int zks_config_set_device_name(zks_config *cfg, const char *name);
 /* Reconnect after losing an established session (default 1). */
 int zks_config_set_auto_reconnect(zks_config *cfg, int on);
 
+/*
+ * Who confirms delivery (default 0: the library). With 0 a pull's blobs
+ * count as delivered to this device once zks_client_pull returns them.
+ * With 1 only the application confirms: pulling after a cursor (which says
+ * the application has kept everything up to it), or zks_client_confirm.
+ * The last cursor, the state directory and the relay then stay at what
+ * the application confirmed, so blobs it received but did not keep, say
+ * because it crashed, are pulled again (docs/CLIENT.md, "Pulling").
+ */
+int zks_config_set_app_confirms(zks_config *cfg, int on);
+
 /* The first reconnect delay and the most it doubles to, in milliseconds (1 s and 60 s). */
 int zks_config_set_reconnect_delay(zks_config *cfg, uint32_t initial_ms, uint32_t max_ms);
 
@@ -661,7 +672,9 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
  * (docs/CLIENT.md, "Inline delivery"). A blob that
  * fails to open (tampered, foreign, damaged) is not returned: an Error
  * event with its id (err ZKS_EAUTH) reports it. Raises the last cursor
- * (zks_client_last_cursor) to out->last when that is higher: written to the
+ * (zks_client_last_cursor) to out->last when that is higher (to
+ * `after_cursor` when the application confirms delivery; see
+ * zks_config_set_app_confirms): written to the
  * state directory before the call returns when the relay answered, and with
  * the confirmation of an answer from the inline cache, at most 50 ms later
  * and before the relay hears of the delivery, or when the client closes (a
@@ -691,6 +704,22 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
  * ZKS_ENOMEM, ZKS_ECLOSED.
  */
 int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
+
+/*
+ * For a client whose application confirms delivery
+ * (zks_config_set_app_confirms): says the application has kept every blob
+ * up to `cursor` of the primary relay. The last cursor rises to it, written
+ * to the state directory before the call returns, and the relay hears of
+ * it within 50 ms; from then on the relay may delete those blobs once the
+ * group's other devices have them. A pull after `cursor` confirms the same
+ * way. Confirming a cursor beyond what the application received gives up
+ * the blobs in between for this device. With the default (the library
+ * confirms) it may be called too, and only raises the cursor. 0 does
+ * nothing. Any thread, the event handler included; waits only for the
+ * state write.
+ * Errors: ZKS_EINVAL (NULL), ZKS_ENOENT (no group key), ZKS_ECLOSED.
+ */
+int zks_client_confirm(zks_client *c, uint64_t cursor);
 
 /*
  * A new event receiver: it sees every event from now on (each receiver
@@ -726,7 +755,9 @@ int zks_client_status(zks_status *out, zks_client *c);
 /*
  * The last synced cursor at the primary relay: the highest cursor a pull
  * has covered, persisted in the state directory (within 50 ms for an answer
- * from the inline cache; see zks_client_pull). Any thread; never blocks.
+ * from the inline cache; see zks_client_pull); when the application
+ * confirms delivery (zks_config_set_app_confirms), the highest it has
+ * confirmed. Any thread; never blocks.
  */
 int zks_client_last_cursor(uint64_t *out, zks_client *c);
 

@@ -700,6 +700,17 @@ static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_
 }
 
 /*
+ * The cursor a pull after `after` delivered up to: what it covered when the
+ * library confirms (the default), only `after` itself when the application
+ * does (zks_config_set_app_confirms): pulling after a cursor is how it says
+ * it has kept everything up to there.
+ */
+static uint64_t delivered(const zks_client *c, uint64_t after, const zks_pull_result *out)
+{
+    return c->cfg.app_confirms ? after : out->last;
+}
+
+/*
  * An answer from the inline cache covered relay `relay_id`'s cursors up to
  * `last`. It shows at once; the durable write and the relay's confirmation
  * come with the confirmation round (zks__confirm_take), so no answer, on
@@ -708,6 +719,8 @@ static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_
  */
 static void inline_answered(zks_client *c, const uint8_t relay_id[32], uint64_t last)
 {
+    if (last == 0)
+        return;
     show_last_cursor(c, relay_id, last);
     confirm_later(c, relay_id, last);
 }
@@ -788,7 +801,7 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
     int rc = pull_inline(out, c, after_cursor, r->relay_id);
     if (rc == 1) {
         rc = 0;
-        inline_answered(c, r->relay_id, out->last);
+        inline_answered(c, r->relay_id, delivered(c, after_cursor, out));
     } else if (rc == 0) {
         rc = submit_wait(c, r);
         if (rc == ZKS_ETIMEDOUT)
@@ -797,7 +810,7 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
             rc = open_pull(out, c, r->body, r->body_len);
         if (rc == 0) {
             outbox_drop_pulled(c, out);
-            raise_last_cursor(c, r->relay_id, out->last);
+            raise_last_cursor(c, r->relay_id, delivered(c, after_cursor, out));
         }
     }
     req_free(r);
@@ -824,7 +837,25 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
         zks_pull_result_free(out);
         return rc;
     }
-    inline_answered(c, relay_id, out->last);
+    inline_answered(c, relay_id, delivered(c, after_cursor, out));
+    return 0;
+}
+
+int zks_client_confirm(zks_client *c, uint64_t cursor)
+{
+    if (c == NULL)
+        return ZKS_EINVAL;
+    int ready = group_ready(c);
+    if (ready != 0)
+        return ready;
+    uint8_t relay_id[32];
+    pthread_mutex_lock(&c->mu);
+    memcpy(relay_id, c->cursor_relay, sizeof relay_id);
+    pthread_mutex_unlock(&c->mu);
+    if (cursor == 0)
+        return 0;
+    raise_last_cursor(c, relay_id, cursor);
+    confirm_later(c, relay_id, cursor);
     return 0;
 }
 

@@ -281,6 +281,14 @@ int zks_config_set_auto_reconnect(zks_config *c, int on)
     return 0;
 }
 
+int zks_config_set_app_confirms(zks_config *c, int on)
+{
+    if (c == NULL)
+        return ZKS_EINVAL;
+    c->app_confirms = on != 0;
+    return 0;
+}
+
 int zks_config_set_reconnect_delay(zks_config *c, uint32_t initial_ms, uint32_t max_ms)
 {
     if (c == NULL || initial_ms == 0 || max_ms < initial_ms)

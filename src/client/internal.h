@@ -68,6 +68,7 @@ struct zks_config {
     char name[ZKS_DEVICE_NAME_SIZE];
     bool name_set;
     bool auto_reconnect;
+    bool app_confirms; /* zks_config_set_app_confirms */
     uint32_t reconnect_ms, max_reconnect_ms, jitter_ms;
     uint32_t ttl_s;
     uint32_t timeout_ms;

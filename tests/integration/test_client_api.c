@@ -76,6 +76,8 @@ static void test_config_setters(void **state)
     assert_int_equal(zks_config_set_jitter(cfg, 0), 0);
     assert_int_equal(zks_config_set_default_ttl(cfg, 60), 0);
     assert_int_equal(zks_config_set_auto_reconnect(cfg, 0), 0);
+    assert_int_equal(zks_config_set_app_confirms(NULL, 1), ZKS_EINVAL);
+    assert_int_equal(zks_config_set_app_confirms(cfg, 1), 0);
     assert_int_equal(zks_config_set_tcp_only(cfg, 0), 0);
     assert_int_equal(zks_config_set_state_dir(cfg, ""), ZKS_EINVAL);
     assert_int_equal(zks_config_set_managed_cloud(cfg, ""), ZKS_EINVAL);
@@ -138,6 +140,7 @@ static void test_no_group(void **state)
     assert_int_equal(zks_client_push(&pr, c, "x", 1), ZKS_ENOENT);
     zks_pull_result pl;
     assert_int_equal(zks_client_pull(&pl, c, 0), ZKS_ENOENT);
+    assert_int_equal(zks_client_confirm(c, 1), ZKS_ENOENT);
     assert_int_equal(zks_client_group_id(id, c), ZKS_ENOENT);
     zks_client_free(c);
 }
@@ -162,6 +165,7 @@ static void test_closed_client(void **state)
     assert_int_equal(zks_client_status(&st, c), ZKS_ECLOSED);
     uint64_t cur;
     assert_int_equal(zks_client_last_cursor(&cur, c), ZKS_ECLOSED);
+    assert_int_equal(zks_client_confirm(c, 1), ZKS_ECLOSED);
     uint8_t id[32];
     assert_int_equal(zks_client_device_id(id, c), ZKS_ECLOSED);
     zks_receiver *rx2;
@@ -660,6 +664,103 @@ static void test_event_handler(void **state)
     zks_group_key_free(g);
 }
 
+static zks_client *app_confirming_client(const char *dir, const zks_group_key *g, const h_relay *r)
+{
+    zks_config *cfg = h_config(dir, g, r);
+    assert_int_equal(zks_config_set_app_confirms(cfg, 1), 0);
+    zks_client *c;
+    assert_int_equal(zks_client_new(&c, cfg), 0);
+    zks_config_free(cfg);
+    return c;
+}
+
+static uint64_t pull_count(zks_client *c, uint64_t after)
+{
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, c, after), 0);
+    uint64_t n = pl.count;
+    zks_pull_result_free(&pl);
+    return n;
+}
+
+static uint64_t last_cursor_of(zks_client *c)
+{
+    uint64_t cur = 99;
+    assert_int_equal(zks_client_last_cursor(&cur, c), 0);
+    return cur;
+}
+
+/*
+ * A device whose application confirms delivery itself. Blobs it pulled but
+ * did not confirm (the application crashed before keeping them) are still
+ * at the relay, even after the cleanup job ran, and its cursor did not
+ * move: a new client on its state directory gets them again. Pulling after
+ * a cursor, or zks_client_confirm, confirms up to there, answers from the
+ * inline cache included; then the cleanup job may delete them.
+ */
+static void test_app_confirms(void **state)
+{
+    (void)state;
+    static const char *const flags[] = {"--cleanup-interval-s", "1", NULL};
+    h_relay r;
+    h_relay_start_with(&r, 0, flags);
+    zks_group_key *g = new_group();
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "confirming");
+    zks_client *a = h_client(NULL, g, &r);
+    zks_client *b = app_confirming_client(dir, g, &r);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, a, "one", 3), 0);
+    assert_int_equal(zks_client_push(&pr, a, "two", 3), 0);
+    /* a confirms its own pushes (pulling after them): only b is owed them. */
+    assert_int_equal(pull_count(a, 0), 2);
+    assert_int_equal(pull_count(a, 2), 0);
+
+    assert_int_equal(pull_count(b, 0), 2);
+    assert_int_equal(last_cursor_of(b), 0);
+    usleep(2500 * 1000); /* a cleanup run */
+    zks_client_free(b);  /* as if the application died before keeping them */
+
+    b = app_confirming_client(dir, NULL, NULL);
+    assert_int_equal(last_cursor_of(b), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+    assert_int_equal(pull_count(b, 0), 2);
+    assert_int_equal(pull_count(b, 1), 1); /* the application kept cursor 1 */
+    assert_int_equal(last_cursor_of(b), 1);
+    assert_int_equal(zks_client_confirm(b, 2), 0);
+    assert_int_equal(last_cursor_of(b), 2);
+
+    /* An answer from the inline cache confirms only the cursor pulled after. */
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, b), 0);
+    assert_int_equal(zks_client_push(&pr, a, "three", 5), 0);
+    zks_event ev;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_BLOB_AVAILABLE, same_blob, pr.blob_id, 5000),
+                     0);
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull_inline(&pl, b, 2), 0);
+    assert_int_equal(pl.count, 1);
+    assert_int_equal(pl.blobs[0].cursor, 3);
+    zks_pull_result_free(&pl);
+    assert_int_equal(last_cursor_of(b), 2);
+
+    /* Cursor 2 was confirmed: the cleanup job deletes blobs 1 and 2, not 3. */
+    usleep(2500 * 1000);
+    assert_int_equal(pull_count(b, 0), 1);
+    zks_receiver_free(rx);
+    zks_client_free(b);
+    b = app_confirming_client(dir, NULL, NULL);
+    assert_int_equal(last_cursor_of(b), 2);
+    assert_int_equal(zks_client_confirm(NULL, 1), ZKS_EINVAL);
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(g);
+    h_relay_stop(&r, SIGTERM);
+}
+
 static void test_offline_outbox(void **state)
 {
     (void)state;
@@ -1017,6 +1118,7 @@ int main(void)
         cmocka_unit_test(test_two_devices_notify),
         cmocka_unit_test(test_inline_delivery),
         cmocka_unit_test(test_event_handler),
+        cmocka_unit_test(test_app_confirms),
         cmocka_unit_test(test_offline_outbox),
         cmocka_unit_test(test_devices_revoke_delete),
         cmocka_unit_test(test_undecryptable_blob),
