@@ -478,6 +478,22 @@ static void start_cleaning_every_second(struct env *e, device *a, device *b)
 }
 
 /*
+ * Pushes `text` from device `a` as its first blob (cursor 1) with `ttl`
+ * (0: the relay's default), as a push whose acknowledgement the sender
+ * will not see: `push` (its envelope in `env`) can be sent again.
+ */
+static void push_first(struct env *e, device *a, zks_msg *push, zks_buf *env, uint8_t id[16],
+                       const char *text, uint32_t ttl)
+{
+    zks_msg ack;
+    make_push(push, env, e->group, a, id, text, strlen(text));
+    push->u.push.ttl = ttl;
+    dev_call(a, push, &ack);
+    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(ack.u.push_ack.cursor, 1);
+}
+
+/*
  * A push whose acknowledgement its sender never saw (the connection died
  * first) stays in the sender's outbox and is sent again later. The relay
  * keeps the blob, even once every other device has it and the cleanup job
@@ -495,10 +511,7 @@ static void test_retry_after_cleanup_is_no_duplicate(void **state)
     uint8_t id[16];
     zks_msg push, ack, resp;
     size_t n;
-    make_push(&push, &env, e->group, &a, id, "only once", 9);
-    dev_call(&a, &push, &ack); /* as far as A's outbox knows, never acknowledged */
-    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
-    assert_int_equal(ack.u.push_ack.cursor, 1);
+    push_first(e, &a, &push, &env, id, "only once", 0);
 
     /* B takes it and confirms it; cleanup runs every second. */
     pull_all(&b, 0, &resp, &n);
@@ -549,11 +562,7 @@ static void test_retry_after_expiry_is_no_duplicate(void **state)
     uint8_t id[16];
     zks_msg push, ack, resp;
     size_t n;
-    make_push(&push, &env, e->group, &a, id, "short-lived", 11);
-    push.u.push.ttl = 1;
-    dev_call(&a, &push, &ack); /* as far as A's outbox knows, never acknowledged */
-    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
-    assert_int_equal(ack.u.push_ack.cursor, 1);
+    push_first(e, &a, &push, &env, id, "short-lived", 1);
     run_for_ms(&e->loop, 3000); /* the TTL and a cleanup run */
     pull_all(&b, 0, &resp, &n);
     assert_int_equal(n, 0);

@@ -965,9 +965,9 @@ static void test_delete(void **state)
 
 /* ---- maintenance ---- */
 
-static void test_ttl_expiry(void **state)
+/* A store with a 60 s default TTL and a 3600 s longest, and devices DA and DB in G1. */
+static void open_short_ttls(fixture *f)
 {
-    fixture *f = *state;
     zks_store_config cfg;
     zks_store_config_init(&cfg);
     cfg.default_ttl_s = 60;
@@ -975,6 +975,12 @@ static void test_ttl_expiry(void **state)
     open_with(f, &cfg);
     hello(f->s, G1, DA, "a", 1000);
     hello(f->s, G1, DB, "b", 1000);
+}
+
+static void test_ttl_expiry(void **state)
+{
+    fixture *f = *state;
+    open_short_ttls(f);
 
     zks_store_push items[3] = {item(G1, DA, 1, 10), item(G1, DA, 2, 20), item(G1, DA, 3, 30)};
     items[1].ttl_s = 10;
@@ -1058,13 +1064,7 @@ static int64_t retired_rows(const fixture *f)
 static void test_expiry_keeps_unconfirmed_ids(void **state)
 {
     fixture *f = *state;
-    zks_store_config cfg;
-    zks_store_config_init(&cfg);
-    cfg.default_ttl_s = 60;
-    cfg.max_ttl_s = 3600;
-    open_with(f, &cfg);
-    hello(f->s, G1, DA, "a", 1000);
-    hello(f->s, G1, DB, "b", 1000);
+    open_short_ttls(f);
     hello(f->s, G1, DC, "c", 1000);
     assert_int_equal(push1(f->s, G1, DA, 1, 10, 1000), 1); /* DA never confirms it */
     assert_int_equal(push1(f->s, G1, DB, 2, 20, 1000), 2); /* DB confirms it */
