@@ -710,13 +710,13 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
  * (zks_config_set_app_confirms): says the application has kept every blob
  * up to `cursor` of the primary relay. The last cursor rises to it, written
  * to the state directory before the call returns, and the relay hears of
- * it within 50 ms; from then on the relay may delete those blobs once the
- * group's other devices have them. A pull after `cursor` confirms the same
- * way. Confirming a cursor beyond what the application received gives up
- * the blobs in between for this device. With the default (the library
- * confirms) it may be called too, and only raises the cursor. 0 does
- * nothing. Any thread, the event handler included; waits only for the
- * state write.
+ * it within 50 ms (when not connected, at the next connection); from then
+ * on the relay may delete those blobs once the group's other devices have
+ * them. A pull after `cursor` confirms the same way. Confirming a cursor
+ * beyond what the application received gives up the blobs in between for
+ * this device. With the default (the library confirms) it may be called
+ * too, and only raises the cursor. 0 does nothing. Any thread, the event
+ * handler included; waits only for the state write.
  * Errors: ZKS_EINVAL (NULL), ZKS_ENOENT (no group key), ZKS_ECLOSED.
  */
 int zks_client_confirm(zks_client *c, uint64_t cursor);
