@@ -15,8 +15,19 @@
  *     each device gets its blobs in cursor order;
  *   - intact: each blob's bytes are the ones pushed.
  *
+ * The last A devices (1 by default) confirm delivery themselves
+ * (zks_config_set_app_confirms), as an application that keeps what it pulls
+ * in a store of its own: it pulls after the cursor it has kept, keeps the
+ * batch, and sometimes confirms with zks_client_confirm. One batch in eight
+ * it drops instead, as an application that died before keeping it, and
+ * pulls after the same cursor again; a reopened client resumes from the
+ * cursor the application kept. For these devices "none missing" says that
+ * nothing delivered but not confirmed was lost, and the library's cursor
+ * must never be ahead of what the application kept (checked at every
+ * dropped batch and every reopened client).
+ *
  * Usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T]
- *                          [--loss P]
+ *                          [--loss P] [--app-confirms A]
  * The first T devices (1 by default) use TLS over TCP, the others QUIC,
  * through a path that loses P% of the datagrams (0 by default). The short
  * run in the test suite is 15 s with 3% lost; `make soak` runs longer.
@@ -55,11 +66,15 @@ typedef struct device {
     atomic_int writing;   /* the writer pushes (cleared when the chaos ends) */
     uint32_t next_seq;    /* writer thread, and main while it is stopped */
     uint8_t *accepted;    /* [MAX_SEQ]: 1 when a push of that seq returned success */
-    uint64_t cursor;      /* reader thread: the newest cursor it has seen */
+    int app_confirms;     /* the application confirms delivery (see the top) */
+    uint64_t cursor;      /* reader thread: the cursor it has kept, and pulls after */
     uint64_t last_blob;   /* reader thread: the cursor of the last blob it was given */
     uint64_t cursor_back; /* blobs given at or below last_blob: delivered out of order */
     uint64_t push_errors;
-    uint32_t rng;
+    uint64_t dropped;      /* reader: batches dropped as by a dying application */
+    uint64_t cursor_ahead; /* the library's cursor was ahead of what the application kept */
+    uint32_t rng;          /* writer thread */
+    uint32_t reader_rng;   /* reader thread */
 } device;
 
 /* What receiver r has seen from sender s: counts per seq and the order. */
@@ -74,6 +89,7 @@ static seen seen_by[MAX_DEVICES][MAX_DEVICES];
 static uint8_t dev_ids[MAX_DEVICES][ZKS_NODE_ID_SIZE];
 static int ndev = 3;
 static int ntcp = 1;
+static int napp = 1;
 static unsigned loss_pct;
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -370,10 +386,23 @@ static void *reader_main(void *arg)
             sleep_ms(20);
             continue;
         }
+        if (d->app_confirms && pl.count > 0 && rnd(&d->reader_rng) % 8 == 0) {
+            /* Dies before keeping them: the next pull, after the same cursor, brings them
+             * again, from the relay or the inline cache. The library must not have moved
+             * its cursor past what the application kept. */
+            uint64_t last;
+            if (zks_client_last_cursor(&last, d->c) == 0 && last > d->cursor)
+                d->cursor_ahead++;
+            d->dropped++;
+            zks_pull_result_free(&pl);
+            continue;
+        }
         for (size_t i = 0; i < pl.count; i++)
             record(d, &pl.blobs[i]);
         if (pl.last > d->cursor)
             d->cursor = pl.last;
+        if (d->app_confirms && rnd(&d->reader_rng) % 4 == 0)
+            (void)zks_client_confirm(d->c, d->cursor); /* else the next pull confirms it */
         int more = pl.has_more;
         zks_pull_result_free(&pl);
         if (!more) { /* wait for news (or look again in a while) */
@@ -390,6 +419,8 @@ static void device_client(device *d)
     zks_config *cfg = h_config(d->dir, d->group, d->relay);
     if (d->tcp && zks_config_set_tcp_only(cfg, 1) != 0)
         h_die("tcp only");
+    if (d->app_confirms && zks_config_set_app_confirms(cfg, 1) != 0)
+        h_die("app confirms");
     int rc = zks_client_new(&d->c, cfg);
     zks_config_free(cfg);
     if (rc != 0)
@@ -397,8 +428,13 @@ static void device_client(device *d)
     rc = zks_client_subscribe(&d->rx, d->c);
     if (rc != 0)
         h_die("subscribe: %s", zks_strerror(rc));
-    if (zks_client_last_cursor(&d->cursor, d->c) != 0)
+    uint64_t last;
+    if (zks_client_last_cursor(&last, d->c) != 0)
         h_die("last cursor");
+    if (!d->app_confirms)
+        d->cursor = last;
+    else if (last > d->cursor)
+        d->cursor_ahead++; /* the application resumes from what it kept, d->cursor */
     zks_connection_info info;
     (void)zks_client_connect(&info, d->c); /* the reader tries again if the relay is away */
 }
@@ -486,6 +522,14 @@ static int report(void)
             printf("device %d: %llu pushes failed\n", r, (unsigned long long)devs[r].push_errors);
             bad = 1;
         }
+        if (devs[r].app_confirms)
+            printf("device %d confirms itself: %llu batches dropped before they were kept\n", r,
+                   (unsigned long long)devs[r].dropped);
+        if (devs[r].cursor_ahead) {
+            printf("device %d: the library's cursor was ahead of what it kept %llu times\n", r,
+                   (unsigned long long)devs[r].cursor_ahead);
+            bad = 1;
+        }
     }
     return bad;
 }
@@ -495,7 +539,7 @@ static int report(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T] "
-                    "[--loss P]\n");
+                    "[--loss P] [--app-confirms A]\n");
     exit(2);
 }
 
@@ -516,16 +560,19 @@ int main(int argc, char **argv)
             ntcp = atoi(argv[++i]);
         else if (strcmp(argv[i], "--loss") == 0)
             loss_pct = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--app-confirms") == 0)
+            napp = atoi(argv[++i]);
         else
             usage();
     }
     if (seconds == 0 || seconds > 86400 || ndev < 2 || ndev > MAX_DEVICES || ntcp < 0 ||
-        ntcp > ndev || loss_pct > 50)
+        ntcp > ndev || loss_pct > 50 || napp < 0 || napp > ndev)
         usage();
     if (seed == 0)
         seed = 1;
-    printf("chaos: %d devices (%d of them over TCP), %u%% of QUIC datagrams lost, %u s, seed %u\n",
-           ndev, ntcp, loss_pct, seconds, (unsigned)seed);
+    printf("chaos: %d devices (%d of them over TCP, %d confirming delivery themselves), %u%% of "
+           "QUIC datagrams lost, %u s, seed %u\n",
+           ndev, ntcp, napp, loss_pct, seconds, (unsigned)seed);
     fflush(stdout);
     signal(SIGPIPE, SIG_IGN);
 
@@ -548,11 +595,15 @@ int main(int argc, char **argv)
         device *d = &devs[i];
         d->idx = i;
         d->tcp = i < ntcp;
+        d->app_confirms = i >= ndev - napp;
         d->group = group;
         d->relay = d->tcp ? &relay : &lossy;
         d->rng = seed * 2654435761u + (uint32_t)i + 1u;
         if (d->rng == 0)
             d->rng = 1;
+        d->reader_rng = d->rng ^ 0x9e3779b9u;
+        if (d->reader_rng == 0)
+            d->reader_rng = 1;
         d->accepted = calloc(MAX_SEQ, 1);
         for (int s = 0; s < ndev; s++) {
             seen_by[i][s].count = calloc(MAX_SEQ, 1);
