@@ -61,7 +61,8 @@ extern "C" {
     XX(ESTORE, -23, "storage failure")                                                             \
     XX(EREMOTE, -24, "the relay answered with an error")                                           \
     XX(ECRYPTO, -25, "cryptographic library failure")                                              \
-    XX(EINTERNAL, -26, "internal error")
+    XX(EINTERNAL, -26, "internal error")                                                           \
+    XX(EREWOUND, -27, "the relay's cursors went back: it lost blobs")
 
 typedef enum zks_err {
     ZKS_OK = 0,
@@ -757,7 +758,9 @@ int zks_client_status(zks_status *out, zks_client *c);
  * has covered, persisted in the state directory (within 50 ms for an answer
  * from the inline cache; see zks_client_pull); when the application
  * confirms delivery (zks_config_set_app_confirms), the highest it has
- * confirmed. Any thread; never blocks.
+ * confirmed. It comes down when the relay comes back with less history
+ * than it had: an Error event with ZKS_EREWOUND says so (docs/CLIENT.md,
+ * "Reconnecting"). Any thread; never blocks.
  */
 int zks_client_last_cursor(uint64_t *out, zks_client *c);
 

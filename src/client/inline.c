@@ -75,6 +75,16 @@ void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32])
     pthread_mutex_unlock(&ic->mu);
 }
 
+void zks__inline_rewound(zks__inline *ic, const uint8_t relay_id[32])
+{
+    pthread_mutex_lock(&ic->mu);
+    if (ic->valid && memcmp(ic->relay_id, relay_id, 32) == 0) {
+        drop_first(ic, ic->n);
+        ic->known_max = 0;
+    }
+    pthread_mutex_unlock(&ic->mu);
+}
+
 void zks__inline_seen(zks__inline *ic, uint64_t cursor)
 {
     pthread_mutex_lock(&ic->mu);

@@ -121,6 +121,9 @@ int zks__state_cursor_get(zks__state *st, const uint8_t group_id[32], const uint
 /* Raises the stored cursor to `cursor` (never lowers it); *now gets the stored value. */
 int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
                             uint64_t cursor, uint64_t *now);
+/* Lowers the stored cursor to `cursor` if it is above (a relay that lost history). */
+int zks__state_cursor_lower(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
+                            uint64_t cursor);
 
 /* Durably appends a sealed blob to the outbox; *seq is its position. */
 int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[32],
@@ -199,6 +202,8 @@ void zks__inline_init(zks__inline *ic);
 void zks__inline_free(zks__inline *ic);
 /* The primary relay is `relay_id`: a different one than before empties the cache. */
 void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32]);
+/* Relay `relay_id` lost history: if the cache holds its cursors, it forgets them all. */
+void zks__inline_rewound(zks__inline *ic, const uint8_t relay_id[32]);
 /* A cursor the primary relay assigned (one of our pushes): only raises known_max. */
 void zks__inline_seen(zks__inline *ic, uint64_t cursor);
 /* A NOTIFY from the primary: raises known_max, and keeps the envelope it carried (copied). */

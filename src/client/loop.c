@@ -585,9 +585,55 @@ static void on_connected(void *user, zks_conn *conn)
     send_hello(io, r);
 }
 
+/*
+ * A relay whose highest cursor is below this device's cursor there has lost
+ * blobs: its database was restored from an older copy, or lost. It gives
+ * its next blobs cursors this device has already passed, and a pull after
+ * the device's cursor would never return them. So the device's cursor at
+ * that relay comes down to the relay's, the blobs cached inline from it are
+ * forgotten (their cursors now name other blobs), a confirmation not yet
+ * sent is dropped, and an Error event (ZKS_EREWOUND) tells the
+ * application, which must bring down a cursor of its own too. Blobs the
+ * relay lost that this device had not pulled are gone for it.
+ */
+static void check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_max)
+{
+    zks_client *c = io->c;
+    if (c->group == NULL)
+        return;
+    const uint8_t *gid = zks_group_id(c->group->g);
+    uint64_t mine = 0;
+    zks__state_lock(c, true);
+    int rc = zks__state_cursor_get(c->st, gid, r->spec.id, &mine);
+    if (rc == 0 && mine > relay_max)
+        rc = zks__state_cursor_lower(c->st, gid, r->spec.id, relay_max);
+    zks__state_unlock(c);
+    if (rc != 0 || mine <= relay_max)
+        return;
+    zks__inline_rewound(&c->inl, r->spec.id);
+    pthread_mutex_lock(&c->mu);
+    if (memcmp(c->confirm_relay, r->spec.id, 32) == 0 && c->confirm_after > relay_max)
+        c->confirm_after = 0;
+    if (memcmp(c->cursor_relay, r->spec.id, 32) == 0 && c->last_cursor > relay_max)
+        c->last_cursor = relay_max;
+    pthread_mutex_unlock(&c->mu);
+    char id[ZKS_NODE_ID_TEXT_SIZE];
+    zks_nodeid_to_text(id, r->spec.id);
+    ZKS_LOGW("client: relay %.12s has cursors up to %llu only, this device was at %llu: it "
+             "lost blobs; going on from %llu",
+             id, (unsigned long long)relay_max, (unsigned long long)mine,
+             (unsigned long long)relay_max);
+    zks__emit_error(c, ZKS_EREWOUND, 0, NULL,
+                    "relay %.12s went back from cursor %llu to %llu: blobs it lost are gone; "
+                    "the last cursor is now %llu",
+                    id, (unsigned long long)mine, (unsigned long long)relay_max,
+                    (unsigned long long)relay_max);
+}
+
 static void on_welcome(struct zks__io *io, struct relay *r, const struct zks_msg_welcome *w)
 {
     uv_timer_stop(&r->hello_timer);
+    check_rewound(io, r, w->max_cursor);
     r->st = R_READY;
     r->info.max_cursor = w->max_cursor;
     r->info.pending = w->pending;

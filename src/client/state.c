@@ -49,6 +49,8 @@
     X(CURSOR_RAISE, "INSERT INTO cursors(group_id, relay_id, cursor) VALUES(?, ?, ?) "             \
                     "ON CONFLICT(group_id, relay_id) DO UPDATE SET "                               \
                     "cursor=max(cursor, excluded.cursor)")                                         \
+    X(CURSOR_LOWER,                                                                                \
+      "UPDATE cursors SET cursor=?3 WHERE group_id=?1 AND relay_id=?2 AND cursor>?3")              \
     X(OUTBOX_ADD, "INSERT INTO outbox(group_id, blob_id, envelope, ttl, created) "                 \
                   "VALUES(?, ?, ?, ?, ?)")                                                         \
     X(OUTBOX_LIST, "SELECT seq, blob_id, ttl FROM outbox WHERE group_id=? ORDER BY seq")           \
@@ -510,6 +512,17 @@ int zks__state_cursor_get(zks__state *st, const uint8_t group_id[32], const uint
     return rc;
 }
 
+/* Runs CURSOR_RAISE or CURSOR_LOWER: (group, relay, cursor). */
+static int cursor_write(zks__state *st, enum stmt_id id, const uint8_t group_id[32],
+                        const uint8_t relay_id[32], uint64_t cursor)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 3, (sqlite3_int64)cursor);
+    return run(st, id, "cursor");
+}
+
 int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
                             uint64_t cursor, uint64_t *now)
 {
@@ -532,14 +545,24 @@ int zks__state_cursor_raise(zks__state *st, const uint8_t group_id[32], const ui
         *now = m->cursor;
         return 0;
     }
-    sqlite3_stmt *s = st->stmt[ST_CURSOR_RAISE];
-    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 2, relay_id, 32, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 3, (sqlite3_int64)cursor);
-    int rc = run(st, ST_CURSOR_RAISE, "cursor");
+    int rc = cursor_write(st, ST_CURSOR_RAISE, group_id, relay_id, cursor);
     if (rc == 0)
         rc = zks__state_cursor_get(st, group_id, relay_id, now);
     return rc;
+}
+
+int zks__state_cursor_lower(zks__state *st, const uint8_t group_id[32], const uint8_t relay_id[32],
+                            uint64_t cursor)
+{
+    if (cursor > INT64_MAX)
+        cursor = INT64_MAX;
+    if (st->dir == NULL) {
+        struct mem_cursor *m = mem_cursor_find(st, group_id, relay_id);
+        if (m != NULL && m->cursor > cursor)
+            m->cursor = cursor;
+        return 0;
+    }
+    return cursor_write(st, ST_CURSOR_LOWER, group_id, relay_id, cursor);
 }
 
 /* ---- outbox --------------------------------------------------------------------------------- */

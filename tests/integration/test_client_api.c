@@ -761,6 +761,108 @@ static void test_app_confirms(void **state)
     h_relay_stop(&r, SIGTERM);
 }
 
+static int is_err(const zks_event *ev, const void *arg)
+{
+    return ev->u.error.err == *(const int *)arg;
+}
+
+static int is_connected_status(const zks_event *ev, const void *arg)
+{
+    (void)arg;
+    return ev->u.status_changed.status.kind == ZKS_STATUS_CONNECTED;
+}
+
+/*
+ * A relay that comes back with less history than the devices saw (its
+ * database lost, or restored from an older copy; same key) numbers its next
+ * blobs from its own highest cursor, below the devices' cursors there. A
+ * device must then come down to the relay's cursor, forget what it cached
+ * inline under the old numbers, and say so (ZKS_EREWOUND), or it would
+ * never pull those new blobs, or take the old ones for them.
+ */
+static void test_relay_lost_history(void **state)
+{
+    (void)state;
+    h_relay r = {0};
+    h_relay_start(&r, 0);
+    unsigned port = r.port;
+    zks_group_key *g = new_group();
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "rewound");
+    zks_client *a = h_client(NULL, g, &r);
+    zks_client *b = h_client(dir, g, &r);
+    zks_receiver *rx, *rxa;
+    assert_int_equal(zks_client_subscribe(&rx, b), 0);
+    assert_int_equal(zks_client_subscribe(&rxa, a), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    assert_int_equal(zks_client_connect(&info, b), 0);
+    zks_push_result pr;
+    static const char *const old[] = {"old one", "old two", "old three"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(zks_client_push(&pr, a, old[i], strlen(old[i])), 0);
+        zks_event ev;
+        assert_int_equal(
+            h_wait_event(rx, &ev, ZKS_EVENT_BLOB_AVAILABLE, same_blob, pr.blob_id, 5000), 0);
+    }
+    assert_int_equal(pull_count(b, 0), 3); /* from the inline cache */
+    assert_int_equal(last_cursor_of(b), 3);
+    /* One more, announced inline to b and not pulled: b's cache holds it as cursor 4. */
+    assert_int_equal(zks_client_push(&pr, a, "old four", 8), 0);
+    zks_event ev;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_BLOB_AVAILABLE, same_blob, pr.blob_id, 5000),
+                     0);
+
+    /* The relay loses its database and comes back on the same port with the same key. */
+    h_relay_stop(&r, SIGKILL);
+    static const char *const files[] = {"relay.db", "relay.db-wal", "relay.db-shm"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s", r.dir, files[i]);
+        unlink(path);
+    }
+    h_relay_start(&r, port);
+    int want = ZKS_EREWOUND;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_ERROR, is_err, &want, 20000), 0);
+    assert_int_equal(
+        h_wait_event(rx, &ev, ZKS_EVENT_STATUS_CHANGED, is_connected_status, NULL, 20000), 0);
+    assert_int_equal(last_cursor_of(b), 0);
+
+    /* a's pushes, once a is back, take cursors 1 to 4 again: b gets them, not the old
+     * blobs under those numbers (the old cursor 4 was still in its cache). */
+    assert_int_equal(h_wait_event(rxa, &ev, ZKS_EVENT_DISCONNECTED, NULL, NULL, 20000), 0);
+    assert_int_equal(h_wait_event(rxa, &ev, ZKS_EVENT_CONNECTED, NULL, NULL, 20000), 0);
+    static const char *const fresh[] = {"new 1", "new 2", "new 3", "new 4"};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(zks_client_push(&pr, a, fresh[i], 5), 0);
+        assert_int_equal(pr.pending, 0);
+        assert_int_equal(pr.cursor, (uint64_t)i + 1);
+        assert_int_equal(
+            h_wait_event(rx, &ev, ZKS_EVENT_BLOB_AVAILABLE, same_blob, pr.blob_id, 5000), 0);
+    }
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, b, last_cursor_of(b)), 0);
+    assert_int_equal(pl.count, 4);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(pl.blobs[i].cursor, (uint64_t)i + 1);
+        assert_int_equal(pl.blobs[i].len, 5);
+        assert_memory_equal(pl.blobs[i].data, fresh[i], 5);
+    }
+    zks_pull_result_free(&pl);
+    assert_int_equal(last_cursor_of(b), 4);
+    zks_receiver_free(rx);
+    zks_receiver_free(rxa);
+    zks_client_free(b);
+
+    /* The state directory holds the cursor at the relay as it is now. */
+    b = h_client(dir, NULL, NULL);
+    assert_int_equal(last_cursor_of(b), 4);
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(g);
+    h_relay_stop(&r, SIGTERM);
+}
+
 static void test_offline_outbox(void **state)
 {
     (void)state;
@@ -1119,6 +1221,7 @@ int main(void)
         cmocka_unit_test(test_inline_delivery),
         cmocka_unit_test(test_event_handler),
         cmocka_unit_test(test_app_confirms),
+        cmocka_unit_test(test_relay_lost_history),
         cmocka_unit_test(test_offline_outbox),
         cmocka_unit_test(test_devices_revoke_delete),
         cmocka_unit_test(test_undecryptable_blob),

@@ -207,6 +207,22 @@ static void test_cursors(void **state)
     /* Beyond what the table can hold, the highest it holds. */
     assert_int_equal(zks__state_cursor_raise(st, G2, R2, UINT64_MAX, &now), 0);
     assert_int_equal(now, (uint64_t)INT64_MAX);
+    /* Lowered only on purpose (a relay that lost history), and only its own. */
+    assert_int_equal(zks__state_cursor_lower(st, G1, R1, 5), 0);
+    assert_int_equal(zks__state_cursor_get(st, G1, R1, &c), 0);
+    assert_int_equal(c, 5);
+    assert_int_equal(zks__state_cursor_lower(st, G1, R1, 9), 0); /* never raises */
+    assert_int_equal(zks__state_cursor_get(st, G1, R1, &c), 0);
+    assert_int_equal(c, 5);
+    assert_int_equal(zks__state_cursor_get(st, G1, R2, &c), 0);
+    assert_int_equal(c, 3);
+    assert_int_equal(zks__state_cursor_lower(st, G2, R2, 0), 0);
+    assert_int_equal(zks__state_cursor_get(st, G2, R2, &c), 0);
+    assert_int_equal(c, 0);
+    static const uint8_t R3[32] = {10};
+    assert_int_equal(zks__state_cursor_lower(st, G1, R3, 1), 0); /* none yet: stays none */
+    assert_int_equal(zks__state_cursor_get(st, G1, R3, &c), 0);
+    assert_int_equal(c, 0);
 }
 
 int main(void)
