@@ -1330,18 +1330,18 @@ static int64_t retire_span_ms(const sq_store *s)
 /*
  * Expiry in three steps, each taking what is left of max_rows:
  *
- *  1. Of the oldest max_rows expired blobs (all with 0), one whose sender
- *     is a device of the group that has not confirmed it is retired rather
- *     than deleted: its envelope goes (the space, the counts), its row
- *     stays with envelope_id 0 and expires_ms = -(its expiry +
- *     retire_span_ms). The sender may not know
- *     the blob is stored (its PUSH_ACK lost with a connection) and resend
- *     it when it is back; the row keeps the blob id taken, so the resend is
- *     answered as a duplicate with the original cursor instead of being
- *     stored and announced a second time. Pulls never return such a row
- *     (its expiry is past, it has no envelope). It goes when the blob
- *     counts as delivered to all (docs/STORAGE.md), which needs the
- *     sender's confirmation, or at step 3.
+ *  1. Of the oldest max_rows expired blobs (all of them when max_rows is
+ *     0), one whose sender is a device of the group that has not confirmed
+ *     it is retired rather than deleted: its envelope goes (the space, the
+ *     counts), its row stays with envelope_id 0 and expires_ms = -(its
+ *     expiry + retire_span_ms). The sender may not know the blob is stored
+ *     (its PUSH_ACK lost with a connection) and resend it when it is back;
+ *     the row keeps the blob id taken, so the resend is answered as a
+ *     duplicate with the original cursor instead of being stored and
+ *     announced a second time. Pulls never return such a row (its expiry
+ *     is past, it has no envelope). It goes when the blob counts as
+ *     delivered to all (docs/STORAGE.md), which needs the sender's
+ *     confirmation, or at step 3.
  *  2. The rest of those blobs are deleted. Both steps work on the same
  *     oldest ones, so a backlog of expired blobs is read once, not once
  *     per call.
