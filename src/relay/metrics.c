@@ -83,6 +83,9 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
     metric(out, "zks_relay_push_duplicates_total", "counter",
            "Pushes of an already stored blob id, answered with its original cursor.",
            get(&m->push_duplicates));
+    metric(out, "zks_relay_devices_ahead_total", "counter",
+           "HELLOs from a device whose cursor is past its group's newest: this relay lost blobs.",
+           get(&m->devices_ahead));
     metric(out, "zks_relay_pulls_total", "counter", "PULL requests answered.", get(&m->pulls));
     metric(out, "zks_relay_blobs_pulled_total", "counter", "Blobs sent in PULL responses.",
            get(&m->blobs_pulled));

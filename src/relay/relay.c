@@ -572,6 +572,14 @@ static void on_hello(zks_relay *r, struct session *s, int64_t stream, const stru
     }
     rc = zks_store_device_hello(r->store, &info, h->group_id, s->device, h->device_name.p, name_len,
                                 h->last_cursor, (int64_t)ms(now_us));
+    if (rc == 0 && h->last_cursor > info.max_cursor) {
+        /* The device saw cursors this relay no longer has: its database was lost or restored
+         * from an older copy. The device lowers its cursor (docs/CLIENT.md, "Reconnecting"). */
+        zks_metrics_add(&r->metrics->devices_ahead, 1);
+        ZKS_LOGW("relay: a device of a group is at cursor %llu, the group's newest here is %llu: "
+                 "this relay lost blobs (an older copy of its database?)",
+                 (unsigned long long)h->last_cursor, (unsigned long long)info.max_cursor);
+    }
     if (rc == ZKS_STORE_EREVOKED) {
         refuse(r, s, stream, ZKS_WIRE_DEVICE_REVOKED, "this device was revoked from the group");
         return;

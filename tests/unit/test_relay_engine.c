@@ -323,6 +323,38 @@ static void test_hello_welcome(void **state)
     expect_error(e, 1, ZKS_WIRE_UNAUTHORIZED);
 }
 
+/*
+ * A device that says it is at a cursor past the group's newest saw blobs
+ * this relay no longer has (its database lost or an older copy): WELCOME
+ * gives the relay's own newest cursor, and the relay counts the device.
+ */
+static void test_hello_from_a_device_ahead(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    assert_int_equal(push_acked(e, 1, 4, 0x11, 40), 1);
+    assert_int_equal(atomic_load(&e->metrics.devices_ahead), 0);
+    open_conn(e, 2, 2, "127.0.0.1");
+    zks_msg m;
+    make_hello(&m, e->group, 2, 2, "ahead");
+    m.u.hello.last_cursor = 7;
+    feed(e, 2, 0, &m);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_WELCOME);
+    assert_int_equal(m.u.welcome.max_cursor, 1);
+    zks_msg_clear(&m);
+    assert_int_equal(atomic_load(&e->metrics.devices_ahead), 1);
+    /* At the newest cursor or below it is nothing unusual. */
+    open_conn(e, 3, 3, "127.0.0.1");
+    make_hello(&m, e->group, 3, 3, "level");
+    m.u.hello.last_cursor = 1;
+    feed(e, 3, 0, &m);
+    last_to(e, 3, &m);
+    assert_int_equal(m.type, ZKS_MSG_WELCOME);
+    zks_msg_clear(&m);
+    assert_int_equal(atomic_load(&e->metrics.devices_ahead), 1);
+}
+
 static void test_outsiders_are_refused(void **state)
 {
     struct env *e = *state;
@@ -998,6 +1030,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hello_welcome, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hello_from_a_device_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outsiders_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_ack_after_commit_and_notify, setup, teardown),
