@@ -738,6 +738,17 @@ uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32])
     return after;
 }
 
+void zks__relay_rewound(zks_client *c, const uint8_t relay_id[32], uint64_t relay_max)
+{
+    zks__inline_rewound(&c->inl, relay_id);
+    pthread_mutex_lock(&c->mu);
+    if (memcmp(c->confirm_relay, relay_id, 32) == 0 && c->confirm_after > relay_max)
+        c->confirm_after = 0;
+    if (memcmp(c->cursor_relay, relay_id, 32) == 0 && c->last_cursor > relay_max)
+        c->last_cursor = relay_max;
+    pthread_mutex_unlock(&c->mu);
+}
+
 static int cmp_blob_id(const void *a, const void *b)
 {
     return memcmp(a, b, ZKS_BLOB_ID_SIZE);

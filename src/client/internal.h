@@ -323,6 +323,12 @@ void zks__set_primary(zks_client *c, const uint8_t relay_id[32]);
  * told. Any thread.
  */
 uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32]);
+/*
+ * Relay `relay_id` went back to `relay_max` (its stored cursor already
+ * lowered): its inline cache, a confirmation above that not yet sent and the
+ * cursor zks_client_last_cursor shows follow. Any thread.
+ */
+void zks__relay_rewound(zks_client *c, const uint8_t relay_id[32], uint64_t relay_max);
 
 /* I/O thread (loop.c). */
 int zks__io_init(zks_client *c);

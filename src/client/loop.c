@@ -610,13 +610,7 @@ static void check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_ma
     zks__state_unlock(c);
     if (rc != 0 || mine <= relay_max)
         return;
-    zks__inline_rewound(&c->inl, r->spec.id);
-    pthread_mutex_lock(&c->mu);
-    if (memcmp(c->confirm_relay, r->spec.id, 32) == 0 && c->confirm_after > relay_max)
-        c->confirm_after = 0;
-    if (memcmp(c->cursor_relay, r->spec.id, 32) == 0 && c->last_cursor > relay_max)
-        c->last_cursor = relay_max;
-    pthread_mutex_unlock(&c->mu);
+    zks__relay_rewound(c, r->spec.id, relay_max);
     char id[ZKS_NODE_ID_TEXT_SIZE];
     zks_nodeid_to_text(id, r->spec.id);
     ZKS_LOGW("client: relay %.12s has cursors up to %llu only, this device was at %llu: it "
