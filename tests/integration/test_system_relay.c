@@ -494,6 +494,26 @@ static void push_first(struct env *e, device *a, zks_msg *push, zks_buf *env, ui
 }
 
 /*
+ * Device `a` sends `push` (its first blob) again: the relay answers with
+ * cursor 1 as a duplicate, announces nothing to `b`, and a pull of b's after
+ * `after` finds nothing new.
+ */
+static void resend_is_duplicate(struct env *e, device *a, device *b, zks_msg *push, uint64_t after)
+{
+    zks_msg ack, resp;
+    size_t n, announced = b->npushed;
+    dev_call(a, push, &ack);
+    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
+    assert_int_equal(ack.u.push_ack.cursor, 1);
+    assert_true(ack.u.push_ack.duplicate);
+    run_for_ms(&e->loop, 200);
+    assert_int_equal(b->npushed, announced);
+    pull_all(b, after, &resp, &n);
+    assert_int_equal(n, 0);
+    zks_msg_clear(&resp);
+}
+
+/*
  * A push whose acknowledgement its sender never saw (the connection died
  * first) stays in the sender's outbox and is sent again later. The relay
  * keeps the blob, even once every other device has it and the cleanup job
@@ -509,7 +529,7 @@ static void test_retry_after_cleanup_is_no_duplicate(void **state)
     zks_buf env;
     zks_buf_init(&env, 0);
     uint8_t id[16];
-    zks_msg push, ack, resp;
+    zks_msg push, resp;
     size_t n;
     push_first(e, &a, &push, &env, id, "only once", 0);
 
@@ -520,16 +540,7 @@ static void test_retry_after_cleanup_is_no_duplicate(void **state)
     pull_all(&b, 1, &resp, &n);
     zks_msg_clear(&resp);
     run_for_ms(&e->loop, 2500);
-    size_t announced = b.npushed;
-
-    dev_call(&a, &push, &ack);
-    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
-    assert_int_equal(ack.u.push_ack.cursor, 1);
-    pull_all(&b, 1, &resp, &n);
-    assert_int_equal(n, 0);
-    zks_msg_clear(&resp);
-    run_for_ms(&e->loop, 200);
-    assert_int_equal(b.npushed, announced);
+    resend_is_duplicate(e, &a, &b, &push, 1);
 
     /* Once A has confirmed it too, the cleanup deletes it. */
     pull_all(&a, 1, &resp, &n);
@@ -560,24 +571,14 @@ static void test_retry_after_expiry_is_no_duplicate(void **state)
     zks_buf env;
     zks_buf_init(&env, 0);
     uint8_t id[16];
-    zks_msg push, ack, resp;
+    zks_msg push, resp;
     size_t n;
     push_first(e, &a, &push, &env, id, "short-lived", 1);
     run_for_ms(&e->loop, 3000); /* the TTL and a cleanup run */
     pull_all(&b, 0, &resp, &n);
     assert_int_equal(n, 0);
     zks_msg_clear(&resp);
-    size_t announced = b.npushed;
-
-    dev_call(&a, &push, &ack);
-    assert_int_equal(ack.type, ZKS_MSG_PUSH_ACK);
-    assert_int_equal(ack.u.push_ack.cursor, 1);
-    assert_true(ack.u.push_ack.duplicate);
-    run_for_ms(&e->loop, 200);
-    assert_int_equal(b.npushed, announced);
-    pull_all(&b, 0, &resp, &n);
-    assert_int_equal(n, 0);
-    zks_msg_clear(&resp);
+    resend_is_duplicate(e, &a, &b, &push, 0);
     zks_buf_free(&env);
     dev_free(&a);
     dev_free(&b);
