@@ -2,8 +2,9 @@
  * Store throughput on SQLite: acknowledged pushes per second of 1 KiB
  * envelopes at several batch sizes (one transaction per batch, as the relay's
  * group commit does), with synchronous=NORMAL (the default) and FULL; the
- * catch-up pull rate over 100,000 buffered 1 KiB blobs; and the expiry job's
- * rate, deleting and retiring. Each phase is bounded in items and time.
+ * catch-up pull rate over 100,000 buffered 1 KiB blobs; the expiry job's
+ * rate, deleting and retiring; and push rates against the size of the page
+ * cache, across 20,000 groups. Each phase is bounded in items and time.
  * Prints figures only.
  */
 #include <dirent.h>
@@ -21,6 +22,9 @@
 #define PUSH_MAX_ITEMS 200000
 #define PUSH_MAX_S     2.0
 #define PULL_BLOBS     100000
+#define MANY_GROUPS    20000
+#define MANY_PER_GROUP 16
+#define WARM_ITEMS     40000
 
 static uint8_t g_envelope[ENVELOPE_LEN];
 
@@ -59,9 +63,32 @@ static void fill_item(zks_store_push *p, uint8_t group_tag, uint64_t seq)
     p->envelope_len = ENVELOPE_LEN;
 }
 
-/* Pushes batches of `batch` into the group until the item or time bound; returns items/s. */
-static int bench_push(zks_store *s, size_t batch, uint8_t group_tag, double *rate)
+/* Group `g` of the many-groups database: its number in the first bytes of the id. */
+static void set_group(zks_store_push *p, uint32_t g)
 {
+    memset(p->group_id, 0x9a, sizeof p->group_id);
+    for (int i = 0; i < 4; i++)
+        p->group_id[i] = (uint8_t)(g >> (8 * i));
+}
+
+static uint32_t xorshift(uint32_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 17;
+    *x ^= *x << 5;
+    return *x;
+}
+
+/*
+ * Pushes batches of `batch` until the item or time bound; returns items/s.
+ * With `groups` 0 every push goes to the group tagged `group_tag`; otherwise
+ * each goes to one of `groups` groups of the many-groups database, at random,
+ * and `*seq` numbers the blob ids so that they stay unique across calls.
+ */
+static int bench_push_to(zks_store *s, size_t batch, uint8_t group_tag, uint32_t groups,
+                         uint64_t *seq, uint64_t max_items, double *rate)
+{
+    uint32_t rnd = 2463534242u;
     zks_store_push *items = calloc(batch, sizeof *items);
     zks_store_push_result *res = calloc(batch, sizeof *res);
     if (items == NULL || res == NULL) {
@@ -69,12 +96,15 @@ static int bench_push(zks_store *s, size_t batch, uint8_t group_tag, double *rat
         free(res);
         return ZKS_ENOMEM;
     }
-    uint64_t seq = 0, done = 0;
+    uint64_t done = 0;
     int rc = 0;
     double start = now_s(), elapsed = 0;
-    while (done < PUSH_MAX_ITEMS && elapsed < PUSH_MAX_S) {
-        for (size_t i = 0; i < batch; i++)
-            fill_item(&items[i], group_tag, ++seq);
+    while (done < max_items && elapsed < PUSH_MAX_S) {
+        for (size_t i = 0; i < batch; i++) {
+            fill_item(&items[i], group_tag, ++*seq);
+            if (groups > 0)
+                set_group(&items[i], xorshift(&rnd) % groups);
+        }
         rc = zks_store_push_batch(s, res, items, batch, 1000);
         if (rc != 0)
             break;
@@ -92,6 +122,12 @@ static int bench_push(zks_store *s, size_t batch, uint8_t group_tag, double *rat
     free(items);
     free(res);
     return rc;
+}
+
+static int bench_push(zks_store *s, size_t batch, uint8_t group_tag, double *rate)
+{
+    uint64_t seq = 0;
+    return bench_push_to(s, batch, group_tag, 0, &seq, PUSH_MAX_ITEMS, rate);
 }
 
 static int bench_pull(zks_store *s, uint32_t limit, size_t max_bytes, double *mbps,
@@ -184,12 +220,15 @@ static int make_dir(char *dir, size_t cap)
     return 0;
 }
 
-static int open_store(zks_store **s, const char *dir, int sync_full)
+/* Opens the store in `dir`; cache_kib 0 is the default page cache. */
+static int open_store(zks_store **s, const char *dir, int sync_full, uint32_t cache_kib)
 {
     zks_store_config cfg;
     zks_store_config_init(&cfg);
     cfg.group_quota = UINT64_MAX / 2;
     cfg.sync_full = sync_full;
+    if (cache_kib)
+        cfg.cache_kib = cache_kib;
     int rc = zks_store_open_sqlite(s, dir, &cfg);
     if (rc != 0)
         fprintf(stderr, "open: %s\n", zks_strerror(rc));
@@ -204,7 +243,7 @@ static int push_figures(int sync_full)
     zks_store *s = NULL;
     if (make_dir(dir, sizeof dir) != 0)
         return ZKS_EIO;
-    int rc = open_store(&s, dir, sync_full);
+    int rc = open_store(&s, dir, sync_full, 0);
     for (size_t i = 0; rc == 0 && i < sizeof batches / sizeof batches[0]; i++) {
         double rate = 0;
         rc = bench_push(s, batches[i], (uint8_t)(0x10 + i), &rate);
@@ -228,7 +267,7 @@ static int pull_figures(void)
     zks_store *s = NULL;
     if (make_dir(dir, sizeof dir) != 0)
         return ZKS_EIO;
-    int rc = open_store(&s, dir, 0);
+    int rc = open_store(&s, dir, 0, 0);
     if (rc == 0)
         rc = fill_pull_group(s, 0);
     for (size_t i = 0; rc == 0 && i < sizeof pulls / sizeof pulls[0]; i++) {
@@ -250,12 +289,73 @@ static int pull_figures(void)
     s = NULL;
     if (make_dir(dir, sizeof dir) != 0)
         return ZKS_EIO;
-    rc = open_store(&s, dir, 0);
+    rc = open_store(&s, dir, 0, 0);
     if (rc == 0)
         rc = fill_pull_group(s, 1);
     if (rc == 0)
         rc = expire_figure(s, "retires");
     zks_store_close(s);
+    remove_tree(dir);
+    return rc;
+}
+
+/* Fills MANY_GROUPS groups with MANY_PER_GROUP blobs each, a run of one group after another. */
+static int fill_many_groups(zks_store *s, uint64_t *seq)
+{
+    enum { BATCH = 1000 };
+    static zks_store_push items[BATCH];
+    static zks_store_push_result res[BATCH];
+    const uint64_t total = (uint64_t)MANY_GROUPS * MANY_PER_GROUP;
+    int rc = 0;
+    for (uint64_t n = 0; rc == 0 && n < total; n += BATCH) {
+        for (size_t i = 0; i < BATCH; i++) {
+            fill_item(&items[i], 0, ++*seq);
+            set_group(&items[i], (uint32_t)((n + i) / MANY_PER_GROUP % MANY_GROUPS));
+        }
+        rc = zks_store_push_batch(s, res, items, BATCH, 1000);
+    }
+    return rc;
+}
+
+/*
+ * The page cache's size against push rates, in one database of MANY_GROUPS
+ * groups reopened with each size: pushes to groups at random (each touches
+ * its group's pages: rows, index entries) and into one group (the hot pages
+ * stay few, but every B-tree split that renumbers pages makes the commit
+ * walk the whole cache). Each size first pushes WARM_ITEMS to fill its
+ * cache. The database grows with every run, so a later size meets a larger
+ * one; the sizes go from largest to smallest.
+ */
+static int cache_figures(void)
+{
+    static const uint32_t caches_kib[] = {65536, 8192, 2048};
+    char dir[256];
+    zks_store *s = NULL;
+    uint64_t seq = 0;
+    if (make_dir(dir, sizeof dir) != 0)
+        return ZKS_EIO;
+    int rc = open_store(&s, dir, 0, 0);
+    if (rc == 0)
+        rc = fill_many_groups(s, &seq);
+    zks_store_close(s);
+    for (size_t i = 0; rc == 0 && i < sizeof caches_kib / sizeof caches_kib[0]; i++) {
+        double warm = 0, many1 = 0, many16 = 0, one16 = 0;
+        s = NULL;
+        rc = open_store(&s, dir, 0, caches_kib[i]);
+        if (rc == 0)
+            rc = bench_push_to(s, 16, 0, MANY_GROUPS, &seq, WARM_ITEMS, &warm);
+        if (rc == 0)
+            rc = bench_push_to(s, 1, 0, MANY_GROUPS, &seq, PUSH_MAX_ITEMS, &many1);
+        if (rc == 0)
+            rc = bench_push_to(s, 16, 0, MANY_GROUPS, &seq, PUSH_MAX_ITEMS, &many16);
+        if (rc == 0)
+            rc = bench_push_to(s, 16, (uint8_t)(0x40 + i), 0, &seq, PUSH_MAX_ITEMS, &one16);
+        if (rc == 0)
+            printf("cache %6u KiB: %d groups at random batch 1: %7.0f, batch 16: %7.0f;"
+                   " one group batch 16: %7.0f pushes/s\n",
+                   (unsigned)caches_kib[i], MANY_GROUPS, many1, many16, one16);
+        zks_store_close(s);
+    }
     remove_tree(dir);
     return rc;
 }
@@ -271,6 +371,8 @@ int main(void)
         rc = push_figures(1);
     if (rc == 0)
         rc = pull_figures();
+    if (rc == 0)
+        rc = cache_figures();
     if (rc != 0)
         fprintf(stderr, "failed: %s\n", zks_strerror(rc));
     return rc == 0 ? 0 : 1;

@@ -16,6 +16,7 @@ void zks_store_config_init(zks_store_config *cfg)
     cfg->default_ttl_s = ZKS_STORE_DEFAULT_TTL_S;
     cfg->busy_timeout_ms = ZKS_STORE_DEFAULT_BUSY_MS;
     cfg->checkpoint_pages = ZKS_STORE_DEFAULT_CHECKPOINT_PAGES;
+    cfg->cache_kib = ZKS_STORE_DEFAULT_CACHE_KIB;
     cfg->delete_delivered = 1;
 }
 

@@ -54,6 +54,7 @@
 #define ZKS_STORE_DEFAULT_TTL_S            (7u * 24u * 3600u)
 #define ZKS_STORE_DEFAULT_BUSY_MS          5000u
 #define ZKS_STORE_DEFAULT_CHECKPOINT_PAGES 4096u
+#define ZKS_STORE_DEFAULT_CACHE_KIB        8192u
 
 /* A push would take the group over its byte quota (the relay sends 2002). */
 #define ZKS_STORE_EQUOTA ZKS_EAGAIN
@@ -79,6 +80,7 @@ typedef struct zks_store_config {
     int delete_delivered;      /* zks_store_delete_delivered() deletes (1) or does nothing (0) */
     int sync_full;             /* fsync every commit (survives power loss; slower) */
     uint32_t checkpoint_pages; /* log pages between checkpoints; 0 = default (4096) */
+    uint32_t cache_kib;        /* page cache of the committing connection; 0 = default (8 MiB) */
 } zks_store_config;
 
 /* One push of a batch. The envelope is only read during the call. */
