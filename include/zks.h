@@ -191,6 +191,36 @@ void zks_node_id_to_text(char out[ZKS_NODE_ID_TEXT_SIZE], const uint8_t id[ZKS_N
  */
 ZKS_WARN_UNUSED int zks_node_id_from_text(uint8_t out[ZKS_NODE_ID_SIZE], const char *text);
 
+/* ---- enterprise credentials --------------------------------------------------------------
+ *
+ * A relay started with issuer keys (zks-relay --enterprise-keys) admits only
+ * devices that show a credential one of those keys signed: for that one
+ * device, for one group or any, for a span of time. docs/PROTOCOL.md has
+ * the format, so an organisation may issue them from any language.
+ */
+
+#define ZKS_CREDENTIAL_SIZE  177 /* bytes of a credential */
+#define ZKS_ISSUER_SEED_SIZE 32  /* an issuer key's secret: an Ed25519 seed */
+
+/*
+ * The issuer's public key (a NodeId, given to the relay) for the secret
+ * `seed`. Returns 0, ZKS_EINVAL or ZKS_ECRYPTO. Any thread.
+ */
+int zks_credential_issuer_id(uint8_t out[ZKS_NODE_ID_SIZE],
+                             const uint8_t seed[ZKS_ISSUER_SEED_SIZE]);
+
+/*
+ * Signs a credential with the issuer's `seed` for `device`, limited to
+ * `group_id` (NULL: any group), valid from `not_before` to `not_after`
+ * (Unix seconds; a relay allows 300 s either way for clocks that differ).
+ * Returns 0; ZKS_EINVAL for NULL arguments or not_after <= not_before;
+ * ZKS_ENOMEM, ZKS_ECRYPTO. Any thread.
+ */
+int zks_credential_issue(uint8_t out[ZKS_CREDENTIAL_SIZE], const uint8_t seed[ZKS_ISSUER_SEED_SIZE],
+                         const uint8_t device[ZKS_NODE_ID_SIZE],
+                         const uint8_t group_id[ZKS_GROUP_ID_SIZE], uint64_t not_before,
+                         uint64_t not_after);
+
 /* ---- group keys and invites --------------------------------------------------------------
  *
  * A group key is the group's 256-bit secret, random or derived from a
@@ -299,7 +329,7 @@ typedef enum zks_backend {
     ZKS_BACKEND_SYNC_RELAY = 1,    /* a self-hosted zks-relay known by NodeId (the default) */
     ZKS_BACKEND_P2P = 2,           /* a group device hosts the relay: not supported yet */
     ZKS_BACKEND_MANAGED_CLOUD = 3, /* relays found by API key: not supported yet */
-    ZKS_BACKEND_ENTERPRISE = 4,    /* a relay that also checks a credential: not supported yet */
+    ZKS_BACKEND_ENTERPRISE = 4,    /* a relay that also checks an enterprise credential */
 } zks_backend;
 
 /*
@@ -340,8 +370,11 @@ int zks_config_set_managed_cloud(zks_config *cfg, const char *api_key);
 
 /*
  * Enterprise{node_id, auth}: the relay's NodeId, its addresses, and the
- * enterprise credential sent at HELLO. Accepted; zks_client_connect fails
- * with ZKS_ENOTSUP.
+ * enterprise credential (zks_credential_issue; up to 4096 bytes) the client
+ * sends in every HELLO, to this relay and any added later. Otherwise the
+ * client works as with SyncRelay. A relay that refuses the credential
+ * answers 1002 (unauthorized), reported as an Error event and the failed
+ * connect; the message names the reason (expired, another device, ...).
  */
 int zks_config_set_enterprise(zks_config *cfg, const uint8_t node_id[ZKS_NODE_ID_SIZE],
                               const char *const *addresses, size_t n, const uint8_t *auth,

@@ -2,7 +2,10 @@
 #ifndef ZKS_CLI_H
 #define ZKS_CLI_H
 
+#include <getopt.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "zks.h"
@@ -25,6 +28,50 @@ struct cli {
     bool json;
     const char *prog;
 };
+
+/* A command or subcommand: `help` lists its options, one per line. */
+struct cli_command {
+    const char *name;
+    const char *args;
+    const char *summary;
+    const char *help;
+    int (*run)(struct cli *g, int argc, char **argv);
+};
+
+#define CLI_HELP_OPT                                                                               \
+    {                                                                                              \
+        "help", no_argument, NULL, 'h'                                                             \
+    }
+
+/*
+ * Runs the subcommand argv[1] of `parent` from `table`, or prints the
+ * table (--help, or no subcommand: a usage error). Returns an exit code.
+ */
+int cli_run_subcommand(const char *parent, const struct cli_command *table, size_t n, struct cli *g,
+                       int argc, char **argv);
+
+/*
+ * Parses a command's options with getopt_long, calling `each` (may be NULL
+ * when `opts` has only --help) for every one. Returns 0, or -1 with
+ * *status set after --help (printed) or a bad option.
+ */
+int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *opts,
+                   int (*each)(int opt, const char *arg, void *ctx), void *ctx, int *status);
+
+/* Lowercase hex of `n` bytes into `out` (2n + 1 bytes, NUL-terminated). */
+void cli_hex(char *out, const uint8_t *p, size_t n);
+
+/* Exactly 2n hex digits of `s` into `out`; 0 or -1. */
+int cli_unhex(uint8_t *out, size_t n, const char *s);
+
+/* zks credential (credential.c). */
+int cli_cmd_credential(struct cli *g, int argc, char **argv);
+
+/*
+ * The credential this device shows to its relays, saved by 'zks credential
+ * use': 1 with `cred` filled, 0 when there is none, -1 when it cannot be read.
+ */
+int cli_credential_load(const struct cli *g, uint8_t cred[ZKS_CREDENTIAL_SIZE]);
 
 /* Prints "zks: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

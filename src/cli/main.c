@@ -92,7 +92,7 @@ void cli_json_str(FILE *f, const char *s, size_t len)
     fputc('"', f);
 }
 
-static void hex(char *out, const uint8_t *p, size_t n)
+void cli_hex(char *out, const uint8_t *p, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
     for (size_t i = 0; i < n; i++) {
@@ -102,7 +102,7 @@ static void hex(char *out, const uint8_t *p, size_t n)
     out[2 * n] = '\0';
 }
 
-static int unhex(uint8_t *out, size_t n, const char *s)
+int cli_unhex(uint8_t *out, size_t n, const char *s)
 {
     if (strlen(s) != 2 * n)
         return -1;
@@ -203,6 +203,64 @@ static void log_stderr(void *user, zks_log_level level, const char *msg)
     fprintf(stderr, "zks: %s: %s\n", names[level], msg);
 }
 
+/*
+ * With a credential saved by 'zks credential use', the client is an
+ * Enterprise one: the relays stored in the home directory, and the
+ * credential in every HELLO. The stored relays are read through a client
+ * opened without it.
+ */
+static int enterprise_config(const struct cli *g, zks_config *cfg)
+{
+    uint8_t cred[ZKS_CREDENTIAL_SIZE];
+    int have = cli_credential_load(g, cred);
+    if (have == 0)
+        return EXIT_OK;
+    if (have < 0) {
+        cli_error("%s/credential cannot be read; 'zks credential use' saves it again", g->home);
+        return EXIT_STORAGE;
+    }
+    zks_config *plain = NULL;
+    zks_client *c = NULL;
+    char relays[8][ZKS_RELAY_TEXT_MAX];
+    size_t n = 0;
+    int rc = zks_config_new(&plain);
+    if (rc == 0)
+        rc = zks_config_set_state_dir(plain, g->home);
+    if (rc == 0)
+        rc = zks_client_new(&c, plain);
+    if (rc == 0)
+        rc = zks_client_relays(&n, relays, 8, c);
+    zks_client_free(c);
+    zks_config_free(plain);
+    if (rc != 0)
+        return cli_fail("cannot open the device state", rc);
+    if (n > 8)
+        n = 8;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (i > 0) {
+            rc = zks_config_add_relay(cfg, relays[i]);
+            continue;
+        }
+        /* NODEID@HOST:PORT[@HOST:PORT...] */
+        const char *addrs[8];
+        size_t naddrs = 0;
+        char *at = strchr(relays[0], '@');
+        uint8_t id[ZKS_NODE_ID_SIZE];
+        if (at)
+            *at++ = '\0';
+        for (char *a = at; a && naddrs < 8; naddrs++) {
+            addrs[naddrs] = a;
+            a = strchr(a, '@');
+            if (a)
+                *a++ = '\0';
+        }
+        rc = zks_node_id_from_text(id, relays[0]);
+        if (rc == 0)
+            rc = zks_config_set_enterprise(cfg, id, addrs, naddrs, cred, sizeof cred);
+    }
+    return rc == 0 ? EXIT_OK : cli_fail("stored relay", rc);
+}
+
 /* The client for the home directory; `cfg_extra` may add settings. */
 static int open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra)
 {
@@ -216,9 +274,12 @@ static int open_client(const struct cli *g, zks_client **out, zks_config *cfg_ex
         return cli_fail("setup", ZKS_ENOMEM);
     zks_config_set_state_dir(cfg, g->home);
     zks_config_set_timeout(cfg, g->timeout_s * 1000);
-    int rc = zks_client_new(out, cfg);
+    int st = cfg_extra == NULL ? enterprise_config(g, cfg) : EXIT_OK;
+    int rc = st == EXIT_OK ? zks_client_new(out, cfg) : 0;
     if (cfg_extra == NULL)
         zks_config_free(cfg);
+    if (st != EXIT_OK)
+        return st;
     return rc == 0 ? EXIT_OK : cli_fail("cannot open the device state", rc);
 }
 
@@ -277,20 +338,12 @@ static int read_passphrase(char *out, size_t cap, bool confirm)
 /* ---- subcommands
  * ----------------------------------------------------------------------------------- */
 
-struct command {
-    const char *name;
-    const char *args;
-    const char *summary;
-    const char *help; /* the options, one per line */
-    int (*run)(struct cli *g, int argc, char **argv);
-};
-
-static const struct command *find_command(const char *name);
-static void command_help(FILE *f, const struct command *c);
+static const struct cli_command *find_command(const char *name);
+static void command_help(FILE *f, const struct cli_command *c);
 
 /* Parses a subcommand's options; returns -1 after --help (printed) or a bad option. */
-static int parse_opts(const char *cmd, int argc, char **argv, const struct option *opts,
-                      int (*each)(int opt, const char *arg, void *ctx), void *ctx, int *status)
+int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *opts,
+                   int (*each)(int opt, const char *arg, void *ctx), void *ctx, int *status)
 {
     char shortopts[64] = "+h";
     optind = 1;
@@ -305,7 +358,7 @@ static int parse_opts(const char *cmd, int argc, char **argv, const struct optio
             *status = EXIT_OK;
             return -1;
         }
-        if (c == '?' || c == ':' || each(c, optarg, ctx) != 0) {
+        if (c == '?' || c == ':' || (each && each(c, optarg, ctx) != 0)) {
             if (c == '?' || c == ':')
                 cli_error("%s: unknown option or missing value: %s", cmd, argv[optind - 1]);
             *status = EXIT_USAGE;
@@ -313,11 +366,6 @@ static int parse_opts(const char *cmd, int argc, char **argv, const struct optio
         }
     }
 }
-
-#define HELP_OPT                                                                                   \
-    {                                                                                              \
-        "help", no_argument, NULL, 'h'                                                             \
-    }
 
 /* zks init */
 struct init_opts {
@@ -337,11 +385,13 @@ static int init_each(int opt, const char *arg, void *ctx)
 
 static int cmd_init(struct cli *g, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"name", required_argument, NULL, 'n'}, {"json", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         CLI_HELP_OPT,
+                                         {0}};
     struct init_opts o = {.json = g->json};
     int status;
-    if (parse_opts("init", argc, argv, opts, init_each, &o, &status) != 0)
+    if (cli_parse_opts("init", argc, argv, opts, init_each, &o, &status) != 0)
         return status;
     if (optind != argc) {
         cli_error("init: unexpected argument '%s'", argv[optind]);
@@ -439,7 +489,7 @@ static const struct option group_options[] = {{"relay", required_argument, NULL,
                                               {"qr-png", required_argument, NULL, 'q'},
                                               {"no-qr", no_argument, NULL, 'Q'},
                                               {"json", no_argument, NULL, 'j'},
-                                              HELP_OPT,
+                                              CLI_HELP_OPT,
                                               {0}};
 
 /* Stores `key` and `relays` as this device's group, then shows the invite. */
@@ -470,7 +520,7 @@ static int save_group(struct cli *g, zks_group_key *key, const char *const *rela
     if (err != 0)
         return cli_fail("group", err);
     char gid_hex[2 * ZKS_GROUP_ID_SIZE + 1];
-    hex(gid_hex, gid, sizeof gid);
+    cli_hex(gid_hex, gid, sizeof gid);
     if (o->png && cli_qr_png(o->png, invite) != 0)
         return EXIT_FAIL;
     if (!show) {
@@ -492,7 +542,7 @@ static int save_group(struct cli *g, zks_group_key *key, const char *const *rela
            gid_hex, pw ? " and the passphrase" : "", invite);
     if (pw) {
         char salt_hex[2 * ZKS_SALT_SIZE + 1];
-        hex(salt_hex, salt, sizeof salt);
+        cli_hex(salt_hex, salt, sizeof salt);
         printf("\nWithout the invite: --passphrase --salt %s --argon-ops %u --argon-mem %llu\n",
                salt_hex, ops, (unsigned long long)(mem >> 20));
     }
@@ -508,7 +558,7 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
 {
     struct group_opts o = {.json = g->json};
     int status;
-    if (parse_opts("group create", argc, argv, group_options, group_each, &o, &status) != 0)
+    if (cli_parse_opts("group create", argc, argv, group_options, group_each, &o, &status) != 0)
         return status;
     if (o.nrelays == 0) {
         cli_error("group create: name the group's relay with --relay NODEID@HOST:PORT");
@@ -540,7 +590,7 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
 {
     struct group_opts o = {.json = g->json};
     int status;
-    if (parse_opts("group join", argc, argv, group_options, group_each, &o, &status) != 0)
+    if (cli_parse_opts("group join", argc, argv, group_options, group_each, &o, &status) != 0)
         return status;
     if (!initialised(g)) {
         cli_error("no zks device in %s (run 'zks init' first)", g->home);
@@ -575,7 +625,7 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
             relays[n++] = o.relays[i];
     } else if (optind == argc && o.passphrase) {
         uint8_t salt[ZKS_SALT_SIZE];
-        if (o.salt == NULL || unhex(salt, sizeof salt, o.salt) != 0 || o.nrelays == 0) {
+        if (o.salt == NULL || cli_unhex(salt, sizeof salt, o.salt) != 0 || o.nrelays == 0) {
             cli_error("group join --passphrase needs --salt HEX (32 digits) and --relay ADDR");
             return EXIT_USAGE;
         }
@@ -601,7 +651,7 @@ static int cmd_group_invite(struct cli *g, int argc, char **argv)
 {
     struct group_opts o = {.json = g->json};
     int status;
-    if (parse_opts("group invite", argc, argv, group_options, group_each, &o, &status) != 0)
+    if (cli_parse_opts("group invite", argc, argv, group_options, group_each, &o, &status) != 0)
         return status;
     zks_client *c;
     int rc = open_client(g, &c, NULL);
@@ -626,7 +676,7 @@ static int cmd_group_invite(struct cli *g, int argc, char **argv)
     return EXIT_OK;
 }
 
-static const struct command group_commands[] = {
+static const struct cli_command group_commands[] = {
     {"create", "--relay ADDR [--passphrase]", "make a new group and print its invite",
      "  --relay NODEID@HOST:PORT  the group's relay (repeat for more; the first is primary)\n"
      "  --passphrase              derive the group key from a passphrase ($ZKS_PASSPHRASE or\n"
@@ -649,27 +699,37 @@ static const struct command group_commands[] = {
      cmd_group_invite},
 };
 
-static int cmd_group(struct cli *g, int argc, char **argv)
+int cli_run_subcommand(const char *parent, const struct cli_command *table, size_t n, struct cli *g,
+                       int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         FILE *f = argc < 2 ? stderr : stdout;
-        fprintf(f, "usage: zks group <create|join|invite> [options]\n\n");
-        for (size_t i = 0; i < sizeof group_commands / sizeof group_commands[0]; i++)
-            fprintf(f, "  %-8s %s\n", group_commands[i].name, group_commands[i].summary);
+        fprintf(f, "usage: zks %s <", parent);
+        for (size_t i = 0; i < n; i++)
+            fprintf(f, "%s%s", i ? "|" : "", table[i].name);
+        fprintf(f, "> [options]\n\n");
+        for (size_t i = 0; i < n; i++)
+            fprintf(f, "  %-10s %s\n", table[i].name, table[i].summary);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }
-    for (size_t i = 0; i < sizeof group_commands / sizeof group_commands[0]; i++) {
-        if (strcmp(argv[1], group_commands[i].name) == 0) {
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(argv[1], table[i].name) == 0) {
             if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
-                printf("usage: zks group %s %s\n%s\n\n%s", group_commands[i].name,
-                       group_commands[i].args, group_commands[i].summary, group_commands[i].help);
+                printf("usage: zks %s %s %s\n%s\n\n%s", parent, table[i].name, table[i].args,
+                       table[i].summary, table[i].help);
                 return EXIT_OK;
             }
-            return group_commands[i].run(g, argc - 1, argv + 1);
+            return table[i].run(g, argc - 1, argv + 1);
         }
     }
-    cli_error("group: unknown subcommand '%s'", argv[1]);
+    cli_error("%s: unknown subcommand '%s'", parent, argv[1]);
     return EXIT_USAGE;
+}
+
+static int cmd_group(struct cli *g, int argc, char **argv)
+{
+    return cli_run_subcommand("group", group_commands,
+                              sizeof group_commands / sizeof group_commands[0], g, argc, argv);
 }
 
 /*
@@ -692,10 +752,28 @@ static void drain_outbox(const struct cli *g, zks_client *c)
     }
 }
 
-/* Connects, saying so plainly when no relay answers. */
+/* Connects; when a relay refuses, prints the reason it gave. Returns the library's code. */
+static int connect_why(zks_client *c, zks_connection_info *info)
+{
+    zks_receiver *rx = NULL;
+    (void)zks_client_subscribe(&rx, c);
+    int rc = zks_client_connect(info, c);
+    zks_event ev;
+    while (rc == ZKS_EREMOTE && rx && zks_receiver_recv(&ev, rx, 0) == 0) {
+        if (ev.kind == ZKS_EVENT_ERROR && ev.u.error.code == zks_remote_error() &&
+            ev.u.error.message[0]) {
+            cli_error("connect: %s", ev.u.error.message);
+            break;
+        }
+    }
+    zks_receiver_free(rx);
+    return rc;
+}
+
+/* Connects, saying so plainly when no relay answers, and why a relay refused. */
 static int connect_client(zks_client *c, zks_connection_info *info)
 {
-    int rc = zks_client_connect(info, c);
+    int rc = connect_why(c, info);
     return rc == 0 ? EXIT_OK : cli_fail("connect", rc);
 }
 
@@ -742,11 +820,13 @@ static uint8_t *read_all(FILE *f, size_t *len)
 
 static int cmd_push(struct cli *g, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"file", required_argument, NULL, 'f'}, {"json", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    static const struct option opts[] = {{"file", required_argument, NULL, 'f'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         CLI_HELP_OPT,
+                                         {0}};
     struct push_opts o = {.json = g->json};
     int status;
-    if (parse_opts("push", argc, argv, opts, push_each, &o, &status) != 0)
+    if (cli_parse_opts("push", argc, argv, opts, push_each, &o, &status) != 0)
         return status;
     uint8_t *data = NULL;
     size_t len = 0;
@@ -782,7 +862,7 @@ static int cmd_push(struct cli *g, int argc, char **argv)
         return rc;
     }
     zks_connection_info info;
-    int crc = zks_client_connect(&info, c);
+    int crc = connect_why(c, &info);
     if (crc == ZKS_ENOENT) {
         free(data);
         zks_client_free(c);
@@ -795,7 +875,7 @@ static int cmd_push(struct cli *g, int argc, char **argv)
     if (err != 0)
         return cli_fail("push", err);
     char id[2 * ZKS_BLOB_ID_SIZE + 1];
-    hex(id, pr.blob_id, ZKS_BLOB_ID_SIZE);
+    cli_hex(id, pr.blob_id, ZKS_BLOB_ID_SIZE);
     if (o.json)
         printf("{\"blob_id\":\"%s\",\"cursor\":%llu,\"pending\":%s}\n", id,
                (unsigned long long)pr.cursor, pr.pending ? "true" : "false");
@@ -805,7 +885,8 @@ static int cmd_push(struct cli *g, int argc, char **argv)
                id);
     else
         printf("Pushed %s at cursor %llu\n", id, (unsigned long long)pr.cursor);
-    return EXIT_OK;
+    /* Queued all the same, but a refusal is not a relay out of reach: say so in the status. */
+    return crc == ZKS_EREMOTE ? cli_fail("connect", crc) : EXIT_OK;
 }
 
 /* zks pull */
@@ -855,7 +936,7 @@ static void print_blob(const zks_blob *b, const struct pull_opts *o)
 {
     char sender[ZKS_NODE_ID_TEXT_SIZE], id[2 * ZKS_BLOB_ID_SIZE + 1];
     zks_node_id_to_text(sender, b->sender);
-    hex(id, b->id, ZKS_BLOB_ID_SIZE);
+    cli_hex(id, b->id, ZKS_BLOB_ID_SIZE);
     if (o->raw) {
         fwrite(b->data, 1, b->len, stdout);
         putchar('\n');
@@ -935,11 +1016,11 @@ static int cmd_pull(struct cli *g, int argc, char **argv)
                                          {"follow", no_argument, NULL, 'F'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"raw", no_argument, NULL, 'r'},
-                                         HELP_OPT,
+                                         CLI_HELP_OPT,
                                          {0}};
     struct pull_opts o = {.json = g->json};
     int status;
-    if (parse_opts("pull", argc, argv, opts, pull_each, &o, &status) != 0)
+    if (cli_parse_opts("pull", argc, argv, opts, pull_each, &o, &status) != 0)
         return status;
     if (optind != argc) {
         cli_error("pull: unexpected argument '%s'", argv[optind]);
@@ -1039,7 +1120,7 @@ static void print_event(const zks_event *ev, bool json)
         break;
     case ZKS_EVENT_BLOB_AVAILABLE:
         zks_node_id_to_text(a, ev->u.blob_available.sender);
-        hex(id, ev->u.blob_available.id, ZKS_BLOB_ID_SIZE);
+        cli_hex(id, ev->u.blob_available.id, ZKS_BLOB_ID_SIZE);
         if (json)
             printf("{\"event\":\"%s\",\"blob_id\":\"%s\",\"cursor\":%llu,\"sender\":\"%s\"}\n",
                    name, id, (unsigned long long)ev->u.blob_available.cursor, a);
@@ -1048,7 +1129,7 @@ static void print_event(const zks_event *ev, bool json)
                    (unsigned long long)ev->u.blob_available.cursor, a);
         break;
     case ZKS_EVENT_BLOB_PUSHED:
-        hex(id, ev->u.blob_pushed.id, ZKS_BLOB_ID_SIZE);
+        cli_hex(id, ev->u.blob_pushed.id, ZKS_BLOB_ID_SIZE);
         if (json)
             printf("{\"event\":\"%s\",\"blob_id\":\"%s\",\"cursor\":%llu}\n", name, id,
                    (unsigned long long)ev->u.blob_pushed.cursor);
@@ -1082,11 +1163,13 @@ static void print_event(const zks_event *ev, bool json)
 
 static int cmd_watch(struct cli *g, int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"count", required_argument, NULL, 'c'}, HELP_OPT, {0}};
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"count", required_argument, NULL, 'c'},
+                                         CLI_HELP_OPT,
+                                         {0}};
     struct watch_opts o = {.json = g->json};
     int status;
-    if (parse_opts("watch", argc, argv, opts, watch_each, &o, &status) != 0)
+    if (cli_parse_opts("watch", argc, argv, opts, watch_each, &o, &status) != 0)
         return status;
     zks_client *c;
     int rc = open_client(g, &c, NULL);
@@ -1137,10 +1220,10 @@ static int status_each(int opt, const char *arg, void *ctx)
 static int cmd_status(struct cli *g, int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"json", no_argument, NULL, 'j'}, {"offline", no_argument, NULL, 'o'}, HELP_OPT, {0}};
+        {"json", no_argument, NULL, 'j'}, {"offline", no_argument, NULL, 'o'}, CLI_HELP_OPT, {0}};
     struct status_opts o = {.json = g->json};
     int status;
-    if (parse_opts("status", argc, argv, opts, status_each, &o, &status) != 0)
+    if (cli_parse_opts("status", argc, argv, opts, status_each, &o, &status) != 0)
         return status;
     zks_client *c;
     int rc = open_client(g, &c, NULL);
@@ -1152,7 +1235,7 @@ static int cmd_status(struct cli *g, int argc, char **argv)
     zks_node_id_to_text(dev_text, dev);
     bool has_group = zks_client_group_id(gid, c) == 0;
     if (has_group)
-        hex(gid_hex, gid, sizeof gid);
+        cli_hex(gid_hex, gid, sizeof gid);
     static char relays[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
     size_t nrelays = 0;
     zks_client_relays(&nrelays, relays, ZKS_INVITE_MAX_RELAYS, c);
@@ -1214,10 +1297,10 @@ static int json_each(int opt, const char *arg, void *ctx)
 
 static int cmd_devices(struct cli *g, int argc, char **argv)
 {
-    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, CLI_HELP_OPT, {0}};
     bool json = g->json;
     int status;
-    if (parse_opts("devices", argc, argv, opts, json_each, &json, &status) != 0)
+    if (cli_parse_opts("devices", argc, argv, opts, json_each, &json, &status) != 0)
         return status;
     zks_client *c;
     int rc = open_client(g, &c, NULL);
@@ -1265,10 +1348,10 @@ static int cmd_devices(struct cli *g, int argc, char **argv)
 /* zks revoke, zks delete */
 static int cmd_revoke(struct cli *g, int argc, char **argv)
 {
-    static const struct option opts[] = {HELP_OPT, {0}};
+    static const struct option opts[] = {CLI_HELP_OPT, {0}};
     bool unused = false;
     int status;
-    if (parse_opts("revoke", argc, argv, opts, json_each, &unused, &status) != 0)
+    if (cli_parse_opts("revoke", argc, argv, opts, json_each, &unused, &status) != 0)
         return status;
     uint8_t id[ZKS_NODE_ID_SIZE];
     if (optind + 1 != argc || zks_node_id_from_text(id, argv[optind]) != 0) {
@@ -1293,13 +1376,13 @@ static int cmd_revoke(struct cli *g, int argc, char **argv)
 
 static int cmd_delete(struct cli *g, int argc, char **argv)
 {
-    static const struct option opts[] = {{"force", no_argument, NULL, 'j'}, HELP_OPT, {0}};
+    static const struct option opts[] = {{"force", no_argument, NULL, 'j'}, CLI_HELP_OPT, {0}};
     bool force = false;
     int status;
-    if (parse_opts("delete", argc, argv, opts, json_each, &force, &status) != 0)
+    if (cli_parse_opts("delete", argc, argv, opts, json_each, &force, &status) != 0)
         return status;
     uint8_t id[ZKS_BLOB_ID_SIZE];
-    if (optind + 1 != argc || unhex(id, sizeof id, argv[optind]) != 0) {
+    if (optind + 1 != argc || cli_unhex(id, sizeof id, argv[optind]) != 0) {
         cli_error("delete: give the BLOB id (32 hex digits)");
         return EXIT_USAGE;
     }
@@ -1350,7 +1433,7 @@ static int cmd_relay(struct cli *g, int argc, char **argv)
     return EXIT_FAIL;
 }
 
-static const struct command commands[] = {
+static const struct cli_command commands[] = {
     {"init", "[--name NAME]", "make this device's key and state in the home directory",
      "  --name NAME   the name other devices see (default \"zks\")\n  --json\n", cmd_init},
     {"group", "<create|join|invite> ...", "create a group, join one, or show its invite",
@@ -1373,13 +1456,15 @@ static const struct command commands[] = {
     {"delete", "BLOB [--force]", "delete a blob at the relay",
      "  --force       delete now, even if not every device has it (only its sender may)\n",
      cmd_delete},
+    {"credential", "<issuer-key|issue|use> ...", "enterprise credentials: issue them, show one",
+     "  run 'zks credential SUBCOMMAND --help'\n", cli_cmd_credential},
     {"relay", "[--listen HOST:PORT] [--data DIR] ...", "run a relay (zks-relay)",
      "  every zks-relay setting; 'zks relay --help' lists them\n", cmd_relay},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 
-static const struct command *find_command(const char *name)
+static const struct cli_command *find_command(const char *name)
 {
     char first[32];
     snprintf(first, sizeof first, "%s", name);
@@ -1390,7 +1475,7 @@ static const struct command *find_command(const char *name)
     return NULL;
 }
 
-static void command_help(FILE *f, const struct command *c)
+static void command_help(FILE *f, const struct cli_command *c)
 {
     if (c == NULL)
         return;
@@ -1404,7 +1489,7 @@ static void usage(FILE *f)
                "Zero-knowledge sync: this device's side of an end-to-end encrypted group.\n\n"
                "Commands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nGlobal options:\n"
                "  --home DIR     state directory (default $ZKS_HOME, else $XDG_DATA_HOME/zks,\n"
                "                 else ~/.local/share/zks)\n"
@@ -1467,7 +1552,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return EXIT_OK;
     }
-    const struct command *c = find_command(argv[i]);
+    const struct cli_command *c = find_command(argv[i]);
     if (c == NULL || strchr(argv[i], ' ')) {
         cli_error("unknown command '%s' (see 'zks --help')", argv[i]);
         return EXIT_USAGE;

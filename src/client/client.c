@@ -273,6 +273,25 @@ static int load_identity(zks_client *c, const zks_config *cfg)
     return rc;
 }
 
+/* Frees what the handle holds once its I/O thread is gone (or never ran), then the handle. */
+static void release(zks_client *c)
+{
+    zks__hub_close(c->hub);
+    c->hub = NULL;
+    zks_group_key_free(c->group);
+    zks_node_key_free(c->key);
+    zks_nonce_source_wipe(&c->nonces);
+    zks__state_close(c->st);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->st_mu);
+    zks__inline_free(&c->inl);
+    if (c->auth)
+        sodium_memzero(c->auth, c->auth_len);
+    free(c->auth);
+    free(c);
+}
+
 int zks_client_new(zks_client **out, const zks_config *cfg)
 {
     if (out == NULL)
@@ -303,7 +322,17 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
     c->cfg.seed = NULL;
     c->cfg.group = NULL;
 
-    int rc = zks__state_open(&c->st, cfg->state_dir, cfg->timeout_ms);
+    int rc = 0;
+    if (cfg->backend == ZKS_BACKEND_ENTERPRISE && cfg->auth_len > 0) {
+        c->auth = malloc(cfg->auth_len);
+        if (c->auth == NULL)
+            rc = ZKS_ENOMEM;
+        else
+            memcpy(c->auth, cfg->auth, cfg->auth_len);
+        c->auth_len = c->auth ? cfg->auth_len : 0;
+    }
+    if (rc == 0)
+        rc = zks__state_open(&c->st, cfg->state_dir, cfg->timeout_ms);
     if (rc == 0)
         rc = load_identity(c, cfg);
     if (rc == 0)
@@ -328,16 +357,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
     }
     if (rc != 0) {
         ZKS_LOGE("client: cannot start: %s", zks_strerror(rc));
-        zks__hub_close(c->hub);
-        zks_group_key_free(c->group);
-        zks_node_key_free(c->key);
-        zks_nonce_source_wipe(&c->nonces);
-        zks__state_close(c->st);
-        pthread_cond_destroy(&c->cv);
-        pthread_mutex_destroy(&c->mu);
-        pthread_mutex_destroy(&c->st_mu);
-        zks__inline_free(&c->inl);
-        free(c);
+        release(c);
         return rc;
     }
     *out = c;
@@ -385,17 +405,7 @@ void zks_client_free(zks_client *c)
     if (c == NULL)
         return;
     (void)zks_client_close(c);
-    zks__hub_close(c->hub);
-    c->hub = NULL;
-    zks_group_key_free(c->group);
-    zks_node_key_free(c->key);
-    zks_nonce_source_wipe(&c->nonces);
-    zks__state_close(c->st);
-    pthread_cond_destroy(&c->cv);
-    pthread_mutex_destroy(&c->mu);
-    pthread_mutex_destroy(&c->st_mu);
-    zks__inline_free(&c->inl);
-    free(c);
+    release(c);
 }
 
 /* ---- calls

@@ -5,6 +5,7 @@
 
 #include "client/internal.h"
 #include "common/mp.h"
+#include "crypto/credential.h"
 #include "crypto/crypto.h"
 
 void zks_node_id_to_text(char out[ZKS_NODE_ID_TEXT_SIZE], const uint8_t id[ZKS_NODE_ID_SIZE])
@@ -17,6 +18,48 @@ int zks_node_id_from_text(uint8_t out[ZKS_NODE_ID_SIZE], const char *text)
     if (out == NULL || text == NULL)
         return ZKS_EINVAL;
     return zks_nodeid_from_text(out, text, strlen(text));
+}
+
+/* ---- enterprise credentials ---------------------------------------------------------------- */
+
+int zks_credential_issuer_id(uint8_t out[ZKS_NODE_ID_SIZE],
+                             const uint8_t seed[ZKS_ISSUER_SEED_SIZE])
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, ZKS_NODE_ID_SIZE);
+    zks_node_key *k = NULL;
+    int rc = seed ? zks_node_key_from_seed(&k, seed) : ZKS_EINVAL;
+    if (rc == 0)
+        memcpy(out, zks_node_key_public(k), ZKS_NODE_ID_SIZE);
+    zks_node_key_free(k);
+    return rc;
+}
+
+int zks_credential_issue(uint8_t out[ZKS_CREDENTIAL_SIZE], const uint8_t seed[ZKS_ISSUER_SEED_SIZE],
+                         const uint8_t device[ZKS_NODE_ID_SIZE],
+                         const uint8_t group_id[ZKS_GROUP_ID_SIZE], uint64_t not_before,
+                         uint64_t not_after)
+{
+    _Static_assert(ZKS_CREDENTIAL_SIZE == ZKS_CREDENTIAL_LEN, "credential size");
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, ZKS_CREDENTIAL_SIZE);
+    if (seed == NULL || device == NULL || not_after <= not_before)
+        return ZKS_EINVAL;
+    zks_credential c;
+    memset(&c, 0, sizeof c);
+    memcpy(c.device, device, sizeof c.device);
+    if (group_id)
+        memcpy(c.group_id, group_id, sizeof c.group_id);
+    c.not_before = not_before;
+    c.not_after = not_after;
+    zks_node_key *k = NULL;
+    int rc = zks_node_key_from_seed(&k, seed);
+    if (rc == 0)
+        rc = zks_credential_sign(out, &c, k);
+    zks_node_key_free(k);
+    return rc;
 }
 
 /* ---- relay text ---------------------------------------------------------------------------- */

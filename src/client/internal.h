@@ -272,6 +272,8 @@ struct zks_client {
 
     /* Immutable after zks_client_new. */
     zks_config cfg; /* relays, timings; no secrets (seed and group cleared) */
+    uint8_t *auth;  /* the enterprise credential sent in HELLO, or NULL */
+    size_t auth_len;
     zks__state *st;
     pthread_mutex_t st_mu; /* serialises use of `st` */
     zks_node_key *key;

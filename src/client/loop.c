@@ -558,6 +558,7 @@ static void send_hello(struct zks__io *io, struct relay *r)
         m.u.hello.device_name = zks_msg_cstr(c->name);
         m.u.hello.last_cursor = cursor;
         m.u.hello.client_time = now_ms();
+        m.u.hello.auth = (zks_msg_bin){c->auth, c->auth_len};
         rc = send_msg(io, r, &m, &r->hello_stream);
     }
     if (rc != 0) {
@@ -997,6 +998,9 @@ static void on_closed(void *user, zks_conn *conn, const zks_net_close_info *info
         if (r->wire == ZKS_WIRE_DEVICE_REVOKED) {
             io->round_tried = io->nrelays; /* no relay will take a revoked device */
             zks__emit_error(io->c, ZKS_EREMOTE, r->wire, NULL, "%s", reason);
+        } else if (r->wire == ZKS_WIRE_UNAUTHORIZED) {
+            /* Say why (a refused enterprise credential names its reason); others may admit it. */
+            zks__emit_error(io->c, ZKS_EREMOTE, r->wire, NULL, "%s", reason);
         }
         if (io->phase == P_CONNECTING || io->phase == P_RECONNECTING)
             dial_next(io);
@@ -1095,11 +1099,9 @@ static void do_simple(struct zks__io *io, zks__req *q)
 static void do_connect(struct zks__io *io, zks__req *q)
 {
     zks_client *c = io->c;
-    if (c->cfg.backend != ZKS_BACKEND_SYNC_RELAY) {
+    if (c->cfg.backend == ZKS_BACKEND_P2P || c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD) {
         ZKS_LOGW("client: the %s backend is not supported yet",
-                 c->cfg.backend == ZKS_BACKEND_P2P             ? "P2P"
-                 : c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD ? "ManagedCloud"
-                                                               : "Enterprise");
+                 c->cfg.backend == ZKS_BACKEND_P2P ? "P2P" : "ManagedCloud");
         zks__req_finish(c, q, ZKS_ENOTSUP);
         return;
     }

@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum setting_type { T_STR, T_U64, T_BOOL, T_LEVEL };
+#include "crypto/nodeid.h"
+
+enum setting_type { T_STR, T_U64, T_BOOL, T_LEVEL, T_KEYS };
 
 struct setting {
     const char *name;
@@ -57,6 +59,8 @@ static const struct setting settings[] = {
     BOOL(delete_delivered, "delete blobs once every device has pulled them"),
     {"log_level", T_LEVEL, offsetof(zks_relay_config, log_level), 0, 3,
      "error, warn, info or debug"},
+    {"enterprise_keys", T_KEYS, offsetof(zks_relay_config, issuers), 0, ZKS_RELAY_MAX_ISSUERS,
+     "issuer keys (NodeIds, comma-separated) whose credentials a device must show at HELLO"},
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -122,6 +126,36 @@ static const struct setting *find(const char *name, size_t len)
     return NULL;
 }
 
+/* A comma-separated list of NodeIds (spaces around commas allowed); empty clears it. */
+static int apply_keys(zks_relay_config *c, const struct setting *s, const char *value, char *err,
+                      size_t err_len)
+{
+    uint8_t keys[ZKS_RELAY_MAX_ISSUERS][32];
+    uint32_t n = 0;
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t len = strcspn(p, " ,");
+        if (len == 0)
+            break;
+        if (n == s->max) {
+            seterr(err, err_len, "%s: more than %llu keys", s->name, (unsigned long long)s->max);
+            return ZKS_EINVAL;
+        }
+        if (zks_nodeid_from_text(keys[n], p, len) != 0) {
+            seterr(err, err_len, "%s: '%.*s' is not a NodeId", s->name, (int)(len > 64 ? 64 : len),
+                   p);
+            return ZKS_EINVAL;
+        }
+        n++;
+        p += len;
+    }
+    memcpy(c->issuers, keys, n * sizeof keys[0]);
+    c->n_issuers = n;
+    return 0;
+}
+
 static int apply(zks_relay_config *c, const struct setting *s, const char *value, char *err,
                  size_t err_len)
 {
@@ -170,6 +204,8 @@ static int apply(zks_relay_config *c, const struct setting *s, const char *value
         memcpy(field, &v, sizeof v);
         return 0;
     }
+    case T_KEYS:
+        return apply_keys(c, s, value, err, err_len);
     case T_LEVEL: {
         static const char *const levels[] = {"error", "warn", "info", "debug"};
         for (int i = 0; i < 4; i++) {
@@ -368,6 +404,12 @@ static void format_value(const zks_relay_config *c, const struct setting *s, cha
         snprintf(out, len, "%s", v ? "true" : "false");
         break;
     }
+    case T_KEYS:
+        if (c->n_issuers == 0)
+            snprintf(out, len, "(none)");
+        else
+            snprintf(out, len, "%u keys", (unsigned)c->n_issuers);
+        break;
     case T_LEVEL: {
         static const char *const levels[] = {"error", "warn", "info", "debug"};
         zks_log_level l;

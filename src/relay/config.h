@@ -12,7 +12,8 @@
 
 #include "zks.h"
 
-#define ZKS_RELAY_STR_MAX 512
+#define ZKS_RELAY_STR_MAX     512
+#define ZKS_RELAY_MAX_ISSUERS 8 /* enterprise credential issuer keys */
 
 typedef struct zks_relay_config {
     char listen[ZKS_RELAY_STR_MAX];   /* HOST:PORT for QUIC and the TCP fallback */
@@ -38,6 +39,9 @@ typedef struct zks_relay_config {
     bool retry;
     bool delete_delivered;
     zks_log_level log_level;
+    /* Enterprise credential issuers (docs/RELAY.md); with none, no credential is asked for. */
+    uint8_t issuers[ZKS_RELAY_MAX_ISSUERS][32];
+    uint32_t n_issuers;
 } zks_relay_config;
 
 void zks_relay_config_defaults(zks_relay_config *c);

@@ -318,7 +318,7 @@ static void on_signal(uv_signal_t *s, int signum)
         a->cfg = cfg;
         g_level = cfg.log_level;
         zks_log_set(log_stderr, NULL, g_level);
-        ZKS_LOGI("relay: limits reloaded");
+        ZKS_LOGI("relay: limits reloaded; %u enterprise issuer keys", (unsigned)cfg.n_issuers);
         return;
     }
     begin_shutdown(a, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -467,6 +467,9 @@ static int start(struct app *a)
     fflush(stdout);
     ZKS_LOGI("relay: listening on %s port %u (QUIC and TLS over TCP), data in %s", shown, bound,
              a->cfg.data_dir);
+    if (a->cfg.n_issuers > 0)
+        ZKS_LOGI("relay: enterprise: devices need a credential from one of %u issuer keys",
+                 (unsigned)a->cfg.n_issuers);
     return 0;
 }
 

@@ -86,6 +86,9 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
     metric(out, "zks_relay_devices_ahead_total", "counter",
            "HELLOs from a device whose cursor is past its group's newest: this relay lost blobs.",
            get(&m->devices_ahead));
+    metric(out, "zks_relay_credentials_refused_total", "counter",
+           "HELLOs refused and sessions closed for their enterprise credential.",
+           get(&m->credentials_refused));
     metric(out, "zks_relay_pulls_total", "counter", "PULL requests answered.", get(&m->pulls));
     metric(out, "zks_relay_blobs_pulled_total", "counter", "Blobs sent in PULL responses.",
            get(&m->blobs_pulled));

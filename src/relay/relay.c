@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/mp.h"
+#include "crypto/credential.h"
 #include "crypto/group.h"
 #include "crypto/proof.h"
 #include "proto/frame.h"
@@ -24,6 +25,8 @@
 #define RELAY_MAX_WAKES 32
 /* Undecodable frames a session may send before it is closed. */
 #define RELAY_MAX_BAD_FRAMES 16
+/* How often sessions admitted by an enterprise credential are checked against its expiry. */
+#define CREDENTIAL_CHECK_US 5000000
 /* Expired or delivered rows deleted per maintenance step, so a step stays short. */
 #define MAINTAIN_ROWS         5000
 #define MAINTAIN_VACUUM_PAGES 2048
@@ -73,6 +76,10 @@ struct session {
     struct session *gprev, *gnext; /* in group->sessions */
     struct session *wprev, *wnext; /* in relay->awaiting while waiting for HELLO */
     bool awaiting;
+    /* The enterprise credential shown at HELLO: its issuer, and the last second (Unix time,
+     * with the clock allowance) it admits the device; 0 when none was asked for. */
+    uint8_t issuer[32];
+    uint64_t credential_until_s;
     /* The newest NOTIFY that found no stream (cursor 0: none), without its
      * envelope: sent when the device allows another stream. */
     struct zks_msg_notify owed;
@@ -136,6 +143,7 @@ struct zks_relay {
 
     uint64_t next_maintain_us;
     uint64_t next_sweep_us;
+    uint64_t next_credential_us; /* next look at the sessions' credentials */
     bool shutting_down;
 };
 
@@ -562,6 +570,22 @@ static void on_hello(zks_relay *r, struct session *s, int64_t stream, const stru
                          s->device) != 0) {
         refuse(r, s, stream, ZKS_WIRE_UNAUTHORIZED, "membership proof rejected");
         return;
+    }
+    if (r->cfg.n_issuers > 0) {
+        zks_credential cred;
+        const char *why = NULL;
+        if (zks_credential_check(&cred, h->auth.p, h->auth.len, r->cfg.issuers, r->cfg.n_issuers,
+                                 s->device, h->group_id, now_us / 1000000, &why) != 0) {
+            zks_metrics_add(&r->metrics->credentials_refused, 1);
+            snprintf(text, sizeof text, "enterprise credential refused: %s",
+                     why ? why : "malformed credential");
+            refuse(r, s, stream, ZKS_WIRE_UNAUTHORIZED, text);
+            return;
+        }
+        memcpy(s->issuer, cred.issuer, sizeof s->issuer);
+        s->credential_until_s = cred.not_after > UINT64_MAX - ZKS_CREDENTIAL_SKEW_S
+                                    ? UINT64_MAX
+                                    : cred.not_after + ZKS_CREDENTIAL_SKEW_S;
     }
     size_t name_len = zks_utf8_truncate(h->device_name.p, h->device_name.len, RELAY_MAX_NAME);
     zks_store_group info;
@@ -1246,6 +1270,44 @@ void zks_relay_maintain(zks_relay *r, uint64_t now_us)
                  expired, delivered, freed);
 }
 
+/* Whether `issuer` is still one of the configured issuer keys. */
+static bool issuer_trusted(const zks_relay *r, const uint8_t issuer[32])
+{
+    for (uint32_t i = 0; i < r->cfg.n_issuers; i++)
+        if (memcmp(r->cfg.issuers[i], issuer, 32) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * A credential admits a device for a time, and only while its issuer is
+ * configured: sessions whose credential ran out, came from an issuer since
+ * removed, or that began before credentials were asked for are closed.
+ */
+static void check_credentials(zks_relay *r, uint64_t now_us)
+{
+    if (r->cfg.n_issuers == 0)
+        return;
+    uint64_t now_s = now_us / 1000000;
+    struct session *s, *tmp;
+    HASH_ITER(hh, r->sessions, s, tmp)
+    {
+        if (s->state != ACTIVE)
+            continue;
+        const char *why = NULL;
+        if (s->credential_until_s == 0)
+            why = "this relay now requires an enterprise credential";
+        else if (!issuer_trusted(r, s->issuer))
+            why = "the credential's issuer is no longer trusted";
+        else if (now_s > s->credential_until_s)
+            why = "the enterprise credential expired";
+        if (why == NULL)
+            continue;
+        zks_metrics_add(&r->metrics->credentials_refused, 1);
+        refuse(r, s, -1, ZKS_WIRE_UNAUTHORIZED, why);
+    }
+}
+
 uint64_t zks_relay_tick(zks_relay *r, uint64_t now_us)
 {
     struct session *s, *tmp;
@@ -1259,6 +1321,10 @@ uint64_t zks_relay_tick(zks_relay *r, uint64_t now_us)
         sweep_rates(r, now_us);
         r->next_sweep_us = now_us + 60000000;
     }
+    if (r->cfg.n_issuers > 0 && now_us >= r->next_credential_us) {
+        check_credentials(r, now_us);
+        r->next_credential_us = now_us + CREDENTIAL_CHECK_US;
+    }
     if (now_us >= r->next_maintain_us) {
         zks_relay_maintain(r, now_us);
         r->next_maintain_us = now_us + r->cfg.cleanup_interval_s * 1000000;
@@ -1266,6 +1332,8 @@ uint64_t zks_relay_tick(zks_relay *r, uint64_t now_us)
     uint64_t next = r->next_maintain_us;
     if (r->awaiting && r->awaiting->hello_deadline_us < next)
         next = r->awaiting->hello_deadline_us;
+    if (r->cfg.n_issuers > 0 && r->next_credential_us < next)
+        next = r->next_credential_us;
     return next;
 }
 
@@ -1295,6 +1363,7 @@ void zks_relay_reconfigure(zks_relay *r, const zks_relay_config *cfg)
     memcpy(r->cfg.http, http, sizeof http);
     memcpy(r->cfg.data_dir, data, sizeof data);
     zks_bucket_init(&r->global_rate, r->cfg.global_rate_per_s, 1000, r->global_rate.last_ms);
+    r->next_credential_us = 0; /* the issuers may have changed: look at every session soon */
     struct device_rate *d, *tmp;
     HASH_ITER(hh, r->rates, d, tmp)
     {

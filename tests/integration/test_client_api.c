@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <sys/random.h>
 
 static h_relay relay;
 
@@ -29,6 +30,8 @@ static int teardown(void **state)
     h_relay_stop(&relay, SIGTERM);
     return 0;
 }
+
+static int is_err(const zks_event *ev, const void *arg);
 
 static zks_group_key *new_group(void)
 {
@@ -101,15 +104,12 @@ static void test_unsupported_backends(void **state)
 {
     (void)state;
     zks_group_key *g = new_group();
-    for (int kind = 0; kind < 4; kind++) {
+    for (int kind = 0; kind < 3; kind++) {
         zks_config *cfg = h_config(NULL, g, &relay);
-        const char *addrs[] = {"127.0.0.1:9"};
         if (kind == 0)
             assert_int_equal(zks_config_set_p2p(cfg), 0);
         else if (kind == 1)
             assert_int_equal(zks_config_set_managed_cloud(cfg, "api-key"), 0);
-        else if (kind == 2)
-            assert_int_equal(zks_config_set_enterprise(cfg, relay.id, addrs, 1, NULL, 0), 0);
         else
             /* A relay known by NodeId only, with a discovery URL this build cannot use. */
             assert_int_equal(
@@ -125,6 +125,115 @@ static void test_unsupported_backends(void **state)
         zks_config_free(cfg);
     }
     zks_group_key_free(g);
+}
+
+static void random_fill(uint8_t *p, size_t n)
+{
+    assert_int_equal(getrandom(p, n, 0), (ssize_t)n);
+}
+
+/* A client of `g` for the Enterprise backend at relay `r`, showing `cred` (NULL: none). */
+static zks_client *enterprise_client(const zks_group_key *g, const h_relay *r,
+                                     const uint8_t device_seed[32], const uint8_t *cred)
+{
+    zks_config *cfg = h_config(NULL, g, NULL);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", r->port);
+    const char *addrs[] = {addr};
+    assert_int_equal(zks_config_set_device_seed(cfg, device_seed), 0);
+    assert_int_equal(
+        zks_config_set_enterprise(cfg, r->id, addrs, 1, cred, cred ? ZKS_CREDENTIAL_SIZE : 0), 0);
+    assert_int_equal(zks_config_backend(cfg), ZKS_BACKEND_ENTERPRISE);
+    zks_client *c;
+    assert_int_equal(zks_client_new(&c, cfg), 0);
+    zks_config_free(cfg);
+    return c;
+}
+
+/* Connecting is refused with 1002, and an Error event says why. */
+static void expect_refused(zks_client *c, const char *why)
+{
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), ZKS_EREMOTE);
+    assert_int_equal(zks_remote_error(), ZKS_WIRE_UNAUTHORIZED);
+    int want = ZKS_EREMOTE;
+    zks_event ev;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_ERROR, is_err, &want, 5000), 0);
+    assert_int_equal(ev.u.error.code, ZKS_WIRE_UNAUTHORIZED);
+    if (strstr(ev.u.error.message, why) == NULL)
+        fail_msg("error '%s' does not say '%s'", ev.u.error.message, why);
+    zks_receiver_free(rx);
+}
+
+/*
+ * Enterprise: a relay started with an issuer key admits the device whose
+ * credential that key signed, and refuses a device without one, with
+ * another device's, or with one signed by another key.
+ */
+static void test_enterprise_backend(void **state)
+{
+    (void)state;
+    uint8_t issuer_seed[ZKS_ISSUER_SEED_SIZE], stranger_seed[ZKS_ISSUER_SEED_SIZE];
+    random_fill(issuer_seed, sizeof issuer_seed);
+    random_fill(stranger_seed, sizeof stranger_seed);
+    uint8_t issuer[ZKS_NODE_ID_SIZE];
+    assert_int_equal(zks_credential_issuer_id(issuer, issuer_seed), 0);
+    char issuer_text[ZKS_NODE_ID_TEXT_SIZE];
+    zks_node_id_to_text(issuer_text, issuer);
+    const char *extra[] = {"--enterprise-keys", issuer_text, NULL};
+    h_relay r = {0};
+    h_relay_start_with(&r, 0, extra);
+
+    zks_group_key *g = new_group();
+    uint8_t gid[ZKS_GROUP_ID_SIZE];
+    assert_int_equal(zks_group_key_id(gid, g), 0);
+    uint8_t seed_a[32], seed_b[32], dev_a[ZKS_NODE_ID_SIZE];
+    random_fill(seed_a, sizeof seed_a);
+    random_fill(seed_b, sizeof seed_b);
+    /* A device id is the public key of its seed, as an issuer's is. */
+    assert_int_equal(zks_credential_issuer_id(dev_a, seed_a), 0);
+    uint64_t now = (uint64_t)time(NULL);
+    uint8_t cred[ZKS_CREDENTIAL_SIZE], foreign[ZKS_CREDENTIAL_SIZE];
+    assert_int_equal(zks_credential_issue(cred, issuer_seed, dev_a, gid, now - 60, now + 3600), 0);
+    assert_int_equal(
+        zks_credential_issue(foreign, stranger_seed, dev_a, NULL, now - 60, now + 3600), 0);
+    assert_int_equal(zks_credential_issue(foreign, stranger_seed, dev_a, NULL, now, now),
+                     ZKS_EINVAL);
+    assert_int_equal(
+        zks_credential_issue(foreign, stranger_seed, dev_a, NULL, now - 60, now + 3600), 0);
+
+    zks_client *a = enterprise_client(g, &r, seed_a, cred);
+    uint8_t got[ZKS_NODE_ID_SIZE];
+    assert_int_equal(zks_client_device_id(got, a), 0);
+    assert_memory_equal(got, dev_a, sizeof got);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    assert_memory_equal(info.relay_id, r.id, ZKS_NODE_ID_SIZE);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, a, "inside", 6), 0);
+    assert_int_equal(pr.pending, 0);
+    assert_int_equal(pr.cursor, 1);
+
+    zks_client *none = enterprise_client(g, &r, seed_b, NULL);
+    expect_refused(none, "no enterprise credential");
+    zks_client *copied = enterprise_client(g, &r, seed_b, cred);
+    expect_refused(copied, "issued to another device");
+    zks_client *stranger = enterprise_client(g, &r, seed_a, foreign);
+    expect_refused(stranger, "does not trust");
+    zks_client_free(none);
+    zks_client_free(copied);
+    zks_client_free(stranger);
+
+    /* The admitted device still works. */
+    zks_pull_result pl;
+    assert_int_equal(zks_client_pull(&pl, a, 0), 0);
+    assert_int_equal(pl.count, 1);
+    zks_pull_result_free(&pl);
+    zks_client_free(a);
+    zks_group_key_free(g);
+    h_relay_stop(&r, SIGTERM);
 }
 
 static void test_no_group(void **state)
@@ -1213,6 +1322,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_setters),
         cmocka_unit_test(test_unsupported_backends),
+        cmocka_unit_test(test_enterprise_backend),
         cmocka_unit_test(test_no_group),
         cmocka_unit_test(test_closed_client),
         cmocka_unit_test(test_bad_arguments),

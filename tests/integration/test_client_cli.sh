@@ -18,12 +18,14 @@ fi
 
 TMP=$(mktemp -d /tmp/zks-cli-test-XXXXXX)
 RELAY_PID=""
+ERELAY_PID=""
 WATCH_PID=""
 FOLLOW_PID=""
 cleanup() {
     [ -n "$WATCH_PID" ] && kill "$WATCH_PID" 2>/dev/null || true
     [ -n "$FOLLOW_PID" ] && kill "$FOLLOW_PID" 2>/dev/null || true
     [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
+    [ -n "$ERELAY_PID" ] && kill "$ERELAY_PID" 2>/dev/null || true
     [ -n "$RELAY_PID" ] && wait "$RELAY_PID" 2>/dev/null || true
     [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
@@ -199,5 +201,45 @@ if [ -n "$FOLLOW" ]; then
     grep -q "^6: follow three" "$TMP/follow.out" || fail "follow_sync lost blob 6"
     grep -q "hello from alice" "$TMP/follow.out" && fail "follow_sync repeated old blobs"
 fi
+
+# An enterprise relay: the organisation makes an issuer key, the relay trusts
+# it, and a device gets in only once it shows a credential issued to it.
+expect 0 $A credential issuer-key "$TMP/issuer.key"
+ISSUER=$(sed -n 's/^Issuer \([a-z2-7]*\)$/\1/p' "$TMP/out")
+[ -n "$ISSUER" ] || fail "issuer-key printed no issuer id"
+[ "$(stat -c %a "$TMP/issuer.key")" = 600 ] || fail "the issuer key file is not 0600"
+expect 2 $A credential issuer-key "$TMP/issuer.key" # never replaced
+"$RELAY" --listen 127.0.0.1:0 --http= --data "$TMP/erelay" --log-level error \
+    --enterprise-keys "$ISSUER" >"$TMP/erelay.out" &
+ERELAY_PID=$!
+waitfor "$TMP/erelay.out" "@127.0.0.1:" "enterprise relay did not start"
+EADDR=$(head -n 1 "$TMP/erelay.out")
+E="$ZKS --home $TMP/e --timeout 10"
+expect 0 $E init --name laptop
+expect 0 $E --json status --offline
+EDEV=$(sed -n 's/.*"device_id":"\([a-z2-7]*\)".*/\1/p' "$TMP/out")
+[ -n "$EDEV" ] || fail "status gave no device id"
+expect 0 $E group create --relay "$EADDR" --no-qr
+expect 5 $E push "no credential yet"
+grep -q "no enterprise credential" "$TMP/err" || fail "the refusal did not say why"
+grep -q "^Queued" "$TMP/out" || fail "a refused push was not kept in the outbox"
+expect 2 $E credential issue --key "$TMP/issuer.key" --device "$EDEV" --days 0
+expect 0 $E credential issue --key "$TMP/issuer.key" --device "$EDEV" --days 2
+CRED=$(cat "$TMP/out")
+[ ${#CRED} -eq 354 ] || fail "a credential is 177 bytes in hex"
+expect 0 $E credential use "$CRED"
+expect 0 $E push "with a credential"
+expect 0 $E pull
+grep -q "no credential yet" "$TMP/out" || fail "the queued blob did not arrive"
+grep -q "with a credential" "$TMP/out" || fail "the blob pushed with a credential did not arrive"
+# Another device's credential does not let this one in.
+expect 0 $A credential issue --key "$TMP/issuer.key" --device "$ISSUER"
+expect 0 $E credential use "$(cat "$TMP/out")"
+expect 5 $E push "someone else's credential"
+grep -q "issued to another device" "$TMP/err" || fail "the refusal did not name the device"
+expect 0 $E credential use --clear
+kill "$ERELAY_PID"
+wait "$ERELAY_PID" 2>/dev/null || true
+ERELAY_PID=""
 
 echo "cli end to end: ok"

@@ -85,6 +85,42 @@ static void test_set_values_and_errors(void **state)
     assert_int_equal(zks_relay_config_set(&c, "listen", big, err, sizeof err), ZKS_EINVAL);
 }
 
+/* enterprise_keys: NodeIds separated by commas, at most ZKS_RELAY_MAX_ISSUERS; empty clears. */
+static void test_enterprise_keys(void **state)
+{
+    (void)state;
+    zks_relay_config c;
+    zks_relay_config_defaults(&c);
+    assert_int_equal(c.n_issuers, 0);
+    char err[256];
+    static const char a[] = "wldvl7orkf3dnsre6rvih5xjseeryfp3jxr7zwt5vfwfmro7yyjq";
+    char two[160];
+    snprintf(two, sizeof two, "%s, %s", a,
+             "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff");
+    assert_int_equal(zks_relay_config_set(&c, "enterprise_keys", two, err, sizeof err), 0);
+    assert_int_equal(c.n_issuers, 2);
+    assert_int_equal(c.issuers[1][0], 0x00);
+    assert_int_equal(c.issuers[1][1], 0x11);
+    assert_int_equal(c.issuers[1][31], 0xff);
+
+    /* A bad entry leaves the list as it was and names the entry. */
+    snprintf(two, sizeof two, "%s,not-a-key", a);
+    assert_int_equal(zks_relay_config_set(&c, "enterprise_keys", two, err, sizeof err), ZKS_EINVAL);
+    assert_non_null(strstr(err, "'not-a-key' is not a NodeId"));
+    assert_int_equal(c.n_issuers, 2);
+
+    char many[ZKS_RELAY_STR_MAX];
+    many[0] = '\0';
+    for (int i = 0; i <= ZKS_RELAY_MAX_ISSUERS; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%s%s", i ? "," : "", a);
+    assert_int_equal(zks_relay_config_set(&c, "enterprise_keys", many, err, sizeof err),
+                     ZKS_EINVAL);
+    assert_non_null(strstr(err, "more than 8 keys"));
+
+    assert_int_equal(zks_relay_config_set(&c, "enterprise-keys", "", err, sizeof err), 0);
+    assert_int_equal(c.n_issuers, 0);
+}
+
 static void test_file(void **state)
 {
     (void)state;
@@ -161,8 +197,11 @@ static void test_flags(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults), cmocka_unit_test(test_set_values_and_errors),
-        cmocka_unit_test(test_file),     cmocka_unit_test(test_precedence_file_env_flags),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_set_values_and_errors),
+        cmocka_unit_test(test_enterprise_keys),
+        cmocka_unit_test(test_file),
+        cmocka_unit_test(test_precedence_file_env_flags),
         cmocka_unit_test(test_flags),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

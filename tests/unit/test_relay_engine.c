@@ -15,6 +15,7 @@
 #include <cmocka.h>
 #include <sodium.h>
 
+#include "crypto/credential.h"
 #include "crypto/group.h"
 #include "crypto/proof.h"
 #include "proto/msg.h"
@@ -353,6 +354,126 @@ static void test_hello_from_a_device_ahead(void **state)
     assert_int_equal(m.type, ZKS_MSG_WELCOME);
     zks_msg_clear(&m);
     assert_int_equal(atomic_load(&e->metrics.devices_ahead), 1);
+}
+
+/* The last message to `conn` is an ERROR with `code` whose text contains `text`. */
+static void expect_error_text(struct env *e, zks_relay_conn conn, uint32_t code, const char *text)
+{
+    zks_msg m;
+    last_to(e, conn, &m);
+    assert_int_equal(m.type, ZKS_MSG_ERROR);
+    assert_int_equal(m.u.error.code, code);
+    char got[256];
+    snprintf(got, sizeof got, "%.*s", (int)m.u.error.message.len, m.u.error.message.p);
+    zks_msg_clear(&m);
+    if (strstr(got, text) == NULL)
+        fail_msg("error text '%s' does not say '%s'", got, text);
+}
+
+/* A credential by `issuer` for `device` in `group` (NULL: any), valid until `until_s`. */
+static void credential(uint8_t out[ZKS_CREDENTIAL_LEN], const zks_node_key *issuer, int device,
+                       const zks_group *group, uint64_t until_s)
+{
+    zks_credential c;
+    memset(&c, 0, sizeof c);
+    device_id(c.device, device);
+    if (group)
+        memcpy(c.group_id, zks_group_id(group), 32);
+    c.not_before = until_s - 86400;
+    c.not_after = until_s;
+    assert_int_equal(zks_credential_sign(out, &c, issuer), 0);
+}
+
+/* HELLO from `device` on `conn` in the test group, with `auth` (may be NULL). */
+static void hello_with(struct env *e, zks_relay_conn conn, int device, const uint8_t *auth)
+{
+    open_conn(e, conn, device, "127.0.0.1");
+    zks_msg m;
+    make_hello(&m, e->group, conn, device, "enterprise");
+    if (auth)
+        m.u.hello.auth = (zks_msg_bin){auth, ZKS_CREDENTIAL_LEN};
+    feed(e, conn, 0, &m);
+}
+
+static bool welcomed(struct env *e, zks_relay_conn conn)
+{
+    zks_msg m;
+    last_to(e, conn, &m);
+    bool ok = m.type == ZKS_MSG_WELCOME;
+    zks_msg_clear(&m);
+    return ok;
+}
+
+/*
+ * With issuer keys configured, HELLO needs a credential by one of them for
+ * that device and group, valid now; a session ends when its credential
+ * runs out or its issuer is removed, and sessions from before the keys
+ * were set end too.
+ */
+static void test_enterprise_credentials(void **state)
+{
+    struct env *e = *state;
+    zks_node_key *issuer, *other;
+    assert_int_equal(zks_node_key_generate(&issuer), 0);
+    assert_int_equal(zks_node_key_generate(&other), 0);
+    uint64_t now_s = e->now / 1000000;
+    join(e, 9, 9); /* before any key is set: no credential asked for */
+
+    memcpy(e->cfg.issuers[0], zks_node_key_public(issuer), 32);
+    e->cfg.n_issuers = 1;
+    zks_relay_reconfigure(e->relay, &e->cfg);
+    zks_relay_tick(e->relay, e->now);
+    assert_true(was_closed(e, 9, ZKS_WIRE_UNAUTHORIZED));
+    expect_error_text(e, 9, ZKS_WIRE_UNAUTHORIZED, "now requires an enterprise credential");
+
+    uint8_t cred[ZKS_CREDENTIAL_LEN];
+    hello_with(e, 1, 1, NULL);
+    expect_error_text(e, 1, ZKS_WIRE_UNAUTHORIZED, "no enterprise credential");
+    assert_true(was_closed(e, 1, ZKS_WIRE_UNAUTHORIZED));
+
+    credential(cred, issuer, 2, NULL, now_s + 3600);
+    hello_with(e, 2, 2, cred);
+    assert_true(welcomed(e, 2));
+    hello_with(e, 3, 3, cred); /* device 2's credential, shown by device 3 */
+    expect_error_text(e, 3, ZKS_WIRE_UNAUTHORIZED, "issued to another device");
+
+    credential(cred, issuer, 4, e->other_group, now_s + 3600);
+    hello_with(e, 4, 4, cred);
+    expect_error_text(e, 4, ZKS_WIRE_UNAUTHORIZED, "limited to another group");
+    credential(cred, issuer, 4, e->group, now_s + 3600);
+    hello_with(e, 5, 4, cred);
+    assert_true(welcomed(e, 5));
+
+    credential(cred, other, 6, NULL, now_s + 3600);
+    hello_with(e, 6, 6, cred);
+    expect_error_text(e, 6, ZKS_WIRE_UNAUTHORIZED, "does not trust");
+    credential(cred, issuer, 7, NULL, now_s - ZKS_CREDENTIAL_SKEW_S - 1);
+    hello_with(e, 7, 7, cred);
+    expect_error_text(e, 7, ZKS_WIRE_UNAUTHORIZED, "expired");
+    assert_int_equal(atomic_load(&e->metrics.credentials_refused), 6);
+
+    /* A credential that runs out during the session ends it, after the clock allowance. */
+    credential(cred, issuer, 8, NULL, now_s + 60);
+    hello_with(e, 8, 8, cred);
+    assert_true(welcomed(e, 8));
+    e->now += (60 + ZKS_CREDENTIAL_SKEW_S) * 1000000ull;
+    zks_relay_tick(e->relay, e->now);
+    assert_false(was_closed(e, 8, ZKS_WIRE_UNAUTHORIZED));
+    e->now += 10 * 1000000ull; /* past the allowance and the next look */
+    zks_relay_tick(e->relay, e->now);
+    assert_true(was_closed(e, 8, ZKS_WIRE_UNAUTHORIZED));
+    expect_error_text(e, 8, ZKS_WIRE_UNAUTHORIZED, "credential expired");
+    assert_false(was_closed(e, 2, ZKS_WIRE_UNAUTHORIZED));
+
+    /* The issuer is replaced: its sessions end at the next tick. */
+    memcpy(e->cfg.issuers[0], zks_node_key_public(other), 32);
+    zks_relay_reconfigure(e->relay, &e->cfg);
+    zks_relay_tick(e->relay, e->now);
+    assert_true(was_closed(e, 2, ZKS_WIRE_UNAUTHORIZED));
+    assert_true(was_closed(e, 5, ZKS_WIRE_UNAUTHORIZED));
+    expect_error_text(e, 2, ZKS_WIRE_UNAUTHORIZED, "no longer trusted");
+    zks_node_key_free(issuer);
+    zks_node_key_free(other);
 }
 
 static void test_outsiders_are_refused(void **state)
@@ -1031,6 +1152,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hello_welcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_from_a_device_ahead, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_enterprise_credentials, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outsiders_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_ack_after_commit_and_notify, setup, teardown),
