@@ -355,7 +355,9 @@ int zks_config_set_sync_relay(zks_config *cfg, const uint8_t node_id[ZKS_NODE_ID
 /*
  * Appends a relay in text form, "NODEID@HOST:PORT[@HOST:PORT...]", to the
  * relay list (at most 8; the first is the primary) and selects the SyncRelay
- * backend. ZKS_EINVAL for text that does not parse or a full list.
+ * backend, unless the backend is Enterprise, which stays: its credential is
+ * then shown to this relay too. ZKS_EINVAL for text that does not parse or
+ * a full list.
  */
 int zks_config_add_relay(zks_config *cfg, const char *relay);
 

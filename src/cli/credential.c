@@ -42,6 +42,26 @@ static int write_new(const char *path, const void *data, size_t len)
     return EXIT_OK;
 }
 
+/* Puts `len` bytes in place of `path` (mode 0600) through a new file and a rename. */
+static int write_replace(const char *path, const void *data, size_t len)
+{
+    char tmp[4096 + 32];
+    snprintf(tmp, sizeof tmp, "%s.new", path);
+    if (unlink(tmp) != 0 && errno != ENOENT) {
+        cli_error("%s: %s", tmp, strerror(errno));
+        return EXIT_STORAGE;
+    }
+    int st = write_new(tmp, data, len);
+    if (st != EXIT_OK)
+        return st;
+    if (rename(tmp, path) != 0) {
+        cli_error("%s: %s", path, strerror(errno));
+        unlink(tmp);
+        return EXIT_STORAGE;
+    }
+    return EXIT_OK;
+}
+
 /* Reads at most cap - 1 bytes of `path` into `out` as a string; returns its length or -1. */
 static ssize_t read_small(const char *path, char *out, size_t cap)
 {
@@ -100,25 +120,38 @@ static int cmd_issuer_key(struct cli *g, int argc, char **argv)
     return EXIT_OK;
 }
 
-/* Loads an issuer key file's seed. */
+/*
+ * Loads an issuer key file's seed. The file must be a regular file of this
+ * user's that no one else may read, checked on the descriptor that is read.
+ */
 static int load_issuer(const char *path, uint8_t seed[ZKS_ISSUER_SEED_SIZE])
 {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        cli_error("%s: %s", path, strerror(errno));
+        return EXIT_STORAGE;
+    }
     struct stat sb;
-    if (stat(path, &sb) == 0 && (sb.st_mode & 077) != 0) {
-        cli_error("%s: readable by others; it must be mode 0600", path);
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_uid != geteuid() ||
+        (sb.st_mode & 077) != 0) {
+        close(fd);
+        cli_error("%s: must be a file of this user's with mode 0600", path);
         return EXIT_STORAGE;
     }
     char text[ISSUER_FILE_MAX + 1];
-    ssize_t n = read_small(path, text, sizeof text);
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
     if (n < 0) {
         cli_error("%s: %s", path, strerror(errno));
         return EXIT_STORAGE;
     }
+    text[n] = '\0';
     text[strcspn(text, "\n")] = '\0';
     int bad = strncmp(text, ISSUER_TAG " ", sizeof ISSUER_TAG) != 0 ||
               cli_unhex(seed, ZKS_ISSUER_SEED_SIZE, text + sizeof ISSUER_TAG) != 0;
     sodium_memzero(text, sizeof text);
     if (bad) {
+        sodium_memzero(seed, ZKS_ISSUER_SEED_SIZE); /* a part may have been read */
         cli_error("%s: not an issuer key file", path);
         return EXIT_USAGE;
     }
@@ -217,6 +250,27 @@ static int use_each(int opt, const char *arg, void *ctx)
     return 0;
 }
 
+/* This home's device id, when it has a device: 0, else -1. */
+static int device_of_home(const struct cli *g, uint8_t out[ZKS_NODE_ID_SIZE])
+{
+    char key[4096 + 16];
+    snprintf(key, sizeof key, "%s/device.key", g->home);
+    if (access(key, F_OK) != 0)
+        return -1;
+    zks_config *cfg = NULL;
+    zks_client *c = NULL;
+    int rc = zks_config_new(&cfg);
+    if (rc == 0)
+        rc = zks_config_set_state_dir(cfg, g->home);
+    if (rc == 0)
+        rc = zks_client_new(&c, cfg);
+    if (rc == 0)
+        rc = zks_client_device_id(out, c);
+    zks_client_free(c);
+    zks_config_free(cfg);
+    return rc == 0 ? 0 : -1;
+}
+
 static int cmd_use(struct cli *g, int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -228,6 +282,10 @@ static int cmd_use(struct cli *g, int argc, char **argv)
     char path[4096 + 16];
     snprintf(path, sizeof path, "%s/%s", g->home, CRED_FILE);
     if (clear) {
+        if (optind != argc) {
+            cli_error("credential use: --clear takes no credential");
+            return EXIT_USAGE;
+        }
         if (unlink(path) != 0 && errno != ENOENT) {
             cli_error("%s: %s", path, strerror(errno));
             return EXIT_STORAGE;
@@ -235,18 +293,22 @@ static int cmd_use(struct cli *g, int argc, char **argv)
         return EXIT_OK;
     }
     uint8_t cred[ZKS_CREDENTIAL_SIZE];
-    if (optind + 1 != argc || cli_unhex(cred, sizeof cred, argv[optind]) != 0) {
+    if (optind + 1 != argc || cli_unhex(cred, sizeof cred, argv[optind]) != 0 || cred[0] != 1) {
         cli_error("credential use: give the credential 'zks credential issue' printed");
         return EXIT_USAGE;
     }
-    if (unlink(path) != 0 && errno != ENOENT) {
-        cli_error("%s: %s", path, strerror(errno));
-        return EXIT_STORAGE;
+    /* Bytes 33..64 name the device it was issued to (docs/PROTOCOL.md). */
+    uint8_t self[ZKS_NODE_ID_SIZE];
+    if (device_of_home(g, self) == 0 && memcmp(self, cred + 33, sizeof self) != 0) {
+        char id[ZKS_NODE_ID_TEXT_SIZE];
+        zks_node_id_to_text(id, cred + 33);
+        cli_error("credential use: it was issued to device %s, not to this one", id);
+        return EXIT_USAGE;
     }
     char text[2 * ZKS_CREDENTIAL_SIZE + 2];
     cli_hex(text, cred, sizeof cred);
     strcat(text, "\n");
-    return write_new(path, text, strlen(text));
+    return write_replace(path, text, strlen(text));
 }
 
 int cli_credential_load(const struct cli *g, uint8_t cred[ZKS_CREDENTIAL_SIZE])

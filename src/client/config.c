@@ -199,7 +199,9 @@ int zks_config_add_relay(zks_config *c, const char *relay)
     if (zks__relay_parse(&r, relay) != 0)
         return ZKS_EINVAL;
     c->relays[c->nrelays++] = r;
-    c->backend = ZKS_BACKEND_SYNC_RELAY;
+    /* An Enterprise client's further relays see its credential too. */
+    if (c->backend != ZKS_BACKEND_ENTERPRISE)
+        c->backend = ZKS_BACKEND_SYNC_RELAY;
     return 0;
 }
 

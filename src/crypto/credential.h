@@ -65,9 +65,10 @@ ZKS_WARN_UNUSED int zks_credential_parse(zks_credential *out, const uint8_t *dat
  * credential at `data`: well formed, signed by one of the `n` issuer keys,
  * issued to `device`, for that group or any, and valid at `now_s` give or
  * take ZKS_CREDENTIAL_SKEW_S. On success fills `out` (may be NULL).
- * Returns 0; ZKS_EMALFORMED; ZKS_EAUTH for any other refusal, with *why (may
- * be NULL) set to a static sentence that names the reason and no secret;
- * ZKS_EINVAL for NULL arguments.
+ * Returns 0; ZKS_EMALFORMED; ZKS_EAUTH for any other refusal (no credential
+ * at all, `data` NULL or `len` 0, included), with *why (may be NULL) set to
+ * a static sentence that names the reason and no secret; ZKS_EINVAL for a
+ * NULL `device` or `group_id`, or NULL `issuers` with `n` above 0.
  */
 ZKS_WARN_UNUSED int zks_credential_check(zks_credential *out, const uint8_t *data, size_t len,
                                          const uint8_t (*issuers)[ZKS_NODEID_LEN], size_t n,

@@ -126,7 +126,12 @@ static const struct setting *find(const char *name, size_t len)
     return NULL;
 }
 
-/* A comma-separated list of NodeIds (spaces around commas allowed); empty clears it. */
+/*
+ * A comma-separated list of NodeIds (spaces around commas allowed). A value
+ * without a key is refused rather than taken as "no keys": an empty variable
+ * in a template must not open an enterprise relay to everyone. Leaving the
+ * setting out is how a relay admits any device.
+ */
 static int apply_keys(zks_relay_config *c, const struct setting *s, const char *value, char *err,
                       size_t err_len)
 {
@@ -150,6 +155,11 @@ static int apply_keys(zks_relay_config *c, const struct setting *s, const char *
         }
         n++;
         p += len;
+    }
+    if (n == 0) {
+        seterr(err, err_len, "%s: no key given (leave the setting out to admit any device)",
+               s->name);
+        return ZKS_EINVAL;
     }
     memcpy(c->issuers, keys, n * sizeof keys[0]);
     c->n_issuers = n;

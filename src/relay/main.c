@@ -304,6 +304,9 @@ static void on_signal(uv_signal_t *s, int signum)
             ZKS_LOGE("relay: reload refused: %s", err);
             return;
         }
+        if (a->cfg.n_issuers > 0 && cfg.n_issuers == 0)
+            ZKS_LOGW("relay: the enterprise issuer keys were removed: this relay now admits any "
+                     "device, and its sessions go on");
         zks_relay_reconfigure(a->relay, &cfg);
         if (strcmp(cfg.webhook_url, a->cfg.webhook_url) != 0) {
             zks_webhook_free(a->webhook);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <sys/random.h>
 
 static h_relay relay;
@@ -132,9 +133,13 @@ static void random_fill(uint8_t *p, size_t n)
     assert_int_equal(getrandom(p, n, 0), (ssize_t)n);
 }
 
-/* A client of `g` for the Enterprise backend at relay `r`, showing `cred` (NULL: none). */
+/*
+ * A client of `g` for the Enterprise backend at relay `r`, showing `cred`
+ * (NULL: none); with `second`, the suite's open relay comes after it.
+ */
 static zks_client *enterprise_client(const zks_group_key *g, const h_relay *r,
-                                     const uint8_t device_seed[32], const uint8_t *cred)
+                                     const uint8_t device_seed[32], const uint8_t *cred,
+                                     bool second)
 {
     zks_config *cfg = h_config(NULL, g, NULL);
     char addr[32];
@@ -143,6 +148,9 @@ static zks_client *enterprise_client(const zks_group_key *g, const h_relay *r,
     assert_int_equal(zks_config_set_device_seed(cfg, device_seed), 0);
     assert_int_equal(
         zks_config_set_enterprise(cfg, r->id, addrs, 1, cred, cred ? ZKS_CREDENTIAL_SIZE : 0), 0);
+    /* A second relay keeps the backend, and the credential with it. */
+    if (second)
+        assert_int_equal(zks_config_add_relay(cfg, relay.addr), 0);
     assert_int_equal(zks_config_backend(cfg), ZKS_BACKEND_ENTERPRISE);
     zks_client *c;
     assert_int_equal(zks_client_new(&c, cfg), 0);
@@ -204,7 +212,9 @@ static void test_enterprise_backend(void **state)
     assert_int_equal(
         zks_credential_issue(foreign, stranger_seed, dev_a, NULL, now - 60, now + 3600), 0);
 
-    zks_client *a = enterprise_client(g, &r, seed_a, cred);
+    /* With the open relay second in its list, a dropped credential would show as a
+     * connection to that relay instead. */
+    zks_client *a = enterprise_client(g, &r, seed_a, cred, true);
     uint8_t got[ZKS_NODE_ID_SIZE];
     assert_int_equal(zks_client_device_id(got, a), 0);
     assert_memory_equal(got, dev_a, sizeof got);
@@ -216,11 +226,11 @@ static void test_enterprise_backend(void **state)
     assert_int_equal(pr.pending, 0);
     assert_int_equal(pr.cursor, 1);
 
-    zks_client *none = enterprise_client(g, &r, seed_b, NULL);
+    zks_client *none = enterprise_client(g, &r, seed_b, NULL, false);
     expect_refused(none, "no enterprise credential");
-    zks_client *copied = enterprise_client(g, &r, seed_b, cred);
+    zks_client *copied = enterprise_client(g, &r, seed_b, cred, false);
     expect_refused(copied, "issued to another device");
-    zks_client *stranger = enterprise_client(g, &r, seed_a, foreign);
+    zks_client *stranger = enterprise_client(g, &r, seed_a, foreign, false);
     expect_refused(stranger, "does not trust");
     zks_client_free(none);
     zks_client_free(copied);

@@ -19,6 +19,7 @@ fi
 TMP=$(mktemp -d /tmp/zks-cli-test-XXXXXX)
 RELAY_PID=""
 ERELAY_PID=""
+ERELAY2_PID=""
 WATCH_PID=""
 FOLLOW_PID=""
 cleanup() {
@@ -26,6 +27,7 @@ cleanup() {
     [ -n "$FOLLOW_PID" ] && kill "$FOLLOW_PID" 2>/dev/null || true
     [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
     [ -n "$ERELAY_PID" ] && kill "$ERELAY_PID" 2>/dev/null || true
+    [ -n "$ERELAY2_PID" ] && kill "$ERELAY2_PID" 2>/dev/null || true
     [ -n "$RELAY_PID" ] && wait "$RELAY_PID" 2>/dev/null || true
     [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
@@ -212,14 +214,20 @@ expect 2 $A credential issuer-key "$TMP/issuer.key" # never replaced
 "$RELAY" --listen 127.0.0.1:0 --http= --data "$TMP/erelay" --log-level error \
     --enterprise-keys "$ISSUER" >"$TMP/erelay.out" &
 ERELAY_PID=$!
+"$RELAY" --listen 127.0.0.1:0 --http= --data "$TMP/erelay2" --log-level error \
+    --enterprise-keys "$ISSUER" >"$TMP/erelay2.out" &
+ERELAY2_PID=$!
 waitfor "$TMP/erelay.out" "@127.0.0.1:" "enterprise relay did not start"
+waitfor "$TMP/erelay2.out" "@127.0.0.1:" "second enterprise relay did not start"
 EADDR=$(head -n 1 "$TMP/erelay.out")
+EADDR2=$(head -n 1 "$TMP/erelay2.out")
 E="$ZKS --home $TMP/e --timeout 10"
 expect 0 $E init --name laptop
 expect 0 $E --json status --offline
 EDEV=$(sed -n 's/.*"device_id":"\([a-z2-7]*\)".*/\1/p' "$TMP/out")
 [ -n "$EDEV" ] || fail "status gave no device id"
-expect 0 $E group create --relay "$EADDR" --no-qr
+# Two relays: the credential goes to both, and neither admits the device without it.
+expect 0 $E group create --relay "$EADDR" --relay "$EADDR2" --no-qr
 expect 5 $E push "no credential yet"
 grep -q "no enterprise credential" "$TMP/err" || fail "the refusal did not say why"
 grep -q "^Queued" "$TMP/out" || fail "a refused push was not kept in the outbox"
@@ -227,19 +235,33 @@ expect 2 $E credential issue --key "$TMP/issuer.key" --device "$EDEV" --days 0
 expect 0 $E credential issue --key "$TMP/issuer.key" --device "$EDEV" --days 2
 CRED=$(cat "$TMP/out")
 [ ${#CRED} -eq 354 ] || fail "a credential is 177 bytes in hex"
+chmod 644 "$TMP/issuer.key"
+expect 7 $E credential issue --key "$TMP/issuer.key" --device "$EDEV"
+chmod 600 "$TMP/issuer.key"
 expect 0 $E credential use "$CRED"
+[ "$(stat -c %a "$TMP/e/credential")" = 600 ] || fail "the saved credential is not 0600"
 expect 0 $E push "with a credential"
 expect 0 $E pull
 grep -q "no credential yet" "$TMP/out" || fail "the queued blob did not arrive"
 grep -q "with a credential" "$TMP/out" || fail "the blob pushed with a credential did not arrive"
-# Another device's credential does not let this one in.
+# Another device's credential is refused before the relay sees it.
 expect 0 $A credential issue --key "$TMP/issuer.key" --device "$ISSUER"
-expect 0 $E credential use "$(cat "$TMP/out")"
-expect 5 $E push "someone else's credential"
-grep -q "issued to another device" "$TMP/err" || fail "the refusal did not name the device"
+expect 2 $E credential use "$(cat "$TMP/out")"
+grep -q "issued to device $ISSUER" "$TMP/err" || fail "use did not name the other device"
 expect 0 $E credential use --clear
+[ ! -e "$TMP/e/credential" ] || fail "--clear left the credential"
+expect 5 $E push "no credential again"
+grep -q "no enterprise credential" "$TMP/err" || fail "the relay admitted a device without one"
+# The primary gone, the second relay admits the device with its credential.
+expect 0 $E credential use "$CRED"
 kill "$ERELAY_PID"
 wait "$ERELAY_PID" 2>/dev/null || true
 ERELAY_PID=""
+expect 0 $E push "through the second relay"
+expect 0 $E --json status
+grep -q "$EADDR2" "$TMP/out" || fail "status does not show the second relay"
+kill "$ERELAY2_PID"
+wait "$ERELAY2_PID" 2>/dev/null || true
+ERELAY2_PID=""
 
 echo "cli end to end: ok"

@@ -139,8 +139,9 @@ static void test_refusals(void **state)
         bad[i] ^= 0x01;
         const char *why = NULL;
         int rc = check(f, bad, sizeof bad, f->device, NOW, &why);
-        assert_true(rc == ZKS_EAUTH || rc == ZKS_EMALFORMED);
-        if (i < 33 && rc == ZKS_EAUTH)
+        /* Only the two times can make it malformed (a validity that ends before it begins). */
+        assert_true(rc == ZKS_EAUTH || (rc == ZKS_EMALFORMED && i >= 97 && i < 113));
+        if (i < 33)
             assert_string_equal(why, "credential from an issuer this relay does not trust");
         else if (rc == ZKS_EAUTH)
             assert_string_equal(why, "credential signature does not verify");

@@ -85,7 +85,7 @@ static void test_set_values_and_errors(void **state)
     assert_int_equal(zks_relay_config_set(&c, "listen", big, err, sizeof err), ZKS_EINVAL);
 }
 
-/* enterprise_keys: NodeIds separated by commas, at most ZKS_RELAY_MAX_ISSUERS; empty clears. */
+/* enterprise_keys: NodeIds separated by commas, at most ZKS_RELAY_MAX_ISSUERS, at least one. */
 static void test_enterprise_keys(void **state)
 {
     (void)state;
@@ -117,8 +117,14 @@ static void test_enterprise_keys(void **state)
                      ZKS_EINVAL);
     assert_non_null(strstr(err, "more than 8 keys"));
 
-    assert_int_equal(zks_relay_config_set(&c, "enterprise-keys", "", err, sizeof err), 0);
-    assert_int_equal(c.n_issuers, 0);
+    /* No key at all is refused, not taken as "admit anyone". */
+    static const char *const empty[] = {"", ",", " , "};
+    for (size_t i = 0; i < sizeof empty / sizeof empty[0]; i++) {
+        assert_int_equal(zks_relay_config_set(&c, "enterprise-keys", empty[i], err, sizeof err),
+                         ZKS_EINVAL);
+        assert_non_null(strstr(err, "no key given"));
+        assert_int_equal(c.n_issuers, 2);
+    }
 }
 
 static void test_file(void **state)

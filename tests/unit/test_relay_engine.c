@@ -417,13 +417,20 @@ static void test_enterprise_credentials(void **state)
     assert_int_equal(zks_node_key_generate(&issuer), 0);
     assert_int_equal(zks_node_key_generate(&other), 0);
     uint64_t now_s = e->now / 1000000;
+    e->cfg.max_conns_per_ip = 100;
+    zks_relay_reconfigure(e->relay, &e->cfg);
     join(e, 9, 9); /* before any key is set: no credential asked for */
+    uint8_t junk[ZKS_CREDENTIAL_LEN];
+    memset(junk, 0x5c, sizeof junk);
+    hello_with(e, 10, 10, junk); /* nor looked at */
+    assert_true(welcomed(e, 10));
 
     memcpy(e->cfg.issuers[0], zks_node_key_public(issuer), 32);
     e->cfg.n_issuers = 1;
     zks_relay_reconfigure(e->relay, &e->cfg);
     zks_relay_tick(e->relay, e->now);
     assert_true(was_closed(e, 9, ZKS_WIRE_UNAUTHORIZED));
+    assert_true(was_closed(e, 10, ZKS_WIRE_UNAUTHORIZED));
     expect_error_text(e, 9, ZKS_WIRE_UNAUTHORIZED, "now requires an enterprise credential");
 
     uint8_t cred[ZKS_CREDENTIAL_LEN];
@@ -450,7 +457,10 @@ static void test_enterprise_credentials(void **state)
     credential(cred, issuer, 7, NULL, now_s - ZKS_CREDENTIAL_SKEW_S - 1);
     hello_with(e, 7, 7, cred);
     expect_error_text(e, 7, ZKS_WIRE_UNAUTHORIZED, "expired");
-    assert_int_equal(atomic_load(&e->metrics.credentials_refused), 6);
+    credential(cred, issuer, 7, NULL, now_s + 86400 + ZKS_CREDENTIAL_SKEW_S + 1);
+    hello_with(e, 11, 7, cred);
+    expect_error_text(e, 11, ZKS_WIRE_UNAUTHORIZED, "not valid yet");
+    assert_int_equal(atomic_load(&e->metrics.credentials_refused), 8);
 
     /* A credential that runs out during the session ends it, after the clock allowance. */
     credential(cred, issuer, 8, NULL, now_s + 60);
@@ -463,6 +473,11 @@ static void test_enterprise_credentials(void **state)
     zks_relay_tick(e->relay, e->now);
     assert_true(was_closed(e, 8, ZKS_WIRE_UNAUTHORIZED));
     expect_error_text(e, 8, ZKS_WIRE_UNAUTHORIZED, "credential expired");
+    size_t before = e->io.nsent;
+    zks_msg pull;
+    zks_msg_init(&pull, ZKS_MSG_PULL);
+    feed(e, 8, 8, &pull); /* a request still in flight from the closed session */
+    assert_int_equal(e->io.nsent, before);
     assert_false(was_closed(e, 2, ZKS_WIRE_UNAUTHORIZED));
 
     /* The issuer is replaced: its sessions end at the next tick. */
