@@ -91,6 +91,12 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+static uint64_t io_now_us(void *user)
+{
+    (void)user;
+    return now_us();
+}
+
 static struct conn_entry *find_conn(struct app *a, zks_relay_conn id)
 {
     struct conn_entry *e;
@@ -389,6 +395,7 @@ static int start(struct app *a)
         .send_new = io_send_new,
         .close = io_close,
         .wake = io_wake,
+        .now_us = io_now_us,
     };
     const uint8_t *id = zks_node_key_public(a->key);
     rc = zks_relay_new(&a->relay, &a->cfg, a->store, id, &io, &a->metrics, now_us());

@@ -6,7 +6,7 @@
 #include <string.h>
 
 static const uint64_t latency_bounds_us[ZKS_LATENCY_BUCKETS] = {
-    250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
+    25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
 };
 
 static const struct {
@@ -117,8 +117,8 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
         appendf(out, "zks_relay_errors_total{code=\"%" PRIu32 "\",name=\"%s\"} %" PRIu64 "\n",
                 wire_errors[i].code, wire_errors[i].name, get(&m->errors[i]));
 
-    appendf(out, "# HELP zks_relay_push_latency_seconds Time from receiving a PUSH to sending "
-                 "its PUSH_ACK.\n# TYPE zks_relay_push_latency_seconds histogram\n");
+    appendf(out, "# HELP zks_relay_push_latency_seconds Time from receiving a PUSH to the end of "
+                 "the commit that stores it.\n# TYPE zks_relay_push_latency_seconds histogram\n");
     uint64_t cumulative = 0;
     for (size_t i = 0; i < ZKS_LATENCY_BUCKETS; i++) {
         cumulative += get(&m->push_latency[i]);

@@ -17,7 +17,7 @@ enum { ZKS_WIRE_ERROR_COUNT = 0 ZKS_WIRE_ERROR_MAP(ZKS__WIRE_COUNT_ONE) };
 #undef ZKS__WIRE_COUNT_ONE
 
 /* Upper bounds, in microseconds, of the push latency histogram buckets. */
-#define ZKS_LATENCY_BUCKETS 12
+#define ZKS_LATENCY_BUCKETS 15
 
 typedef struct zks_metrics {
     uint64_t start_ms; /* wall clock at start, for uptime */

@@ -833,6 +833,9 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
     }
     if (rc != 0)
         ZKS_LOGE("relay: commit of %zu pushes failed: %s", n, zks_strerror(rc));
+    uint64_t done_us = r->io.now_us ? r->io.now_us(r->io.user) : now_us;
+    if (done_us < now_us)
+        done_us = now_us;
 
     for (size_t i = 0; i < n; i++) {
         struct pending *p = &r->pending[i];
@@ -858,7 +861,8 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
             zks_metrics_add(&r->metrics->push_duplicates, 1);
         else
             r->stored_bytes += p->item.envelope_len;
-        zks_metrics_push_latency(r->metrics, now_us > p->received_us ? now_us - p->received_us : 0);
+        zks_metrics_push_latency(r->metrics,
+                                 done_us > p->received_us ? done_us - p->received_us : 0);
         struct group *g = results[i].duplicate ? NULL : find_group(r, p->item.group_id);
         if (g != NULL)
             announce(r, g, p, results[i].cursor, now_us);

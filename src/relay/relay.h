@@ -55,6 +55,12 @@ typedef struct zks_relay_io {
      */
     void (*wake)(void *user, const uint8_t group_id[32], uint64_t cursor, const char *platform,
                  const uint8_t *token, size_t token_len);
+    /*
+     * Optional: the time now, in the microseconds the engine's calls take.
+     * Read once after each commit, so that the push latency histogram counts
+     * the commit too; without it the histogram ends where the commit begins.
+     */
+    uint64_t (*now_us)(void *user);
 } zks_relay_io;
 
 typedef struct zks_relay zks_relay;

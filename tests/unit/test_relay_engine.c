@@ -44,7 +44,8 @@ struct fake {
     size_t nclosed;
     struct wake wakes[64];
     size_t nwakes;
-    bool no_credit; /* send_new fails */
+    bool no_credit;    /* send_new fails */
+    uint64_t clock_us; /* what the engine's clock says after a commit; 0: the flush's time */
 };
 
 struct env {
@@ -102,6 +103,11 @@ static void fake_wake(void *user, const uint8_t group_id[32], uint64_t cursor, c
     f->nwakes++;
 }
 
+static uint64_t fake_now(void *user)
+{
+    return ((struct fake *)user)->clock_us;
+}
+
 static void clear_sent(struct env *e)
 {
     for (size_t i = 0; i < e->io.nsent; i++)
@@ -117,7 +123,8 @@ static void start_relay(struct env *e)
                        .send = fake_send,
                        .send_new = fake_send_new,
                        .close = fake_close,
-                       .wake = fake_wake};
+                       .wake = fake_wake,
+                       .now_us = fake_now};
     uint8_t relay_id[32];
     memset(relay_id, 0xee, sizeof relay_id);
     zks_metrics_init(&e->metrics, e->now / 1000);
@@ -489,6 +496,29 @@ static void test_enterprise_credentials(void **state)
     expect_error_text(e, 2, ZKS_WIRE_UNAUTHORIZED, "no longer trusted");
     zks_node_key_free(issuer);
     zks_node_key_free(other);
+}
+
+/* The push latency histogram ends when the commit does, as read from the engine's clock. */
+static void test_push_latency_counts_the_commit(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    push(e, 1, 4, 0x21, 40);
+    e->io.clock_us = e->now + 700; /* the commit took 700 µs */
+    zks_relay_flush(e->relay, e->now);
+    zks_msg m;
+    last_to(e, 1, &m);
+    assert_int_equal(m.type, ZKS_MSG_PUSH_ACK);
+    zks_msg_clear(&m);
+    /* Buckets 25, 50, 100, 250, 500, 1000 µs...: 700 µs is the sixth. */
+    assert_int_equal(atomic_load(&e->metrics.push_latency[5]), 1);
+    assert_int_equal(atomic_load(&e->metrics.push_latency_sum_us), 700);
+    /* A clock behind the flush's time counts as no time. */
+    push(e, 1, 8, 0x22, 40);
+    e->io.clock_us = 1;
+    zks_relay_flush(e->relay, e->now);
+    assert_int_equal(atomic_load(&e->metrics.push_latency[0]), 1);
+    assert_int_equal(atomic_load(&e->metrics.push_latency_count), 2);
 }
 
 static void test_outsiders_are_refused(void **state)
@@ -1168,6 +1198,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hello_welcome, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_from_a_device_ahead, setup, teardown),
         cmocka_unit_test_setup_teardown(test_enterprise_credentials, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_push_latency_counts_the_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_outsiders_are_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hello_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_ack_after_commit_and_notify, setup, teardown),

@@ -45,6 +45,7 @@ static void test_health_and_metrics(void **state)
     zks_metrics_error(&m, ZKS_WIRE_UNAUTHORIZED);
     zks_metrics_error(&m, ZKS_WIRE_UNAUTHORIZED);
     zks_metrics_error(&m, 4242);           /* not a code: ignored */
+    zks_metrics_push_latency(&m, 20);      /* 2.5e-05 bucket */
     zks_metrics_push_latency(&m, 300);     /* 0.0005 bucket */
     zks_metrics_push_latency(&m, 2000000); /* +Inf only */
 
@@ -66,10 +67,12 @@ static void test_health_and_metrics(void **state)
     assert_non_null(strstr(resp, "200 OK"));
     assert_non_null(strstr(resp, "\nzks_relay_pushes_total 42\n"));
     assert_non_null(strstr(resp, "zks_relay_errors_total{code=\"1002\",name=\"UNAUTHORIZED\"} 2"));
-    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"0.0005\"} 1\n"));
-    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"1\"} 1\n"));
-    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
-    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_count 2\n"));
+    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"2.5e-05\"} 1\n"));
+    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"0.00025\"} 1\n"));
+    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"0.0005\"} 2\n"));
+    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"1\"} 2\n"));
+    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(resp, "zks_relay_push_latency_seconds_count 3\n"));
 
     get(port, "GET /nope HTTP/1.0\r\n\r\n", resp, sizeof resp);
     assert_non_null(strstr(resp, "404"));
