@@ -311,6 +311,17 @@ static int cmd_use(struct cli *g, int argc, char **argv)
     return write_replace(path, text, strlen(text));
 }
 
+void cli_credential_describe(const uint8_t cred[ZKS_CREDENTIAL_SIZE],
+                             char issuer[ZKS_NODE_ID_TEXT_SIZE], uint64_t *not_after)
+{
+    /* The layout of docs/PROTOCOL.md: the issuer at byte 1, not_after at 105, big-endian. */
+    zks_node_id_to_text(issuer, cred + 1);
+    uint64_t t = 0;
+    for (int i = 0; i < 8; i++)
+        t = t << 8 | cred[105 + i];
+    *not_after = t;
+}
+
 int cli_credential_load(const struct cli *g, uint8_t cred[ZKS_CREDENTIAL_SIZE])
 {
     char path[4096 + 16], text[2 * ZKS_CREDENTIAL_SIZE + 3];

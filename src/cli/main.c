@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <termios.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/cli.h"
@@ -1243,10 +1244,16 @@ static int cmd_status(struct cli *g, int argc, char **argv)
         nrelays = ZKS_INVITE_MAX_RELAYS;
     uint64_t outbox = 0, cursor = 0;
     zks_client_outbox_count(&outbox, c);
+    uint8_t cred[ZKS_CREDENTIAL_SIZE];
+    char issuer[ZKS_NODE_ID_TEXT_SIZE] = "";
+    uint64_t cred_until = 0;
+    bool has_cred = cli_credential_load(g, cred) == 1;
+    if (has_cred)
+        cli_credential_describe(cred, issuer, &cred_until);
     zks_connection_info info;
     int err = ZKS_ENOENT;
     if (has_group && !o.offline)
-        err = zks_client_connect(&info, c);
+        err = connect_why(c, &info); /* a relay's refusal is printed, with its reason */
     zks_client_last_cursor(&cursor, c);
     if (err == 0) { /* a connect sends the outbox: count what is left */
         drain_outbox(g, c);
@@ -1262,6 +1269,9 @@ static int cmd_status(struct cli *g, int argc, char **argv)
             printf("%s\"%s\"", i ? "," : "", relays[i]);
         printf("],\"last_cursor\":%llu,\"outbox\":%llu,\"connected\":%s",
                (unsigned long long)cursor, (unsigned long long)outbox, err == 0 ? "true" : "false");
+        if (has_cred)
+            printf(",\"credential\":{\"issuer\":\"%s\",\"not_after\":%llu}", issuer,
+                   (unsigned long long)cred_until);
         if (err == 0)
             printf(",\"relay\":\"%s\",\"address\":\"%s\",\"transport\":\"%s\",\"max_cursor\":%llu,"
                    "\"pending\":%llu",
@@ -1275,6 +1285,14 @@ static int cmd_status(struct cli *g, int argc, char **argv)
             printf("%s %s\n", i ? "            " : "relays     ", relays[i]);
         printf("last cursor %llu\n", (unsigned long long)cursor);
         printf("outbox      %llu waiting\n", (unsigned long long)outbox);
+        if (has_cred) {
+            char until[32] = "?";
+            time_t t = (time_t)cred_until;
+            struct tm tm;
+            if (gmtime_r(&t, &tm))
+                strftime(until, sizeof until, "%Y-%m-%d %H:%M UTC", &tm);
+            printf("credential  from issuer %.12s, valid until %s\n", issuer, until);
+        }
         if (err == 0)
             printf("connected   %.12s at %s over %s; newest cursor %llu, %llu waiting for us\n",
                    relay_text, info.address, info.transport == ZKS_TRANSPORT_TCP ? "TCP" : "QUIC",

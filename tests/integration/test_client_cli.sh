@@ -260,6 +260,7 @@ ERELAY_PID=""
 expect 0 $E push "through the second relay"
 expect 0 $E --json status
 grep -q "$EADDR2" "$TMP/out" || fail "status does not show the second relay"
+grep -q "\"credential\":{\"issuer\":\"$ISSUER\"" "$TMP/out" || fail "status does not show the credential"
 kill "$ERELAY2_PID"
 wait "$ERELAY2_PID" 2>/dev/null || true
 ERELAY2_PID=""
