@@ -293,6 +293,7 @@ static int cmd_use(struct cli *g, int argc, char **argv)
         return EXIT_OK;
     }
     uint8_t cred[ZKS_CREDENTIAL_SIZE];
+    /* Version 1 is the only one (docs/PROTOCOL.md, "Enterprise credential"). */
     if (optind + 1 != argc || cli_unhex(cred, sizeof cred, argv[optind]) != 0 || cred[0] != 1) {
         cli_error("credential use: give the credential 'zks credential issue' printed");
         return EXIT_USAGE;
