@@ -768,6 +768,16 @@ int zks_client_confirm(zks_client *c, uint64_t cursor);
 int zks_client_subscribe(zks_receiver **out, zks_client *c);
 
 /*
+ * Replaces the enterprise credential the client shows in HELLO (it keeps
+ * its own copy; NULL and 0 show none). Sessions open now go on; the next
+ * HELLO carries the new one: at a reconnect, or at zks_client_connect after
+ * a relay refused the old one or ended a session because it expired (1002
+ * stops the reconnect attempts). Returns 0; ZKS_EINVAL for NULL with a
+ * length, or more than 4096 bytes; ZKS_ENOMEM. Any thread.
+ */
+int zks_client_set_credential(zks_client *c, const uint8_t *cred, size_t len);
+
+/*
  * A file descriptor that polls readable (POLLIN) while the receiver holds
  * events. Owned by the receiver: do not read or close it. Any thread.
  */

@@ -880,6 +880,29 @@ int zks_client_confirm(zks_client *c, uint64_t cursor)
     return 0;
 }
 
+int zks_client_set_credential(zks_client *c, const uint8_t *cred, size_t len)
+{
+    if (c == NULL || (cred == NULL && len) || len > ZKS_MSG_MAX_AUTH)
+        return ZKS_EINVAL;
+    uint8_t *copy = NULL;
+    if (len) {
+        copy = malloc(len);
+        if (copy == NULL)
+            return ZKS_ENOMEM;
+        memcpy(copy, cred, len);
+    }
+    pthread_mutex_lock(&c->mu);
+    uint8_t *old = c->auth;
+    size_t old_len = c->auth_len;
+    c->auth = copy;
+    c->auth_len = len;
+    pthread_mutex_unlock(&c->mu);
+    if (old)
+        sodium_memzero(old, old_len);
+    free(old);
+    return 0;
+}
+
 int zks_client_subscribe(zks_receiver **out, zks_client *c)
 {
     if (out == NULL)

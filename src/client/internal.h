@@ -272,7 +272,7 @@ struct zks_client {
 
     /* Immutable after zks_client_new. */
     zks_config cfg; /* relays, timings; no secrets (seed and group cleared) */
-    uint8_t *auth;  /* the enterprise credential sent in HELLO, or NULL */
+    uint8_t *auth;  /* the enterprise credential sent in HELLO, or NULL; guarded by mu */
     size_t auth_len;
     zks__state *st;
     pthread_mutex_t st_mu; /* serialises use of `st` */

@@ -541,6 +541,7 @@ static void send_hello(struct zks__io *io, struct relay *r)
 {
     zks_client *c = io->c;
     uint8_t exporter[ZKS_NET_EXPORTER_LEN];
+    uint8_t auth[ZKS_MSG_MAX_AUTH];
     zks_msg m;
     zks_msg_init(&m, ZKS_MSG_HELLO);
     int rc = zks_conn_exporter(r->conn, exporter);
@@ -558,8 +559,15 @@ static void send_hello(struct zks__io *io, struct relay *r)
         m.u.hello.device_name = zks_msg_cstr(c->name);
         m.u.hello.last_cursor = cursor;
         m.u.hello.client_time = now_ms();
-        m.u.hello.auth = (zks_msg_bin){c->auth, c->auth_len};
+        /* The application may replace the credential meanwhile: send a copy. */
+        pthread_mutex_lock(&c->mu);
+        size_t auth_len = c->auth_len <= sizeof auth ? c->auth_len : 0;
+        if (auth_len)
+            memcpy(auth, c->auth, auth_len);
+        pthread_mutex_unlock(&c->mu);
+        m.u.hello.auth = (zks_msg_bin){auth, auth_len};
         rc = send_msg(io, r, &m, &r->hello_stream);
+        sodium_memzero(auth, auth_len);
     }
     if (rc != 0) {
         ZKS_LOGW("client: cannot send HELLO: %s", zks_strerror(rc));

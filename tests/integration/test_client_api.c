@@ -232,6 +232,23 @@ static void test_enterprise_backend(void **state)
     expect_refused(copied, "issued to another device");
     zks_client *stranger = enterprise_client(g, &r, seed_a, foreign, false);
     expect_refused(stranger, "does not trust");
+
+    /* A refused client given a credential of its own gets in at the next connect. */
+    uint8_t dev_b[ZKS_NODE_ID_SIZE], cred_b[ZKS_CREDENTIAL_SIZE];
+    assert_int_equal(zks_credential_issuer_id(dev_b, seed_b), 0);
+    assert_int_equal(zks_credential_issue(cred_b, issuer_seed, dev_b, NULL, now - 60, now + 600),
+                     0);
+    assert_int_equal(zks_client_set_credential(copied, NULL, 1), ZKS_EINVAL);
+    assert_int_equal(zks_client_set_credential(copied, cred_b, 4097), ZKS_EINVAL);
+    assert_int_equal(zks_client_set_credential(NULL, cred_b, sizeof cred_b), ZKS_EINVAL);
+    assert_int_equal(zks_client_set_credential(copied, cred_b, sizeof cred_b), 0);
+    assert_int_equal(zks_client_connect(&info, copied), 0);
+    assert_memory_equal(info.relay_id, r.id, ZKS_NODE_ID_SIZE);
+    assert_int_equal(info.max_cursor, 1);
+    /* And none at all is refused again at the next connection. */
+    assert_int_equal(zks_client_set_credential(none, cred_b, sizeof cred_b), 0);
+    assert_int_equal(zks_client_set_credential(none, NULL, 0), 0);
+    expect_refused(none, "no enterprise credential");
     zks_client_free(none);
     zks_client_free(copied);
     zks_client_free(stranger);
