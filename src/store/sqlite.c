@@ -1517,14 +1517,29 @@ static void log_reserve(sq_ckpt *k)
                  strerror(e));
 }
 
-/* Starts writing log frames [from, to) to disk without waiting for them; best effort. */
+/*
+ * Starts writing log frames [from, to) to disk without waiting for them;
+ * best effort. The range stops short of the memory page that holds the end
+ * of frame `to`: frames do not end on page boundaries, so the next commit
+ * appends to that page, and a page being submitted for writing is locked.
+ * The committing thread then waited for this thread, which under
+ * SCHED_IDLE may not run for a while: one commit in every CKPT_FLUSH_PAGES
+ * log pages took about 100 µs instead of 25-50. The page is written with
+ * the next range.
+ */
 static void log_write_back(sq_ckpt *k, int from, int to)
 {
     if (k->log_fd < 0 || to <= from)
         return;
+    off_t page = (off_t)sysconf(_SC_PAGESIZE);
     off_t start = LOG_HEADER_BYTES + (off_t)from * k->frame_bytes,
-          len = (off_t)(to - from) * k->frame_bytes;
-    if (sync_file_range(k->log_fd, start, len, SYNC_FILE_RANGE_WRITE) != 0 && errno != EINTR)
+          end = LOG_HEADER_BYTES + (off_t)to * k->frame_bytes;
+    if (page > 0)
+        end -= end % page;
+    if (end <= start)
+        return;
+    if (sync_file_range(k->log_fd, start, end - start, SYNC_FILE_RANGE_WRITE) != 0 &&
+        errno != EINTR)
         ZKS_LOGD("store: cannot start writing the log back: %s", strerror(errno));
 }
 
