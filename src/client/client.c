@@ -286,9 +286,7 @@ static void release(zks_client *c)
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->st_mu);
     zks__inline_free(&c->inl);
-    if (c->auth)
-        sodium_memzero(c->auth, c->auth_len);
-    free(c->auth);
+    zks__free_zeroed(c->auth, c->auth_len);
     free(c);
 }
 
@@ -323,12 +321,8 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
     c->cfg.group = NULL;
 
     int rc = 0;
-    if (cfg->backend == ZKS_BACKEND_ENTERPRISE && cfg->auth_len > 0) {
-        c->auth = malloc(cfg->auth_len);
-        if (c->auth == NULL)
-            rc = ZKS_ENOMEM;
-        else
-            memcpy(c->auth, cfg->auth, cfg->auth_len);
+    if (cfg->backend == ZKS_BACKEND_ENTERPRISE) {
+        rc = zks__dup_bytes(&c->auth, cfg->auth, cfg->auth_len);
         c->auth_len = c->auth ? cfg->auth_len : 0;
     }
     if (rc == 0)
@@ -884,22 +878,16 @@ int zks_client_set_credential(zks_client *c, const uint8_t *cred, size_t len)
 {
     if (c == NULL || (cred == NULL && len) || len > ZKS_MSG_MAX_AUTH)
         return ZKS_EINVAL;
-    uint8_t *copy = NULL;
-    if (len) {
-        copy = malloc(len);
-        if (copy == NULL)
-            return ZKS_ENOMEM;
-        memcpy(copy, cred, len);
-    }
+    uint8_t *copy;
+    if (zks__dup_bytes(&copy, cred, len) != 0)
+        return ZKS_ENOMEM;
     pthread_mutex_lock(&c->mu);
     uint8_t *old = c->auth;
     size_t old_len = c->auth_len;
     c->auth = copy;
     c->auth_len = len;
     pthread_mutex_unlock(&c->mu);
-    if (old)
-        sodium_memzero(old, old_len);
-    free(old);
+    zks__free_zeroed(old, old_len);
     return 0;
 }
 

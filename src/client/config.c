@@ -20,6 +20,24 @@ int zks_node_id_from_text(uint8_t out[ZKS_NODE_ID_SIZE], const char *text)
     return zks_nodeid_from_text(out, text, strlen(text));
 }
 
+int zks__dup_bytes(uint8_t **out, const uint8_t *p, size_t len)
+{
+    *out = NULL;
+    if (len == 0)
+        return 0;
+    if ((*out = malloc(len)) == NULL)
+        return ZKS_ENOMEM;
+    memcpy(*out, p, len);
+    return 0;
+}
+
+void zks__free_zeroed(uint8_t *p, size_t len)
+{
+    if (p)
+        sodium_memzero(p, len);
+    free(p);
+}
+
 /* ---- enterprise credentials ---------------------------------------------------------------- */
 
 int zks_credential_issuer_id(uint8_t out[ZKS_NODE_ID_SIZE],
@@ -141,9 +159,7 @@ void zks_config_free(zks_config *c)
     if (c == NULL)
         return;
     free(c->api_key);
-    if (c->auth)
-        sodium_memzero(c->auth, c->auth_len);
-    free(c->auth);
+    zks__free_zeroed(c->auth, c->auth_len);
     free(c->state_dir);
     zks_secure_free(c->seed);
     zks_group_key_free(c->group);
@@ -245,16 +261,10 @@ int zks_config_set_enterprise(zks_config *c, const uint8_t node_id[ZKS_NODE_ID_S
     int rc = set_addresses(&r, node_id, addresses, n, NULL);
     if (rc != 0)
         return rc;
-    uint8_t *a = NULL;
-    if (auth_len) {
-        a = malloc(auth_len);
-        if (a == NULL)
-            return ZKS_ENOMEM;
-        memcpy(a, auth, auth_len);
-    }
-    if (c->auth)
-        sodium_memzero(c->auth, c->auth_len);
-    free(c->auth);
+    uint8_t *a;
+    if (zks__dup_bytes(&a, auth, auth_len) != 0)
+        return ZKS_ENOMEM;
+    zks__free_zeroed(c->auth, c->auth_len);
     c->auth = a;
     c->auth_len = auth_len;
     c->relays[0] = r;

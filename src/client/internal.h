@@ -337,4 +337,10 @@ int zks__io_init(zks_client *c);
 void zks__io_run(zks_client *c);
 void zks__io_free(zks_client *c);
 
+/* A copy of `len` bytes at `p` in *out (NULL when `len` is 0). 0 or ZKS_ENOMEM. */
+int zks__dup_bytes(uint8_t **out, const uint8_t *p, size_t len);
+
+/* Zeroes `len` bytes at `p` (a credential, a key) and frees them. NULL is a no-op. */
+void zks__free_zeroed(uint8_t *p, size_t len);
+
 #endif
