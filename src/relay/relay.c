@@ -25,6 +25,8 @@
 #define RELAY_MAX_WAKES 32
 /* Undecodable frames a session may send before it is closed. */
 #define RELAY_MAX_BAD_FRAMES 16
+/* A commit at least this long is logged: every device's replies wait for it. */
+#define SLOW_COMMIT_US 100000
 /* How often sessions admitted by an enterprise credential are checked against its expiry. */
 #define CREDENTIAL_CHECK_US 5000000
 /* Expired or delivered rows deleted per maintenance step, so a step stays short. */
@@ -836,6 +838,10 @@ void zks_relay_flush(zks_relay *r, uint64_t now_us)
     uint64_t done_us = r->io.now_us ? r->io.now_us(r->io.user) : now_us;
     if (done_us < now_us)
         done_us = now_us;
+    if (done_us - now_us >= SLOW_COMMIT_US)
+        ZKS_LOGW("relay: a commit of %zu pushes took %" PRIu64 " ms; every reply waited for it "
+                 "(a slow or full disk?)",
+                 n, (done_us - now_us) / 1000);
 
     for (size_t i = 0; i < n; i++) {
         struct pending *p = &r->pending[i];

@@ -498,6 +498,20 @@ static void test_enterprise_credentials(void **state)
     zks_node_key_free(other);
 }
 
+struct logged {
+    int n;
+    char last[256];
+};
+
+static void capture_log(void *user, zks_log_level level, const char *msg)
+{
+    struct logged *l = user;
+    if (level != ZKS_LOG_WARN)
+        return;
+    l->n++;
+    snprintf(l->last, sizeof l->last, "%s", msg);
+}
+
 /* The push latency histogram ends when the commit does, as read from the engine's clock. */
 static void test_push_latency_counts_the_commit(void **state)
 {
@@ -513,12 +527,25 @@ static void test_push_latency_counts_the_commit(void **state)
     /* Buckets 25, 50, 100, 250, 500, 1000 µs...: 700 µs is the sixth. */
     assert_int_equal(atomic_load(&e->metrics.push_latency[5]), 1);
     assert_int_equal(atomic_load(&e->metrics.push_latency_sum_us), 700);
+    /* A commit of 100 ms or more is logged as a warning. */
+    struct logged seen = {0};
+    zks_log_set(capture_log, &seen, ZKS_LOG_WARN);
+    push(e, 1, 12, 0x23, 40);
+    e->io.clock_us = e->now + 99999;
+    zks_relay_flush(e->relay, e->now);
+    assert_int_equal(seen.n, 0);
+    push(e, 1, 16, 0x24, 40);
+    e->io.clock_us = e->now + 100000;
+    zks_relay_flush(e->relay, e->now);
+    zks_log_set(NULL, NULL, ZKS_LOG_ERROR);
+    assert_int_equal(seen.n, 1);
+    assert_non_null(strstr(seen.last, "a commit of 1 pushes took 100 ms"));
     /* A clock behind the flush's time counts as no time. */
     push(e, 1, 8, 0x22, 40);
     e->io.clock_us = 1;
     zks_relay_flush(e->relay, e->now);
     assert_int_equal(atomic_load(&e->metrics.push_latency[0]), 1);
-    assert_int_equal(atomic_load(&e->metrics.push_latency_count), 2);
+    assert_int_equal(atomic_load(&e->metrics.push_latency_count), 4);
 }
 
 static void test_outsiders_are_refused(void **state)
