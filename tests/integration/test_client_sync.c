@@ -265,6 +265,8 @@ struct follower {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t last; /* cursor taken so far */
+    uint64_t seen; /* highest cursor announced */
+    unsigned asks; /* Connected events: what was stored meanwhile was announced to no one */
     int behind;    /* the pulling thread has work */
     int stop;
     size_t n; /* blobs taken, in cursor order */
@@ -296,8 +298,11 @@ static void follow_event(const zks_event *ev, void *ctx)
         f->reconnecting++;
     if (ev->kind == ZKS_EVENT_CONNECTED) {
         f->behind = 1; /* what was stored meanwhile was announced to nobody here */
+        f->asks++;
         pthread_cond_broadcast(&f->cv);
     }
+    if (ev->kind == ZKS_EVENT_BLOB_AVAILABLE && ev->u.blob_available.cursor > f->seen)
+        f->seen = ev->u.blob_available.cursor;
     if (ev->kind == ZKS_EVENT_BLOB_AVAILABLE && c != NULL &&
         ev->u.blob_available.cursor > f->last) {
         zks_pull_result pl;
@@ -326,7 +331,10 @@ static void *follow_pull(void *arg)
             pthread_cond_timedwait(&f->cv, &f->mu, &until);
             continue;
         }
-        int more = 1;
+        /* The handler lets the mutex go to this thread's pulls: what it announced or
+         * connected meanwhile is still to pull, and may be the last blob. */
+        unsigned asked = f->asks;
+        int more = 1, failed = 0;
         for (int round = 0; round < 100 && more && !f->stop; round++) {
             uint64_t after = f->last;
             pthread_mutex_unlock(&f->mu); /* the handler takes mu: never block holding it */
@@ -336,6 +344,7 @@ static void *follow_pull(void *arg)
             if (rc != 0) {
                 /* Not connected yet: the Connected event asks again. */
                 more = 0;
+                failed = 1;
                 break;
             }
             if (f->last == after)
@@ -343,8 +352,18 @@ static void *follow_pull(void *arg)
             more = pl.has_more;
             zks_pull_result_free(&pl);
         }
-        if (!more)
+        if (!more && f->asks == asked && (failed || f->last >= f->seen)) {
             f->behind = 0;
+        } else if (failed) {
+            struct timespec until; /* a Connected event came meanwhile: try again shortly */
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 100000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&f->cv, &f->mu, &until);
+        }
     }
     pthread_mutex_unlock(&f->mu);
     return NULL;
