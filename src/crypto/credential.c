@@ -67,6 +67,17 @@ int zks_credential_parse(zks_credential *out, const uint8_t *data, size_t len)
     return 0;
 }
 
+uint64_t zks_credential_first_s(const zks_credential *c)
+{
+    return c->not_before > ZKS_CREDENTIAL_SKEW_S ? c->not_before - ZKS_CREDENTIAL_SKEW_S : 0;
+}
+
+uint64_t zks_credential_last_s(const zks_credential *c)
+{
+    return c->not_after < UINT64_MAX - ZKS_CREDENTIAL_SKEW_S ? c->not_after + ZKS_CREDENTIAL_SKEW_S
+                                                             : UINT64_MAX;
+}
+
 static int refuse(const char **why, const char *text)
 {
     if (why)
@@ -108,10 +119,9 @@ int zks_credential_check(zks_credential *out, const uint8_t *data, size_t len,
     if (memcmp(c.group_id, any_group, sizeof any_group) != 0 &&
         memcmp(c.group_id, group_id, sizeof c.group_id) != 0)
         return refuse(why, "credential limited to another group");
-    if (c.not_before > ZKS_CREDENTIAL_SKEW_S && now_s < c.not_before - ZKS_CREDENTIAL_SKEW_S)
+    if (now_s < zks_credential_first_s(&c))
         return refuse(why, "credential not valid yet");
-    if (c.not_after < UINT64_MAX - ZKS_CREDENTIAL_SKEW_S &&
-        now_s > c.not_after + ZKS_CREDENTIAL_SKEW_S)
+    if (now_s > zks_credential_last_s(&c))
         return refuse(why, "credential expired");
     if (out)
         *out = c;

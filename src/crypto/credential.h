@@ -61,6 +61,14 @@ int zks_credential_sign(uint8_t out[ZKS_CREDENTIAL_LEN], zks_credential *c,
 ZKS_WARN_UNUSED int zks_credential_parse(zks_credential *out, const uint8_t *data, size_t len);
 
 /*
+ * The first and last second (Unix time) a relay admits `c`: its validity
+ * widened by ZKS_CREDENTIAL_SKEW_S either way, saturating at 0 and
+ * UINT64_MAX.
+ */
+uint64_t zks_credential_first_s(const zks_credential *c);
+uint64_t zks_credential_last_s(const zks_credential *c);
+
+/*
  * Admits `device` to group `group_id` at `now_s` (Unix seconds) with the
  * credential at `data`: well formed, signed by one of the `n` issuer keys,
  * issued to `device`, for that group or any, and valid at `now_s` give or

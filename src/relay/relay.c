@@ -585,9 +585,7 @@ static void on_hello(zks_relay *r, struct session *s, int64_t stream, const stru
             return;
         }
         memcpy(s->issuer, cred.issuer, sizeof s->issuer);
-        s->credential_until_s = cred.not_after > UINT64_MAX - ZKS_CREDENTIAL_SKEW_S
-                                    ? UINT64_MAX
-                                    : cred.not_after + ZKS_CREDENTIAL_SKEW_S;
+        s->credential_until_s = zks_credential_last_s(&cred);
     }
     size_t name_len = zks_utf8_truncate(h->device_name.p, h->device_name.len, RELAY_MAX_NAME);
     zks_store_group info;

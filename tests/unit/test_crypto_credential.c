@@ -103,6 +103,13 @@ static void test_admits(void **state)
     assert_int_equal(check(f, f->cred, sizeof f->cred, f->device, NOW - 3600 - 300, NULL), 0);
     assert_int_equal(check(f, f->cred, sizeof f->cred, f->device, NOW + 3600 + 300, NULL), 0);
 
+    /* The allowance saturates at both ends of time. */
+    zks_credential edge = {.not_before = 10, .not_after = UINT64_MAX - 5};
+    assert_int_equal(zks_credential_first_s(&edge), 0);
+    assert_true(zks_credential_last_s(&edge) == UINT64_MAX);
+    assert_int_equal(zks_credential_first_s(&f->c), NOW - 3600 - 300);
+    assert_int_equal(zks_credential_last_s(&f->c), NOW + 3600 + 300);
+
     /* Limited to the group: admitted there. */
     memcpy(f->c.group_id, f->group, sizeof f->group);
     assert_int_equal(zks_credential_sign(f->cred, &f->c, f->issuer), 0);
