@@ -204,62 +204,17 @@ static void log_stderr(void *user, zks_log_level level, const char *msg)
     fprintf(stderr, "zks: %s: %s\n", names[level], msg);
 }
 
-/*
- * With a credential saved by 'zks credential use', the client is an
- * Enterprise one: the relays stored in the home directory, and the
- * credential in every HELLO. The stored relays are read through a client
- * opened without it.
- */
-static int enterprise_config(const struct cli *g, zks_config *cfg)
+/* Shows the credential saved by 'zks credential use', if any, in every HELLO of `c`. */
+static int show_credential(const struct cli *g, zks_client *c)
 {
     uint8_t cred[ZKS_CREDENTIAL_SIZE];
     int have = cli_credential_load(g, cred);
-    if (have == 0)
-        return EXIT_OK;
     if (have < 0) {
         cli_error("%s/credential cannot be read; 'zks credential use' saves it again", g->home);
         return EXIT_STORAGE;
     }
-    zks_config *plain = NULL;
-    zks_client *c = NULL;
-    char relays[8][ZKS_RELAY_TEXT_MAX];
-    size_t n = 0;
-    int rc = zks_config_new(&plain);
-    if (rc == 0)
-        rc = zks_config_set_state_dir(plain, g->home);
-    if (rc == 0)
-        rc = zks_client_new(&c, plain);
-    if (rc == 0)
-        rc = zks_client_relays(&n, relays, 8, c);
-    zks_client_free(c);
-    zks_config_free(plain);
-    if (rc != 0)
-        return cli_fail("cannot open the device state", rc);
-    if (n > 8)
-        n = 8;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (i > 0) {
-            rc = zks_config_add_relay(cfg, relays[i]);
-            continue;
-        }
-        /* NODEID@HOST:PORT[@HOST:PORT...] */
-        const char *addrs[8];
-        size_t naddrs = 0;
-        char *at = strchr(relays[0], '@');
-        uint8_t id[ZKS_NODE_ID_SIZE];
-        if (at)
-            *at++ = '\0';
-        for (char *a = at; a && naddrs < 8; naddrs++) {
-            addrs[naddrs] = a;
-            a = strchr(a, '@');
-            if (a)
-                *a++ = '\0';
-        }
-        rc = zks_node_id_from_text(id, relays[0]);
-        if (rc == 0)
-            rc = zks_config_set_enterprise(cfg, id, addrs, naddrs, cred, sizeof cred);
-    }
-    return rc == 0 ? EXIT_OK : cli_fail("stored relay", rc);
+    int rc = have ? zks_client_set_credential(c, cred, sizeof cred) : 0;
+    return rc == 0 ? EXIT_OK : cli_fail("credential", rc);
 }
 
 /* The client for the home directory; `cfg_extra` may add settings. */
@@ -275,13 +230,17 @@ static int open_client(const struct cli *g, zks_client **out, zks_config *cfg_ex
         return cli_fail("setup", ZKS_ENOMEM);
     zks_config_set_state_dir(cfg, g->home);
     zks_config_set_timeout(cfg, g->timeout_s * 1000);
-    int st = cfg_extra == NULL ? enterprise_config(g, cfg) : EXIT_OK;
-    int rc = st == EXIT_OK ? zks_client_new(out, cfg) : 0;
+    int rc = zks_client_new(out, cfg);
     if (cfg_extra == NULL)
         zks_config_free(cfg);
-    if (st != EXIT_OK)
-        return st;
-    return rc == 0 ? EXIT_OK : cli_fail("cannot open the device state", rc);
+    if (rc != 0)
+        return cli_fail("cannot open the device state", rc);
+    int st = show_credential(g, *out);
+    if (st != EXIT_OK) {
+        zks_client_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 /* Asks for a passphrase: $ZKS_PASSPHRASE, or the terminal with echo off. */
