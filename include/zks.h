@@ -221,6 +221,24 @@ int zks_credential_issue(uint8_t out[ZKS_CREDENTIAL_SIZE], const uint8_t seed[ZK
                          const uint8_t group_id[ZKS_GROUP_ID_SIZE], uint64_t not_before,
                          uint64_t not_after);
 
+/* What a credential says; zks_credential_inspect reads it. */
+typedef struct zks_credential_info {
+    uint8_t issuer[ZKS_NODE_ID_SIZE];
+    uint8_t device[ZKS_NODE_ID_SIZE];
+    uint8_t group_id[ZKS_GROUP_ID_SIZE]; /* all zero when has_group is 0 */
+    int has_group;                       /* limited to one group */
+    uint64_t not_before, not_after;      /* Unix seconds */
+} zks_credential_info;
+
+/*
+ * Reads the fields of a credential without checking its signature (only a
+ * relay that trusts the issuer can say whether it admits the device).
+ * Returns 0; ZKS_EMALFORMED (wrong size or version, a validity that ends
+ * before it begins); ZKS_EINVAL for NULL. Any thread.
+ */
+ZKS_WARN_UNUSED int zks_credential_inspect(zks_credential_info *out, const uint8_t *cred,
+                                           size_t len);
+
 /* ---- group keys and invites --------------------------------------------------------------
  *
  * A group key is the group's 256-bit secret, random or derived from a

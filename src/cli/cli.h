@@ -73,10 +73,6 @@ int cli_cmd_credential(struct cli *g, int argc, char **argv);
  */
 int cli_credential_load(const struct cli *g, uint8_t cred[ZKS_CREDENTIAL_SIZE]);
 
-/* The issuer's id and the end of validity (Unix seconds) of a credential. */
-void cli_credential_describe(const uint8_t cred[ZKS_CREDENTIAL_SIZE],
-                             char issuer[ZKS_NODE_ID_TEXT_SIZE], uint64_t *not_after);
-
 /* Prints "zks: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

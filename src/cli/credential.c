@@ -293,16 +293,16 @@ static int cmd_use(struct cli *g, int argc, char **argv)
         return EXIT_OK;
     }
     uint8_t cred[ZKS_CREDENTIAL_SIZE];
-    /* Version 1 is the only one (docs/PROTOCOL.md, "Enterprise credential"). */
-    if (optind + 1 != argc || cli_unhex(cred, sizeof cred, argv[optind]) != 0 || cred[0] != 1) {
+    zks_credential_info info;
+    if (optind + 1 != argc || cli_unhex(cred, sizeof cred, argv[optind]) != 0 ||
+        zks_credential_inspect(&info, cred, sizeof cred) != 0) {
         cli_error("credential use: give the credential 'zks credential issue' printed");
         return EXIT_USAGE;
     }
-    /* Bytes 33..64 name the device it was issued to (docs/PROTOCOL.md). */
     uint8_t self[ZKS_NODE_ID_SIZE];
-    if (device_of_home(g, self) == 0 && memcmp(self, cred + 33, sizeof self) != 0) {
+    if (device_of_home(g, self) == 0 && memcmp(self, info.device, sizeof self) != 0) {
         char id[ZKS_NODE_ID_TEXT_SIZE];
-        zks_node_id_to_text(id, cred + 33);
+        zks_node_id_to_text(id, info.device);
         cli_error("credential use: it was issued to device %s, not to this one", id);
         return EXIT_USAGE;
     }
@@ -310,17 +310,6 @@ static int cmd_use(struct cli *g, int argc, char **argv)
     cli_hex(text, cred, sizeof cred);
     strcat(text, "\n");
     return write_replace(path, text, strlen(text));
-}
-
-void cli_credential_describe(const uint8_t cred[ZKS_CREDENTIAL_SIZE],
-                             char issuer[ZKS_NODE_ID_TEXT_SIZE], uint64_t *not_after)
-{
-    /* The layout of docs/PROTOCOL.md: the issuer at byte 1, not_after at 105, big-endian. */
-    zks_node_id_to_text(issuer, cred + 1);
-    uint64_t t = 0;
-    for (int i = 0; i < 8; i++)
-        t = t << 8 | cred[105 + i];
-    *not_after = t;
 }
 
 int cli_credential_load(const struct cli *g, uint8_t cred[ZKS_CREDENTIAL_SIZE])

@@ -1204,11 +1204,13 @@ static int cmd_status(struct cli *g, int argc, char **argv)
     uint64_t outbox = 0, cursor = 0;
     zks_client_outbox_count(&outbox, c);
     uint8_t cred[ZKS_CREDENTIAL_SIZE];
+    zks_credential_info ci;
     char issuer[ZKS_NODE_ID_TEXT_SIZE] = "";
-    uint64_t cred_until = 0;
-    bool has_cred = cli_credential_load(g, cred) == 1;
+    bool has_cred =
+        cli_credential_load(g, cred) == 1 && zks_credential_inspect(&ci, cred, sizeof cred) == 0;
+    uint64_t cred_until = has_cred ? ci.not_after : 0;
     if (has_cred)
-        cli_credential_describe(cred, issuer, &cred_until);
+        zks_node_id_to_text(issuer, ci.issuer);
     zks_connection_info info;
     int err = ZKS_ENOENT;
     if (has_group && !o.offline)

@@ -80,6 +80,25 @@ int zks_credential_issue(uint8_t out[ZKS_CREDENTIAL_SIZE], const uint8_t seed[ZK
     return rc;
 }
 
+int zks_credential_inspect(zks_credential_info *out, const uint8_t *cred, size_t len)
+{
+    if (out == NULL)
+        return ZKS_EINVAL;
+    memset(out, 0, sizeof *out);
+    zks_credential c;
+    int rc = zks_credential_parse(&c, cred, len);
+    if (rc != 0)
+        return rc;
+    static const uint8_t any[ZKS_GROUP_ID_SIZE];
+    memcpy(out->issuer, c.issuer, sizeof out->issuer);
+    memcpy(out->device, c.device, sizeof out->device);
+    memcpy(out->group_id, c.group_id, sizeof out->group_id);
+    out->has_group = memcmp(c.group_id, any, sizeof any) != 0;
+    out->not_before = c.not_before;
+    out->not_after = c.not_after;
+    return 0;
+}
+
 /* ---- relay text ---------------------------------------------------------------------------- */
 
 int zks__relay_parse(zks__relay_spec *out, const char *text)

@@ -211,6 +211,18 @@ static void test_enterprise_backend(void **state)
                      ZKS_EINVAL);
     assert_int_equal(
         zks_credential_issue(foreign, stranger_seed, dev_a, NULL, now - 60, now + 3600), 0);
+    zks_credential_info ci;
+    assert_int_equal(zks_credential_inspect(&ci, cred, sizeof cred), 0);
+    assert_memory_equal(ci.issuer, issuer, sizeof issuer);
+    assert_memory_equal(ci.device, dev_a, sizeof dev_a);
+    assert_true(ci.has_group);
+    assert_memory_equal(ci.group_id, gid, sizeof gid);
+    assert_int_equal(ci.not_before, now - 60);
+    assert_int_equal(ci.not_after, now + 3600);
+    assert_int_equal(zks_credential_inspect(&ci, foreign, sizeof foreign), 0);
+    assert_false(ci.has_group);
+    assert_int_equal(zks_credential_inspect(&ci, cred, sizeof cred - 1), ZKS_EMALFORMED);
+    assert_int_equal(zks_credential_inspect(NULL, cred, sizeof cred), ZKS_EINVAL);
 
     /* With the open relay second in its list, a dropped credential would show as a
      * connection to that relay instead. */
