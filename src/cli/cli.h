@@ -64,6 +64,16 @@ void cli_hex(char *out, const uint8_t *p, size_t n);
 /* Exactly 2n hex digits of `s` into `out`; 0 or -1. */
 int cli_unhex(uint8_t *out, size_t n, const char *s);
 
+/* Whether the home directory holds a device (its key). */
+bool cli_initialised(const struct cli *g);
+
+/*
+ * Opens the client of the home directory, showing the saved enterprise
+ * credential if there is one; `cfg_extra` (may be NULL, then not freed
+ * here) adds settings. Prints what went wrong; returns an exit code.
+ */
+int cli_open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra);
+
 /* zks credential (credential.c). */
 int cli_cmd_credential(struct cli *g, int argc, char **argv);
 

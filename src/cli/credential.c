@@ -253,21 +253,11 @@ static int use_each(int opt, const char *arg, void *ctx)
 /* This home's device id, when it has a device: 0, else -1. */
 static int device_of_home(const struct cli *g, uint8_t out[ZKS_NODE_ID_SIZE])
 {
-    char key[4096 + 16];
-    snprintf(key, sizeof key, "%s/device.key", g->home);
-    if (access(key, F_OK) != 0)
-        return -1;
-    zks_config *cfg = NULL;
     zks_client *c = NULL;
-    int rc = zks_config_new(&cfg);
-    if (rc == 0)
-        rc = zks_config_set_state_dir(cfg, g->home);
-    if (rc == 0)
-        rc = zks_client_new(&c, cfg);
-    if (rc == 0)
-        rc = zks_client_device_id(out, c);
+    if (!cli_initialised(g) || cli_open_client(g, &c, NULL) != EXIT_OK)
+        return -1;
+    int rc = zks_client_device_id(out, c);
     zks_client_free(c);
-    zks_config_free(cfg);
     return rc == 0 ? 0 : -1;
 }
 

@@ -190,7 +190,7 @@ static int make_parents(const char *dir)
     return 0;
 }
 
-static bool initialised(const struct cli *g)
+bool cli_initialised(const struct cli *g)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/device.key", g->home);
@@ -218,10 +218,10 @@ static int show_credential(const struct cli *g, zks_client *c)
 }
 
 /* The client for the home directory; `cfg_extra` may add settings. */
-static int open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra)
+int cli_open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra)
 {
     *out = NULL;
-    if (!initialised(g) && cfg_extra == NULL) {
+    if (!cli_initialised(g) && cfg_extra == NULL) {
         cli_error("no zks device in %s (run 'zks init' first)", g->home);
         return EXIT_NOSTATE;
     }
@@ -369,9 +369,9 @@ static int cmd_init(struct cli *g, int argc, char **argv)
         cli_error("init: the name must be 1 to 256 bytes of UTF-8");
         return EXIT_USAGE;
     }
-    bool existed = initialised(g);
+    bool existed = cli_initialised(g);
     zks_client *c;
-    int rc = open_client(g, &c, cfg);
+    int rc = cli_open_client(g, &c, cfg);
     zks_config_free(cfg);
     if (rc != EXIT_OK)
         return rc;
@@ -468,7 +468,7 @@ static int save_group(struct cli *g, zks_group_key *key, const char *const *rela
         }
     }
     zks_client *c;
-    int rc = open_client(g, &c, cfg);
+    int rc = cli_open_client(g, &c, cfg);
     zks_config_free(cfg);
     if (rc != EXIT_OK)
         return rc;
@@ -524,7 +524,7 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
         cli_error("group create: name the group's relay with --relay NODEID@HOST:PORT");
         return EXIT_USAGE;
     }
-    if (!initialised(g)) {
+    if (!cli_initialised(g)) {
         cli_error("no zks device in %s (run 'zks init' first)", g->home);
         return EXIT_NOSTATE;
     }
@@ -552,7 +552,7 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
     int status;
     if (cli_parse_opts("group join", argc, argv, group_options, group_each, &o, &status) != 0)
         return status;
-    if (!initialised(g)) {
+    if (!cli_initialised(g)) {
         cli_error("no zks device in %s (run 'zks init' first)", g->home);
         return EXIT_NOSTATE;
     }
@@ -614,7 +614,7 @@ static int cmd_group_invite(struct cli *g, int argc, char **argv)
     if (cli_parse_opts("group invite", argc, argv, group_options, group_each, &o, &status) != 0)
         return status;
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
         return rc;
     char invite[ZKS_INVITE_TEXT_MAX];
@@ -816,7 +816,7 @@ static int cmd_push(struct cli *g, int argc, char **argv)
         return EXIT_USAGE;
     }
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK) {
         free(data);
         return rc;
@@ -987,7 +987,7 @@ static int cmd_pull(struct cli *g, int argc, char **argv)
         return EXIT_USAGE;
     }
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
         return rc;
     zks_receiver *rx = NULL;
@@ -1132,7 +1132,7 @@ static int cmd_watch(struct cli *g, int argc, char **argv)
     if (cli_parse_opts("watch", argc, argv, opts, watch_each, &o, &status) != 0)
         return status;
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
         return rc;
     zks_receiver *rx;
@@ -1186,7 +1186,7 @@ static int cmd_status(struct cli *g, int argc, char **argv)
     if (cli_parse_opts("status", argc, argv, opts, status_each, &o, &status) != 0)
         return status;
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
         return rc;
     uint8_t dev[ZKS_NODE_ID_SIZE], gid[ZKS_GROUP_ID_SIZE];
@@ -1282,7 +1282,7 @@ static int cmd_devices(struct cli *g, int argc, char **argv)
     if (cli_parse_opts("devices", argc, argv, opts, json_each, &json, &status) != 0)
         return status;
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
         return rc;
     zks_connection_info info;
@@ -1338,7 +1338,7 @@ static int cmd_revoke(struct cli *g, int argc, char **argv)
         return EXIT_USAGE;
     }
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
         return rc;
     zks_connection_info info;
@@ -1366,7 +1366,7 @@ static int cmd_delete(struct cli *g, int argc, char **argv)
         return EXIT_USAGE;
     }
     zks_client *c;
-    int rc = open_client(g, &c, NULL);
+    int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
         return rc;
     zks_connection_info info;
