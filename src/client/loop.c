@@ -1003,13 +1003,12 @@ static void on_closed(void *user, zks_conn *conn, const zks_net_close_info *info
         io->dial_idx = -1;
         io->round_err = rc;
         io->round_wire = r->wire;
-        if (r->wire == ZKS_WIRE_DEVICE_REVOKED) {
+        /* A relay that refused the connection said why (a credential's reason, a revocation,
+         * a full relay): the application hears it. */
+        if (r->wire)
+            zks__emit_error(io->c, ZKS_EREMOTE, r->wire, NULL, "%s", reason);
+        if (r->wire == ZKS_WIRE_DEVICE_REVOKED)
             io->round_tried = io->nrelays; /* no relay will take a revoked device */
-            zks__emit_error(io->c, ZKS_EREMOTE, r->wire, NULL, "%s", reason);
-        } else if (r->wire == ZKS_WIRE_UNAUTHORIZED) {
-            /* Say why (a refused enterprise credential names its reason); others may admit it. */
-            zks__emit_error(io->c, ZKS_EREMOTE, r->wire, NULL, "%s", reason);
-        }
         if (io->phase == P_CONNECTING || io->phase == P_RECONNECTING)
             dial_next(io);
     }

@@ -158,21 +158,45 @@ static zks_client *enterprise_client(const zks_group_key *g, const h_relay *r,
     return c;
 }
 
-/* Connecting is refused with 1002, and an Error event says why. */
-static void expect_refused(zks_client *c, const char *why)
+/* Connecting is refused with wire `code`, and an Error event says so, with `why` in its text. */
+static void expect_refused_with(zks_client *c, uint32_t code, const char *why)
 {
     zks_receiver *rx;
     assert_int_equal(zks_client_subscribe(&rx, c), 0);
     zks_connection_info info;
     assert_int_equal(zks_client_connect(&info, c), ZKS_EREMOTE);
-    assert_int_equal(zks_remote_error(), ZKS_WIRE_UNAUTHORIZED);
+    assert_int_equal(zks_remote_error(), code);
     int want = ZKS_EREMOTE;
     zks_event ev;
     assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_ERROR, is_err, &want, 5000), 0);
-    assert_int_equal(ev.u.error.code, ZKS_WIRE_UNAUTHORIZED);
+    assert_int_equal(ev.u.error.code, code);
     if (strstr(ev.u.error.message, why) == NULL)
         fail_msg("error '%s' does not say '%s'", ev.u.error.message, why);
     zks_receiver_free(rx);
+}
+
+static void expect_refused(zks_client *c, const char *why)
+{
+    expect_refused_with(c, ZKS_WIRE_UNAUTHORIZED, why);
+}
+
+/* A relay that turns a connection away (here: its session cap) is heard as an Error event. */
+static void test_refused_connection_is_an_error_event(void **state)
+{
+    (void)state;
+    const char *extra[] = {"--max-sessions", "1", NULL};
+    h_relay r = {0};
+    h_relay_start_with(&r, 0, extra);
+    zks_group_key *g = new_group();
+    zks_client *a = h_client(NULL, g, &r);
+    zks_client *b = h_client(NULL, g, &r);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, a), 0);
+    expect_refused_with(b, ZKS_WIRE_RELAY_OVERLOADED, "");
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(g);
+    h_relay_stop(&r, SIGTERM);
 }
 
 /*
@@ -1362,6 +1386,7 @@ int main(void)
         cmocka_unit_test(test_config_setters),
         cmocka_unit_test(test_unsupported_backends),
         cmocka_unit_test(test_enterprise_backend),
+        cmocka_unit_test(test_refused_connection_is_an_error_event),
         cmocka_unit_test(test_no_group),
         cmocka_unit_test(test_closed_client),
         cmocka_unit_test(test_bad_arguments),
