@@ -494,6 +494,32 @@ static void push_first(struct env *e, device *a, zks_msg *push, zks_buf *env, ui
 }
 
 /*
+ * The retry tests: devices a and b on a relay that cleans up every second,
+ * and a's first blob, `text` with `ttl`, pushed as if its acknowledgement
+ * were lost (`push` can be sent again).
+ */
+struct retry {
+    device a, b;
+    zks_buf env;
+    uint8_t id[16];
+    zks_msg push;
+};
+
+static void retry_begin(struct env *e, struct retry *t, const char *text, uint32_t ttl)
+{
+    start_cleaning_every_second(e, &t->a, &t->b);
+    zks_buf_init(&t->env, 0);
+    push_first(e, &t->a, &t->push, &t->env, t->id, text, ttl);
+}
+
+static void retry_end(struct retry *t)
+{
+    zks_buf_free(&t->env);
+    dev_free(&t->a);
+    dev_free(&t->b);
+}
+
+/*
  * Device `a` sends `push` (its first blob) again: the relay answers with
  * cursor 1 as a duplicate, announces nothing to `b`, and a pull of b's after
  * `after` finds nothing new.
@@ -524,37 +550,31 @@ static void resend_is_duplicate(struct env *e, device *a, device *b, zks_msg *pu
 static void test_retry_after_cleanup_is_no_duplicate(void **state)
 {
     struct env *e = *state;
-    device a, b;
-    start_cleaning_every_second(e, &a, &b);
-    zks_buf env;
-    zks_buf_init(&env, 0);
-    uint8_t id[16];
-    zks_msg push, resp;
+    struct retry t;
+    retry_begin(e, &t, "only once", 0);
+    zks_msg resp;
     size_t n;
-    push_first(e, &a, &push, &env, id, "only once", 0);
 
     /* B takes it and confirms it; cleanup runs every second. */
-    pull_all(&b, 0, &resp, &n);
+    pull_all(&t.b, 0, &resp, &n);
     assert_int_equal(n, 1);
     zks_msg_clear(&resp);
-    pull_all(&b, 1, &resp, &n);
+    pull_all(&t.b, 1, &resp, &n);
     zks_msg_clear(&resp);
     run_for_ms(&e->loop, 2500);
-    resend_is_duplicate(e, &a, &b, &push, 1);
+    resend_is_duplicate(e, &t.a, &t.b, &t.push, 1);
 
     /* Once A has confirmed it too, the cleanup deletes it. */
-    pull_all(&a, 1, &resp, &n);
+    pull_all(&t.a, 1, &resp, &n);
     zks_msg_clear(&resp);
-    pull_all(&b, 0, &resp, &n);
+    pull_all(&t.b, 0, &resp, &n);
     assert_int_equal(n, 1);
     zks_msg_clear(&resp);
     run_for_ms(&e->loop, 2500);
-    pull_all(&b, 0, &resp, &n);
+    pull_all(&t.b, 0, &resp, &n);
     assert_int_equal(n, 0);
     zks_msg_clear(&resp);
-    zks_buf_free(&env);
-    dev_free(&a);
-    dev_free(&b);
+    retry_end(&t);
 }
 
 /*
@@ -566,22 +586,16 @@ static void test_retry_after_cleanup_is_no_duplicate(void **state)
 static void test_retry_after_expiry_is_no_duplicate(void **state)
 {
     struct env *e = *state;
-    device a, b;
-    start_cleaning_every_second(e, &a, &b);
-    zks_buf env;
-    zks_buf_init(&env, 0);
-    uint8_t id[16];
-    zks_msg push, resp;
+    struct retry t;
+    retry_begin(e, &t, "short-lived", 1);
+    zks_msg resp;
     size_t n;
-    push_first(e, &a, &push, &env, id, "short-lived", 1);
     run_for_ms(&e->loop, 3000); /* the TTL and a cleanup run */
-    pull_all(&b, 0, &resp, &n);
+    pull_all(&t.b, 0, &resp, &n);
     assert_int_equal(n, 0);
     zks_msg_clear(&resp);
-    resend_is_duplicate(e, &a, &b, &push, 0);
-    zks_buf_free(&env);
-    dev_free(&a);
-    dev_free(&b);
+    resend_is_duplicate(e, &t.a, &t.b, &t.push, 0);
+    retry_end(&t);
 }
 
 static void test_ttl_expiry(void **state)
