@@ -239,6 +239,24 @@ typedef struct zks_credential_info {
 ZKS_WARN_UNUSED int zks_credential_inspect(zks_credential_info *out, const uint8_t *cred,
                                            size_t len);
 
+/* ---- API keys of a discovery service (docs/DISCOVERY.md) ----------------------------------
+ *
+ * A managed service gives each customer an API key; its discovery service
+ * keeps only the key's digest, BLAKE2b-256("zks/v1/api-key" || key), written
+ * as 52 base32 characters like a NodeId.
+ */
+
+#define ZKS_API_KEY_TEXT_SIZE 58 /* "zksk_", 52 base32 characters and the NUL */
+
+/* A new random API key (256 bits) and its digest. ZKS_EINVAL, ZKS_ECRYPTO. Any thread. */
+int zks_api_key_new(char key[ZKS_API_KEY_TEXT_SIZE], char digest[ZKS_NODE_ID_TEXT_SIZE]);
+
+/*
+ * The digest of `key`: any text of 16 to 256 printable ASCII characters
+ * without spaces (ZKS_EINVAL otherwise, `digest` empty). Any thread.
+ */
+ZKS_WARN_UNUSED int zks_api_key_digest_text(char digest[ZKS_NODE_ID_TEXT_SIZE], const char *key);
+
 /* ---- group keys and invites --------------------------------------------------------------
  *
  * A group key is the group's 256-bit secret, random or derived from a
@@ -346,7 +364,7 @@ ZKS_WARN_UNUSED int zks_invite_inspect(zks_invite_info *out, const char *invite)
 typedef enum zks_backend {
     ZKS_BACKEND_SYNC_RELAY = 1,    /* a self-hosted zks-relay known by NodeId (the default) */
     ZKS_BACKEND_P2P = 2,           /* a group device hosts the relay: not supported yet */
-    ZKS_BACKEND_MANAGED_CLOUD = 3, /* relays found by API key: not supported yet */
+    ZKS_BACKEND_MANAGED_CLOUD = 3, /* relays found by API key through a discovery service */
     ZKS_BACKEND_ENTERPRISE = 4,    /* a relay that also checks an enterprise credential */
 } zks_backend;
 
@@ -363,9 +381,10 @@ void zks_config_free(zks_config *cfg);
 /*
  * SyncRelay{node_id, addresses, relay_url}: the primary relay, by NodeId and
  * `n` numeric addresses ("A.B.C.D:PORT", "[V6]:PORT"). `relay_url` (may be
- * NULL) names a discovery service for the addresses: this build cannot use
- * one, so a relay with no addresses fails at connect with ZKS_ENOTSUP. The
- * relay replaces the first entry of the relay list.
+ * NULL) names a discovery service (docs/DISCOVERY.md; https, or http to a
+ * loopback host): when the relay is given no address, zks_client_connect
+ * asks the service for them. The relay replaces the first entry of the
+ * relay list.
  */
 int zks_config_set_sync_relay(zks_config *cfg, const uint8_t node_id[ZKS_NODE_ID_SIZE],
                               const char *const *addresses, size_t n, const char *relay_url);
@@ -385,8 +404,24 @@ int zks_config_clear_relays(zks_config *cfg);
 /* P2P (the seed's Iroh tier). Accepted; zks_client_connect fails with ZKS_ENOTSUP. */
 int zks_config_set_p2p(zks_config *cfg);
 
-/* ManagedCloud{api_key}. Accepted; zks_client_connect fails with ZKS_ENOTSUP. */
+/*
+ * ManagedCloud{api_key}: zks_client_connect asks the discovery service
+ * (zks_config_set_discovery_url, else the build's ZKS_DEFAULT_DISCOVERY_URL)
+ * which relays the key is given, and uses them as the relay list, the first
+ * as primary. The list found is kept in the state directory, so a client
+ * whose service cannot be reached still connects to the relays it last
+ * found. The key is 16 to 256 printable ASCII characters without spaces
+ * (ZKS_EINVAL otherwise); it is sent to the service only.
+ */
 int zks_config_set_managed_cloud(zks_config *cfg, const char *api_key);
+
+/*
+ * The discovery service ManagedCloud asks: an https URL, or http to a
+ * loopback host (docs/DISCOVERY.md). NULL or "" returns to the build's
+ * default. ZKS_EINVAL for a URL of 512 bytes or more; the URL's form is
+ * checked at connect.
+ */
+int zks_config_set_discovery_url(zks_config *cfg, const char *url);
 
 /*
  * Enterprise{node_id, auth}: the relay's NodeId, its addresses, and the
@@ -658,7 +693,14 @@ void zks_client_free(zks_client *c);
  * returns its info; then sends the outbox in order and, with several
  * relays, connects the others for push fan-out. Returns at once when
  * already connected. Blocking, up to the timeout.
- * Errors: ZKS_ENOTSUP (a backend other than SyncRelay, or a relay with no
+ * With ManagedCloud, or a relay given by NodeId and discovery URL alone, it
+ * first asks the discovery service (docs/DISCOVERY.md); when the service
+ * fails, an Error event says why and the connect goes on with the relays
+ * found before, or fails with the service's error when there are none:
+ * ZKS_EAUTH (API key refused), ZKS_ENOENT (relay unknown), ZKS_EIO,
+ * ZKS_ETIMEDOUT, ZKS_EPROTO, ZKS_EPEER (the answer named another relay),
+ * ZKS_EINVAL (no or a bad discovery URL).
+ * Errors: ZKS_ENOTSUP (the P2P backend), ZKS_EADDR (no relay has an
  * address), ZKS_ENOENT (no group key or no relay), ZKS_ETIMEDOUT, the
  * transport's ZKS_ECONNREFUSED / ZKS_EPEER / ZKS_ETLS / ZKS_EQUIC /
  * ZKS_ECONNRESET, ZKS_EREMOTE (the relay refused the session, e.g.

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "zks.h"
 
@@ -58,6 +59,9 @@ int cli_run_subcommand(const char *parent, const struct cli_command *table, size
 int cli_parse_opts(const char *cmd, int argc, char **argv, const struct option *opts,
                    int (*each)(int opt, const char *arg, void *ctx), void *ctx, int *status);
 
+/* An option handler for commands whose one option is --json (`ctx`: a bool). */
+int cli_json_each(int opt, const char *arg, void *ctx);
+
 /* Lowercase hex of `n` bytes into `out` (2n + 1 bytes, NUL-terminated). */
 void cli_hex(char *out, const uint8_t *p, size_t n);
 
@@ -77,11 +81,23 @@ int cli_open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra
 /* zks credential (credential.c). */
 int cli_cmd_credential(struct cli *g, int argc, char **argv);
 
+/* zks api-key (apikey.c). */
+int cli_cmd_api_key(struct cli *g, int argc, char **argv);
+
 /*
  * The credential this device shows to its relays, saved by 'zks credential
  * use': 1 with `cred` filled, 0 when there is none, -1 when it cannot be read.
  */
 int cli_credential_load(const struct cli *g, uint8_t cred[ZKS_CREDENTIAL_SIZE]);
+
+/* Writes `len` bytes to a new file `path`, mode 0600; never replaces one. Exit code. */
+int cli_write_new(const char *path, const void *data, size_t len);
+
+/* Puts `len` bytes in place of `path` (mode 0600) through a new file and a rename. Exit code. */
+int cli_write_replace(const char *path, const void *data, size_t len);
+
+/* Reads up to `cap` - 1 bytes of `path` into `out`, NUL-terminated: the length, or -1 (errno). */
+ssize_t cli_read_small(const char *path, char *out, size_t cap);
 
 /* Prints "zks: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

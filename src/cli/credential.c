@@ -21,69 +21,6 @@
 #define ISSUER_FILE_MAX (sizeof ISSUER_TAG + 2 * ZKS_ISSUER_SEED_SIZE + 2)
 #define CRED_FILE       "credential"
 
-/* Writes `len` bytes to a new file `path`, mode 0600; never replaces one. */
-static int write_new(const char *path, const void *data, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        cli_error("%s: %s", path, strerror(errno));
-        return errno == EEXIST ? EXIT_USAGE : EXIT_STORAGE;
-    }
-    ssize_t n = write(fd, data, len);
-    int err = n == (ssize_t)len ? 0 : n < 0 ? errno : EIO;
-    if (fsync(fd) != 0 && err == 0)
-        err = errno;
-    close(fd);
-    if (err != 0) {
-        unlink(path);
-        cli_error("%s: %s", path, strerror(err));
-        return EXIT_STORAGE;
-    }
-    return EXIT_OK;
-}
-
-/* Puts `len` bytes in place of `path` (mode 0600) through a new file and a rename. */
-static int write_replace(const char *path, const void *data, size_t len)
-{
-    char tmp[4096 + 32];
-    snprintf(tmp, sizeof tmp, "%s.new", path);
-    if (unlink(tmp) != 0 && errno != ENOENT) {
-        cli_error("%s: %s", tmp, strerror(errno));
-        return EXIT_STORAGE;
-    }
-    int st = write_new(tmp, data, len);
-    if (st != EXIT_OK)
-        return st;
-    if (rename(tmp, path) != 0) {
-        cli_error("%s: %s", path, strerror(errno));
-        unlink(tmp);
-        return EXIT_STORAGE;
-    }
-    return EXIT_OK;
-}
-
-/* Reads at most cap - 1 bytes of `path` into `out` as a string; returns its length or -1. */
-static ssize_t read_small(const char *path, char *out, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, out, cap - 1);
-    close(fd);
-    if (n < 0)
-        return -1;
-    out[n] = '\0';
-    return n;
-}
-
-static int json_each(int opt, const char *arg, void *ctx)
-{
-    (void)arg;
-    if (opt == 'j')
-        *(bool *)ctx = true;
-    return 0;
-}
-
 /* zks credential issuer-key FILE */
 static int cmd_issuer_key(struct cli *g, int argc, char **argv)
 {
@@ -91,7 +28,7 @@ static int cmd_issuer_key(struct cli *g, int argc, char **argv)
         {"json", no_argument, NULL, 'j'}, CLI_HELP_OPT, {0, 0, 0, 0}};
     bool json = g->json;
     int status;
-    if (cli_parse_opts("credential", argc, argv, opts, json_each, &json, &status) != 0)
+    if (cli_parse_opts("credential", argc, argv, opts, cli_json_each, &json, &status) != 0)
         return status;
     if (optind + 1 != argc) {
         cli_error("credential issuer-key: give the file to create");
@@ -105,7 +42,7 @@ static int cmd_issuer_key(struct cli *g, int argc, char **argv)
     strcat(text, "\n");
     int rc = zks_credential_issuer_id(id, seed);
     sodium_memzero(seed, sizeof seed);
-    int st = rc == 0 ? write_new(argv[optind], text, strlen(text)) : cli_fail("issuer key", rc);
+    int st = rc == 0 ? cli_write_new(argv[optind], text, strlen(text)) : cli_fail("issuer key", rc);
     sodium_memzero(text, sizeof text);
     if (st != EXIT_OK)
         return st;
@@ -299,14 +236,14 @@ static int cmd_use(struct cli *g, int argc, char **argv)
     char text[2 * ZKS_CREDENTIAL_SIZE + 2];
     cli_hex(text, cred, sizeof cred);
     strcat(text, "\n");
-    return write_replace(path, text, strlen(text));
+    return cli_write_replace(path, text, strlen(text));
 }
 
 int cli_credential_load(const struct cli *g, uint8_t cred[ZKS_CREDENTIAL_SIZE])
 {
     char path[4096 + 16], text[2 * ZKS_CREDENTIAL_SIZE + 3];
     snprintf(path, sizeof path, "%s/%s", g->home, CRED_FILE);
-    if (read_small(path, text, sizeof text) < 0)
+    if (cli_read_small(path, text, sizeof text) < 0)
         return errno == ENOENT ? 0 : -1;
     text[strcspn(text, "\n")] = '\0';
     return cli_unhex(cred, ZKS_CREDENTIAL_SIZE, text) == 0 ? 1 : -1;

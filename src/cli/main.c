@@ -93,6 +93,14 @@ void cli_json_str(FILE *f, const char *s, size_t len)
     fputc('"', f);
 }
 
+int cli_json_each(int opt, const char *arg, void *ctx)
+{
+    (void)arg;
+    if (opt == 'j')
+        *(bool *)ctx = true;
+    return 0;
+}
+
 void cli_hex(char *out, const uint8_t *p, size_t n)
 {
     static const char digits[] = "0123456789abcdef";
@@ -217,6 +225,71 @@ static int show_credential(const struct cli *g, zks_client *c)
     return rc == 0 ? EXIT_OK : cli_fail("credential", rc);
 }
 
+/*
+ * ManagedCloud settings ('group create/join --api-key'), in the home
+ * directory's file "managed" (0600): a tag line, the API key, the discovery
+ * URL (empty: the library's default).
+ */
+#define MANAGED_FILE "managed"
+#define MANAGED_TAG  "zks-managed-v1"
+
+struct managed {
+    char key[300];
+    char url[ZKS_RELAY_TEXT_MAX];
+};
+
+/* 1 with `m` filled, 0 when the device is not managed, -1 when the file is damaged. */
+static int managed_load(const struct cli *g, struct managed *m)
+{
+    char path[4096 + 16], text[sizeof MANAGED_TAG + sizeof m->key + sizeof m->url + 4];
+    memset(m, 0, sizeof *m);
+    snprintf(path, sizeof path, "%s/%s", g->home, MANAGED_FILE);
+    ssize_t n = cli_read_small(path, text, sizeof text);
+    if (n < 0)
+        return errno == ENOENT ? 0 : -1;
+    char *save = NULL;
+    char *tag = strtok_r(text, "\n", &save);
+    char *key = tag ? strtok_r(NULL, "\n", &save) : NULL;
+    char *url = key ? strtok_r(NULL, "\n", &save) : NULL;
+    int rc = -1;
+    if (tag && strcmp(tag, MANAGED_TAG) == 0 && key && strlen(key) < sizeof m->key &&
+        (url == NULL || strlen(url) < sizeof m->url)) {
+        snprintf(m->key, sizeof m->key, "%s", key);
+        snprintf(m->url, sizeof m->url, "%s", url ? url : "");
+        rc = 1;
+    }
+    explicit_bzero(text, sizeof text);
+    return rc;
+}
+
+static int managed_save(const struct cli *g, const char *key, const char *url)
+{
+    char path[4096 + 16], text[sizeof MANAGED_TAG + 300 + ZKS_RELAY_TEXT_MAX + 4];
+    snprintf(path, sizeof path, "%s/%s", g->home, MANAGED_FILE);
+    int n = snprintf(text, sizeof text, "%s\n%s\n%s\n", MANAGED_TAG, key, url ? url : "");
+    int st =
+        n > 0 && (size_t)n < sizeof text ? cli_write_replace(path, text, (size_t)n) : EXIT_USAGE;
+    explicit_bzero(text, sizeof text);
+    return st;
+}
+
+/* Makes `cfg` ManagedCloud when the device is managed. Exit code. */
+static int apply_managed(const struct cli *g, zks_config *cfg)
+{
+    struct managed m;
+    int have = managed_load(g, &m);
+    if (have < 0) {
+        cli_error("%s/%s cannot be read; 'zks group join --api-key' saves it again", g->home,
+                  MANAGED_FILE);
+        return EXIT_STORAGE;
+    }
+    int rc = 0;
+    if (have && (rc = zks_config_set_managed_cloud(cfg, m.key)) == 0)
+        rc = zks_config_set_discovery_url(cfg, m.url[0] ? m.url : NULL);
+    explicit_bzero(&m, sizeof m);
+    return rc == 0 ? EXIT_OK : cli_fail("managed settings", rc);
+}
+
 /* The client for the home directory; `cfg_extra` may add settings. */
 int cli_open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra)
 {
@@ -230,12 +303,18 @@ int cli_open_client(const struct cli *g, zks_client **out, zks_config *cfg_extra
         return cli_fail("setup", ZKS_ENOMEM);
     zks_config_set_state_dir(cfg, g->home);
     zks_config_set_timeout(cfg, g->timeout_s * 1000);
+    int st = apply_managed(g, cfg);
+    if (st != EXIT_OK) {
+        if (cfg_extra == NULL)
+            zks_config_free(cfg);
+        return st;
+    }
     int rc = zks_client_new(out, cfg);
     if (cfg_extra == NULL)
         zks_config_free(cfg);
     if (rc != 0)
         return cli_fail("cannot open the device state", rc);
-    int st = show_credential(g, *out);
+    st = show_credential(g, *out);
     if (st != EXIT_OK) {
         zks_client_free(*out);
         *out = NULL;
@@ -401,6 +480,8 @@ struct group_opts {
     bool no_qr;
     bool json;
     bool too_many;
+    const char *api_key;
+    const char *discovery;
 };
 
 static int group_each(int opt, const char *arg, void *ctx)
@@ -437,11 +518,19 @@ static int group_each(int opt, const char *arg, void *ctx)
     case 'j':
         o->json = true;
         return 0;
+    case 'k':
+        o->api_key = arg;
+        return 0;
+    case 'd':
+        o->discovery = arg;
+        return 0;
     }
     return -1;
 }
 
 static const struct option group_options[] = {{"relay", required_argument, NULL, 'r'},
+                                              {"api-key", required_argument, NULL, 'k'},
+                                              {"discovery", required_argument, NULL, 'd'},
                                               {"passphrase", no_argument, NULL, 'p'},
                                               {"salt", required_argument, NULL, 's'},
                                               {"argon-ops", required_argument, NULL, 'o'},
@@ -452,10 +541,27 @@ static const struct option group_options[] = {{"relay", required_argument, NULL,
                                               CLI_HELP_OPT,
                                               {0}};
 
-/* Stores `key` and `relays` as this device's group, then shows the invite. */
+/*
+ * Stores `key` and `relays` as this device's group (and, with --api-key, its
+ * ManagedCloud settings), then shows the invite.
+ */
 static int save_group(struct cli *g, zks_group_key *key, const char *const *relays, size_t n,
                       const struct group_opts *o, bool show)
 {
+    if (o->discovery && o->api_key == NULL) {
+        cli_error("--discovery goes with --api-key");
+        return EXIT_USAGE;
+    }
+    if (o->api_key) {
+        char digest[ZKS_NODE_ID_TEXT_SIZE];
+        if (zks_api_key_digest_text(digest, o->api_key) != 0) {
+            cli_error("--api-key: a key is 16 to 256 printable ASCII characters, no spaces");
+            return EXIT_USAGE;
+        }
+        int st = managed_save(g, o->api_key, o->discovery);
+        if (st != EXIT_OK)
+            return st;
+    }
     zks_config *cfg;
     if (zks_config_new(&cfg) != 0)
         return cli_fail("group", ZKS_ENOMEM);
@@ -520,8 +626,9 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
     int status;
     if (cli_parse_opts("group create", argc, argv, group_options, group_each, &o, &status) != 0)
         return status;
-    if (o.nrelays == 0) {
-        cli_error("group create: name the group's relay with --relay NODEID@HOST:PORT");
+    if (o.nrelays == 0 && o.api_key == NULL) {
+        cli_error("group create: name the group's relay with --relay NODEID@HOST:PORT, or give "
+                  "an --api-key for a managed service");
         return EXIT_USAGE;
     }
     if (!cli_initialised(g)) {
@@ -585,7 +692,8 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
             relays[n++] = o.relays[i];
     } else if (optind == argc && o.passphrase) {
         uint8_t salt[ZKS_SALT_SIZE];
-        if (o.salt == NULL || cli_unhex(salt, sizeof salt, o.salt) != 0 || o.nrelays == 0) {
+        if (o.salt == NULL || cli_unhex(salt, sizeof salt, o.salt) != 0 ||
+            (o.nrelays == 0 && o.api_key == NULL)) {
             cli_error("group join --passphrase needs --salt HEX (32 digits) and --relay ADDR");
             return EXIT_USAGE;
         }
@@ -637,8 +745,12 @@ static int cmd_group_invite(struct cli *g, int argc, char **argv)
 }
 
 static const struct cli_command group_commands[] = {
-    {"create", "--relay ADDR [--passphrase]", "make a new group and print its invite",
+    {"create", "--relay ADDR [--passphrase] | --api-key KEY [--discovery URL]",
+     "make a new group and print its invite",
      "  --relay NODEID@HOST:PORT  the group's relay (repeat for more; the first is primary)\n"
+     "  --api-key KEY             a managed service's API key: its discovery service names\n"
+     "                            the relays at every connect (docs/DISCOVERY.md)\n"
+     "  --discovery URL           that service (default: the library's)\n"
      "  --passphrase              derive the group key from a passphrase ($ZKS_PASSPHRASE or\n"
      "                            asked on the terminal); the invite then holds only the salt\n"
      "  --argon-ops N             Argon2id passes (default 3)\n"
@@ -653,6 +765,8 @@ static const struct cli_command group_commands[] = {
      "  --passphrase --salt HEX --relay ADDR [--argon-ops N --argon-mem MIB]\n"
      "                            join a passphrase group without an invite\n"
      "  --relay ADDR              (with INVITE) add a relay to those of the invite\n"
+     "  --api-key KEY [--discovery URL]\n"
+     "                            find the relays through a managed service's discovery\n"
      "  --json                    print {\"group_id\"}\n",
      cmd_group_join},
     {"invite", "", "print this device's group invite again", "  --qr-png FILE  --no-qr  --json\n",
@@ -713,16 +827,24 @@ static void drain_outbox(const struct cli *g, zks_client *c)
 }
 
 /* Connects; when a relay refuses, prints the reason it gave. Returns the library's code. */
-static int connect_why(zks_client *c, zks_connection_info *info)
+static int connect_why(zks_client *c, zks_connection_info *info, bool *discovery)
 {
     zks_receiver *rx = NULL;
     (void)zks_client_subscribe(&rx, c);
     int rc = zks_client_connect(info, c);
+    *discovery = false;
     zks_event ev;
-    while (rc == ZKS_EREMOTE && rx && zks_receiver_recv(&ev, rx, 0) == 0) {
-        if (ev.kind == ZKS_EVENT_ERROR && ev.u.error.code == zks_remote_error() &&
-            ev.u.error.message[0]) {
+    while (rc != 0 && rx && zks_receiver_recv(&ev, rx, 0) == 0) {
+        if (ev.kind != ZKS_EVENT_ERROR || ev.u.error.err != rc || !ev.u.error.message[0])
+            continue;
+        /* A relay's refusal carries its wire code; a discovery service's does not. */
+        if (rc == ZKS_EREMOTE && ev.u.error.code == zks_remote_error()) {
             cli_error("connect: %s", ev.u.error.message);
+            break;
+        }
+        if (rc != ZKS_EREMOTE && ev.u.error.code == 0) {
+            cli_error("connect: %s", ev.u.error.message);
+            *discovery = true;
             break;
         }
     }
@@ -730,10 +852,19 @@ static int connect_why(zks_client *c, zks_connection_info *info)
     return rc;
 }
 
+/* The exit code of a failed discovery (its message is printed): a refused key, or out of reach. */
+static int discovery_exit(int rc)
+{
+    return rc == ZKS_EAUTH ? EXIT_REFUSED : rc == ZKS_EINVAL ? EXIT_USAGE : EXIT_NETWORK;
+}
+
 /* Connects, saying so plainly when no relay answers, and why a relay refused. */
 static int connect_client(zks_client *c, zks_connection_info *info)
 {
-    int rc = connect_why(c, info);
+    bool discovery;
+    int rc = connect_why(c, info, &discovery);
+    if (rc != 0 && discovery)
+        return discovery_exit(rc);
     return rc == 0 ? EXIT_OK : cli_fail("connect", rc);
 }
 
@@ -822,8 +953,9 @@ static int cmd_push(struct cli *g, int argc, char **argv)
         return rc;
     }
     zks_connection_info info;
-    int crc = connect_why(c, &info);
-    if (crc == ZKS_ENOENT) {
+    bool discovery;
+    int crc = connect_why(c, &info, &discovery);
+    if (crc == ZKS_ENOENT && !discovery) {
         free(data);
         zks_client_free(c);
         return cli_fail("push", crc);
@@ -846,6 +978,8 @@ static int cmd_push(struct cli *g, int argc, char **argv)
     else
         printf("Pushed %s at cursor %llu\n", id, (unsigned long long)pr.cursor);
     /* Queued all the same, but a refusal is not a relay out of reach: say so in the status. */
+    if (discovery && (crc == ZKS_EAUTH || crc == ZKS_EINVAL))
+        return discovery_exit(crc);
     return crc == ZKS_EREMOTE ? cli_fail("connect", crc) : EXIT_OK;
 }
 
@@ -1196,11 +1330,6 @@ static int cmd_status(struct cli *g, int argc, char **argv)
     bool has_group = zks_client_group_id(gid, c) == 0;
     if (has_group)
         cli_hex(gid_hex, gid, sizeof gid);
-    static char relays[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
-    size_t nrelays = 0;
-    zks_client_relays(&nrelays, relays, ZKS_INVITE_MAX_RELAYS, c);
-    if (nrelays > ZKS_INVITE_MAX_RELAYS)
-        nrelays = ZKS_INVITE_MAX_RELAYS;
     uint64_t outbox = 0, cursor = 0;
     zks_client_outbox_count(&outbox, c);
     uint8_t cred[ZKS_CREDENTIAL_SIZE];
@@ -1213,13 +1342,21 @@ static int cmd_status(struct cli *g, int argc, char **argv)
         zks_node_id_to_text(issuer, ci.issuer);
     zks_connection_info info;
     int err = ZKS_ENOENT;
-    if (has_group && !o.offline)
-        err = connect_why(c, &info); /* a relay's refusal is printed, with its reason */
+    if (has_group && !o.offline) {
+        bool discovery; /* a relay's or discovery's refusal is printed, with its reason */
+        err = connect_why(c, &info, &discovery);
+    }
     zks_client_last_cursor(&cursor, c);
     if (err == 0) { /* a connect sends the outbox: count what is left */
         drain_outbox(g, c);
         zks_client_outbox_count(&outbox, c);
     }
+    /* After the connect: a managed device's relays are those its discovery just found. */
+    static char relays[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
+    size_t nrelays = 0;
+    zks_client_relays(&nrelays, relays, ZKS_INVITE_MAX_RELAYS, c);
+    if (nrelays > ZKS_INVITE_MAX_RELAYS)
+        nrelays = ZKS_INVITE_MAX_RELAYS;
     char relay_text[ZKS_NODE_ID_TEXT_SIZE] = "";
     if (err == 0)
         zks_node_id_to_text(relay_text, info.relay_id);
@@ -1266,20 +1403,12 @@ static int cmd_status(struct cli *g, int argc, char **argv)
 }
 
 /* zks devices */
-static int json_each(int opt, const char *arg, void *ctx)
-{
-    (void)arg;
-    if (opt == 'j')
-        *(bool *)ctx = true;
-    return 0;
-}
-
 static int cmd_devices(struct cli *g, int argc, char **argv)
 {
     static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, CLI_HELP_OPT, {0}};
     bool json = g->json;
     int status;
-    if (cli_parse_opts("devices", argc, argv, opts, json_each, &json, &status) != 0)
+    if (cli_parse_opts("devices", argc, argv, opts, cli_json_each, &json, &status) != 0)
         return status;
     zks_client *c;
     int rc = cli_open_client(g, &c, NULL);
@@ -1330,7 +1459,7 @@ static int cmd_revoke(struct cli *g, int argc, char **argv)
     static const struct option opts[] = {CLI_HELP_OPT, {0}};
     bool unused = false;
     int status;
-    if (cli_parse_opts("revoke", argc, argv, opts, json_each, &unused, &status) != 0)
+    if (cli_parse_opts("revoke", argc, argv, opts, cli_json_each, &unused, &status) != 0)
         return status;
     uint8_t id[ZKS_NODE_ID_SIZE];
     if (optind + 1 != argc || zks_node_id_from_text(id, argv[optind]) != 0) {
@@ -1358,7 +1487,7 @@ static int cmd_delete(struct cli *g, int argc, char **argv)
     static const struct option opts[] = {{"force", no_argument, NULL, 'j'}, CLI_HELP_OPT, {0}};
     bool force = false;
     int status;
-    if (cli_parse_opts("delete", argc, argv, opts, json_each, &force, &status) != 0)
+    if (cli_parse_opts("delete", argc, argv, opts, cli_json_each, &force, &status) != 0)
         return status;
     uint8_t id[ZKS_BLOB_ID_SIZE];
     if (optind + 1 != argc || cli_unhex(id, sizeof id, argv[optind]) != 0) {
@@ -1437,6 +1566,8 @@ static const struct cli_command commands[] = {
      cmd_delete},
     {"credential", "<issuer-key|issue|use> ...", "enterprise credentials: issue them, show one",
      "  run 'zks credential SUBCOMMAND --help'\n", cli_cmd_credential},
+    {"api-key", "<new|digest> ...", "API keys of a discovery service (ManagedCloud)",
+     "  run 'zks api-key SUBCOMMAND --help'\n", cli_cmd_api_key},
     {"relay", "[--listen HOST:PORT] [--data DIR] ...", "run a relay (zks-relay)",
      "  every zks-relay setting; 'zks relay --help' lists them\n", cmd_relay},
 };

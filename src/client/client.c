@@ -37,6 +37,7 @@ static void req_free(zks__req *r)
         free(r->env);
     }
     free(r->body);
+    free(r->found);
     zks_device_list_free(&r->devices);
     free(r);
 }
@@ -287,6 +288,9 @@ static void release(zks_client *c)
     pthread_mutex_destroy(&c->st_mu);
     zks__inline_free(&c->inl);
     zks__free_zeroed(c->auth, c->auth_len);
+    if (c->api_key)
+        zks__free_zeroed((uint8_t *)c->api_key, strlen(c->api_key));
+    free(c->discovery_url);
     free(c);
 }
 
@@ -314,6 +318,7 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
     /* The copy keeps timings and relays; secrets and strings stay with the caller. */
     c->cfg = *cfg;
     c->cfg.api_key = NULL;
+    c->cfg.discovery_url = NULL;
     c->cfg.auth = NULL;
     c->cfg.auth_len = 0;
     c->cfg.state_dir = NULL;
@@ -324,6 +329,12 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
     if (cfg->backend == ZKS_BACKEND_ENTERPRISE) {
         rc = zks__dup_bytes(&c->auth, cfg->auth, cfg->auth_len);
         c->auth_len = c->auth ? cfg->auth_len : 0;
+    }
+    if (rc == 0 && cfg->backend == ZKS_BACKEND_MANAGED_CLOUD) {
+        const char *url = cfg->discovery_url ? cfg->discovery_url : ZKS_DEFAULT_DISCOVERY_URL;
+        if ((c->api_key = strdup(cfg->api_key ? cfg->api_key : "")) == NULL ||
+            (c->discovery_url = strdup(url)) == NULL)
+            rc = ZKS_ENOMEM;
     }
     if (rc == 0)
         rc = zks__state_open(&c->st, cfg->state_dir, cfg->timeout_ms);
@@ -405,6 +416,85 @@ void zks_client_free(zks_client *c)
 /* ---- calls
  * ------------------------------------------------------------------------------------------ */
 
+/*
+ * Discovery before a connect (docs/DISCOVERY.md), on the caller's thread:
+ * for ManagedCloud the relays of the API key; otherwise the addresses of
+ * each relay that has a discovery URL and no address. What it finds goes
+ * to the I/O thread with the request (r->found). Each failure is an Error
+ * event; the connect then goes on with whatever relays have addresses (found
+ * now, or known before), and fails with the service's error when none has.
+ */
+static int discover(zks_client *c, zks__req *r)
+{
+    zks__relay_spec known[ZKS__MAX_RELAYS];
+    pthread_mutex_lock(&c->mu);
+    size_t nknown = c->cfg.nrelays;
+    memcpy(known, c->cfg.relays, sizeof known);
+    pthread_mutex_unlock(&c->mu);
+    bool managed = c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD;
+    bool asks = managed;
+    for (size_t i = 0; i < nknown; i++)
+        asks = asks || (known[i].naddrs == 0 && known[i].url[0]);
+    if (!asks)
+        return 0;
+    uint32_t timeout = c->cfg.timeout_ms < 10000 ? c->cfg.timeout_ms : 10000;
+    zks__relay_spec *found = calloc(ZKS__MAX_RELAYS, sizeof *found);
+    if (found == NULL)
+        return ZKS_ENOMEM;
+    size_t n = 0;
+    int failed = 0;
+    char msg[ZKS_MESSAGE_SIZE];
+    if (managed) {
+        failed = zks__discover(found, ZKS__MAX_RELAYS, &n, c->discovery_url, c->api_key, NULL,
+                               timeout, msg, sizeof msg);
+        if (failed) {
+            /* Keep to the relays found last time, if there are any. */
+            memcpy(found, known, sizeof known);
+            n = nknown;
+            ZKS_LOGW("client: %s", msg);
+            zks__emit_error(c, failed, 0, NULL, "%s%s", msg,
+                            n ? "; using the relays found before" : "");
+        }
+    } else {
+        for (size_t i = 0; i < nknown; i++) {
+            found[i] = known[i];
+            if (known[i].naddrs > 0 || known[i].url[0] == '\0')
+                continue;
+            size_t one;
+            int rc = zks__discover(&found[i], 1, &one, known[i].url, NULL, known[i].id, timeout,
+                                   msg, sizeof msg);
+            /* The answer has the addresses; the URL stays for the next connect. */
+            memcpy(found[i].url, known[i].url, sizeof found[i].url);
+            if (rc != 0) {
+                found[i] = known[i];
+                failed = failed ? failed : rc;
+                ZKS_LOGW("client: %s", msg);
+                zks__emit_error(c, rc, 0, NULL, "%s", msg);
+            }
+        }
+        n = nknown;
+    }
+    bool usable = false;
+    for (size_t i = 0; i < n; i++)
+        usable = usable || found[i].naddrs > 0;
+    if (!usable) {
+        free(found);
+        return failed ? failed : ZKS_EADDR;
+    }
+    if (managed && failed) {
+        /* Nothing new: the I/O thread goes on with the relays it has. */
+        free(found);
+        return 0;
+    }
+    pthread_mutex_lock(&c->mu);
+    memcpy(c->cfg.relays, found, n * sizeof *found);
+    c->cfg.nrelays = n;
+    pthread_mutex_unlock(&c->mu);
+    r->found = found;
+    r->nfound = n;
+    return 0;
+}
+
 int zks_client_connect(zks_connection_info *out, zks_client *c)
 {
     if (out == NULL)
@@ -412,10 +502,17 @@ int zks_client_connect(zks_connection_info *out, zks_client *c)
     memset(out, 0, sizeof *out);
     if (c == NULL || may_not_block(c))
         return ZKS_EINVAL;
+    if (is_closed(c))
+        return ZKS_ECLOSED;
     zks__req *r = zks__req_new(ZKS__REQ_CONNECT);
     if (r == NULL)
         return ZKS_ENOMEM;
-    int rc = submit_wait(c, r);
+    int rc = discover(c, r);
+    if (rc != 0) {
+        req_free(r);
+        return rc;
+    }
+    rc = submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
     if (rc == 0)
@@ -991,9 +1088,11 @@ int zks_client_relays(size_t *n, char (*out)[ZKS_RELAY_TEXT_MAX], size_t cap, zk
         return ZKS_EINVAL;
     if (is_closed(c))
         return ZKS_ECLOSED;
+    pthread_mutex_lock(&c->mu);
     for (size_t i = 0; i < c->cfg.nrelays && i < cap; i++)
         zks__relay_format(out[i], &c->cfg.relays[i]);
     *n = c->cfg.nrelays;
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
@@ -1009,11 +1108,13 @@ int zks_client_invite(char *out, size_t cap, zks_client *c)
         return ready;
     char texts[ZKS_INVITE_MAX_RELAYS][ZKS_RELAY_TEXT_MAX];
     const char *relays[ZKS_INVITE_MAX_RELAYS];
+    pthread_mutex_lock(&c->mu);
     size_t n = c->cfg.nrelays < ZKS_INVITE_MAX_RELAYS ? c->cfg.nrelays : ZKS_INVITE_MAX_RELAYS;
     for (size_t i = 0; i < n; i++) {
         zks__relay_format(texts[i], &c->cfg.relays[i]);
         relays[i] = texts[i];
     }
+    pthread_mutex_unlock(&c->mu);
     return zks_invite_encode(out, cap, c->group, relays, n);
 }
 

@@ -5,6 +5,7 @@
 
 #include "client/internal.h"
 #include "common/mp.h"
+#include "crypto/apikey.h"
 #include "crypto/credential.h"
 #include "crypto/crypto.h"
 
@@ -177,7 +178,9 @@ void zks_config_free(zks_config *c)
 {
     if (c == NULL)
         return;
-    free(c->api_key);
+    if (c->api_key)
+        zks__free_zeroed((uint8_t *)c->api_key, strlen(c->api_key));
+    free(c->discovery_url);
     zks__free_zeroed(c->auth, c->auth_len);
     free(c->state_dir);
     zks_secure_free(c->seed);
@@ -259,15 +262,59 @@ int zks_config_set_p2p(zks_config *c)
 
 int zks_config_set_managed_cloud(zks_config *c, const char *api_key)
 {
-    if (c == NULL || api_key == NULL || api_key[0] == '\0' || strlen(api_key) > 4096)
+    if (c == NULL || api_key == NULL || !zks_api_key_valid(api_key, strlen(api_key)))
         return ZKS_EINVAL;
     char *k = strdup(api_key);
     if (k == NULL)
         return ZKS_ENOMEM;
-    free(c->api_key);
+    if (c->api_key)
+        zks__free_zeroed((uint8_t *)c->api_key, strlen(c->api_key));
     c->api_key = k;
     c->backend = ZKS_BACKEND_MANAGED_CLOUD;
     return 0;
+}
+
+int zks_config_set_discovery_url(zks_config *c, const char *url)
+{
+    if (c == NULL || (url && strlen(url) >= ZKS_RELAY_TEXT_MAX))
+        return ZKS_EINVAL;
+    char *u = NULL;
+    if (url && url[0] && (u = strdup(url)) == NULL)
+        return ZKS_ENOMEM;
+    free(c->discovery_url);
+    c->discovery_url = u;
+    return 0;
+}
+
+/* ---- API keys -------------------------------------------------------------------------------- */
+
+int zks_api_key_digest_text(char digest[ZKS_NODE_ID_TEXT_SIZE], const char *key)
+{
+    if (digest == NULL)
+        return ZKS_EINVAL;
+    digest[0] = '\0';
+    uint8_t d[ZKS_API_KEY_DIGEST_LEN];
+    int rc = key ? zks_api_key_digest(d, key, strlen(key)) : ZKS_EINVAL;
+    if (rc == 0)
+        zks_nodeid_to_text(digest, d);
+    return rc;
+}
+
+int zks_api_key_new(char key[ZKS_API_KEY_TEXT_SIZE], char digest[ZKS_NODE_ID_TEXT_SIZE])
+{
+    _Static_assert(ZKS_API_KEY_TEXT_SIZE == sizeof ZKS_API_KEY_PREFIX + ZKS_NODEID_TEXT_LEN,
+                   "API key size");
+    if (key == NULL || digest == NULL)
+        return ZKS_EINVAL;
+    key[0] = digest[0] = '\0';
+    if (zks_crypto_init() != 0)
+        return ZKS_ECRYPTO;
+    uint8_t raw[32];
+    randombytes_buf(raw, sizeof raw);
+    memcpy(key, ZKS_API_KEY_PREFIX, sizeof ZKS_API_KEY_PREFIX - 1);
+    zks_nodeid_to_text(key + sizeof ZKS_API_KEY_PREFIX - 1, raw);
+    sodium_memzero(raw, sizeof raw);
+    return zks_api_key_digest_text(digest, key);
 }
 
 int zks_config_set_enterprise(zks_config *c, const uint8_t node_id[ZKS_NODE_ID_SIZE],

@@ -8,6 +8,7 @@
  *   events.c   the event hub and receivers
  *   client.c   the public calls and the hand-off to the I/O thread
  *   loop.c     the I/O thread: connections, sessions, requests, the outbox
+ *   discovery.c asking a discovery service for relays (HTTP, libcurl)
  */
 #ifndef ZKS_CLIENT_INTERNAL_H
 #define ZKS_CLIENT_INTERNAL_H
@@ -45,6 +46,30 @@ int zks__relay_parse(zks__relay_spec *out, const char *text);
 /* Formats a relay as "NODEID@HOST:PORT..." (a bare NODEID when it has no address). */
 void zks__relay_format(char out[ZKS_RELAY_TEXT_MAX], const zks__relay_spec *r);
 
+/* ---- discovery (docs/DISCOVERY.md) ------------------------------------------------------ */
+
+#define ZKS__DISCOVERY_BODY_MAX 16384 /* largest answer taken, bytes */
+
+/*
+ * Parses a discovery answer: relay lines ("NODEID@HOST:PORT..."), each with
+ * an address, different NodeIds, blank and '#' lines ignored. With `want`,
+ * exactly one line, for that NodeId. Fills out[0..*n). ZKS_EPROTO (not such
+ * a list, or empty), ZKS_EPEER (another relay than `want`), ZKS_ETOOBIG.
+ */
+int zks__discovery_parse(zks__relay_spec *out, size_t cap, size_t *n, const char *body, size_t len,
+                         const uint8_t *want);
+
+/*
+ * Asks the service at `base` (https, or http to a loopback host) for the
+ * relay `id`, or with `api_key` (and `id` NULL) for the key's relays.
+ * Blocks up to `timeout_ms`. `msg` gets a sentence on failure. ZKS_EINVAL
+ * (no or a bad URL), ZKS_EIO, ZKS_ETIMEDOUT, ZKS_EAUTH (key refused),
+ * ZKS_ENOENT (relay unknown), and the errors of zks__discovery_parse.
+ */
+int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
+                  const char *api_key, const uint8_t *id, uint32_t timeout_ms, char *msg,
+                  size_t msg_len);
+
 /* ---- group keys -------------------------------------------------------------------------- */
 
 struct zks_group_key {
@@ -60,6 +85,7 @@ struct zks_config {
     zks__relay_spec relays[ZKS__MAX_RELAYS];
     size_t nrelays;
     char *api_key;
+    char *discovery_url; /* ManagedCloud's service; NULL: ZKS_DEFAULT_DISCOVERY_URL */
     uint8_t *auth;
     size_t auth_len;
     char *state_dir;
@@ -239,6 +265,8 @@ typedef struct zks__req {
     uint8_t *env; /* push: the envelope (owned by the request until the loop takes it) */
     size_t env_len;
     bool wait; /* push: the caller waits for the acknowledgement (false: async, abandoned) */
+    zks__relay_spec *found; /* connect: relays a discovery found (malloc'd), or NULL */
+    size_t nfound;
     /* outputs */
     zks_connection_info info;
     uint64_t cursor;
@@ -270,10 +298,13 @@ struct zks_client {
     uint8_t confirm_relay[32];
     bool confirm_armed;
 
-    /* Immutable after zks_client_new. */
+    /* Immutable after zks_client_new, but for cfg's relay list, which a
+     * discovery at connect replaces (under mu; docs/DISCOVERY.md). */
     zks_config cfg; /* relays, timings; no secrets (seed and group cleared) */
     uint8_t *auth;  /* the enterprise credential sent in HELLO, or NULL; guarded by mu */
     size_t auth_len;
+    char *api_key;       /* ManagedCloud's key (zeroed when freed), or NULL */
+    char *discovery_url; /* ManagedCloud's discovery service, or NULL */
     zks__state *st;
     pthread_mutex_t st_mu; /* serialises use of `st` */
     zks_node_key *key;

@@ -1103,15 +1103,48 @@ static void do_simple(struct zks__io *io, zks__req *q)
         zks__req_finish(io->c, q, rc);
 }
 
+/*
+ * Takes the relay list a discovery found (docs/DISCOVERY.md) and keeps it in
+ * the state, so a later start has it without the service. Only while no
+ * connection is open or closing: a list found meanwhile waits for the next
+ * connect, which asks again.
+ */
+static void take_relays(struct zks__io *io, const zks__relay_spec *found, size_t n)
+{
+    for (size_t i = 0; i < io->nrelays; i++) {
+        if (io->relays[i].conn != NULL)
+            return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct relay *r = &io->relays[i];
+        uv_timer_stop(&r->hello_timer);
+        r->spec = found[i];
+        r->idx = (int)i;
+        r->st = R_IDLE;
+        r->hello_stream = -1;
+        r->hello_expired = false;
+        memset(&r->info, 0, sizeof r->info);
+        r->wire = 0;
+        r->why[0] = '\0';
+    }
+    io->nrelays = n;
+    zks__state_lock(io->c, true);
+    int rc = zks__state_relays_save(io->c->st, found, n);
+    zks__state_unlock(io->c);
+    if (rc != 0)
+        ZKS_LOGW("client: cannot keep the relays found: %s", zks_strerror(rc));
+}
+
 static void do_connect(struct zks__io *io, zks__req *q)
 {
     zks_client *c = io->c;
-    if (c->cfg.backend == ZKS_BACKEND_P2P || c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD) {
-        ZKS_LOGW("client: the %s backend is not supported yet",
-                 c->cfg.backend == ZKS_BACKEND_P2P ? "P2P" : "ManagedCloud");
+    if (c->cfg.backend == ZKS_BACKEND_P2P) {
+        ZKS_LOGW("client: the P2P backend is not supported yet");
         zks__req_finish(c, q, ZKS_ENOTSUP);
         return;
     }
+    if (q->found && io->phase == P_OFF)
+        take_relays(io, q->found, q->nfound);
     if (c->group == NULL || io->nrelays == 0) {
         zks__req_finish(c, q, ZKS_ENOENT);
         return;
@@ -1120,8 +1153,8 @@ static void do_connect(struct zks__io *io, zks__req *q)
     for (size_t i = 0; i < io->nrelays; i++)
         usable += io->relays[i].spec.naddrs > 0;
     if (usable == 0) {
-        ZKS_LOGW("client: no relay has an address, and discovery is not supported yet");
-        zks__req_finish(c, q, ZKS_ENOTSUP);
+        ZKS_LOGW("client: no relay has an address (give one, or a discovery URL)");
+        zks__req_finish(c, q, ZKS_EADDR);
         return;
     }
     if (io->phase == P_ON) {
@@ -1270,7 +1303,7 @@ static void on_net_closed(void *arg)
     uv_close((uv_handle_t *)&io->confirm_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->check, on_handle_closed);
     uv_close((uv_handle_t *)&io->prepare, on_handle_closed);
-    for (size_t i = 0; i < io->nrelays; i++)
+    for (size_t i = 0; i < ZKS__MAX_RELAYS; i++)
         uv_close((uv_handle_t *)&io->relays[i].hello_timer, on_handle_closed);
     uv_close((uv_handle_t *)&io->c->async, on_handle_closed);
 }
@@ -1347,7 +1380,8 @@ int zks__io_init(zks_client *c)
     io->flush_timer.data = io;
     uv_timer_init(&c->loop, &io->confirm_timer);
     io->confirm_timer.data = io;
-    for (size_t i = 0; i < io->nrelays; i++) {
+    /* Every slot has its timer: a discovery may fill slots later (take_relays). */
+    for (size_t i = 0; i < ZKS__MAX_RELAYS; i++) {
         uv_timer_init(&c->loop, &io->relays[i].hello_timer);
         io->relays[i].hello_timer.data = io;
     }
@@ -1383,7 +1417,7 @@ int zks__io_init(zks_client *c)
         uv_close((uv_handle_t *)&io->flush_timer, NULL);
         uv_close((uv_handle_t *)&io->check, NULL);
         uv_close((uv_handle_t *)&io->prepare, NULL);
-        for (size_t i = 0; i < io->nrelays; i++)
+        for (size_t i = 0; i < ZKS__MAX_RELAYS; i++)
             uv_close((uv_handle_t *)&io->relays[i].hello_timer, NULL);
         uv_close((uv_handle_t *)&c->async, NULL);
         uv_run(&c->loop, UV_RUN_DEFAULT);

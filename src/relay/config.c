@@ -37,6 +37,8 @@ static const struct setting settings[] = {
     STR(http, "http", "HOST:PORT for /health and /metrics (empty turns HTTP off)"),
     STR(data_dir, "data", "directory for the relay key and database"),
     STR(webhook_url, "webhook_url", "URL called when a blob waits for an offline device"),
+    STR(discovery_file, "discovery_file",
+        "relays and API keys to serve at GET /v1/relays on the HTTP address (empty: none)"),
     U64(max_blob_bytes, 64, 1048576, "largest sealed blob accepted, bytes"),
     U64(group_quota_bytes, 1024, UINT64_MAX, "bytes a group may keep buffered"),
     U64(max_storage_bytes, 0, UINT64_MAX,

@@ -20,6 +20,7 @@ typedef struct zks_relay_config {
     char http[ZKS_RELAY_STR_MAX];     /* HOST:PORT for /health and /metrics; empty = off */
     char data_dir[ZKS_RELAY_STR_MAX]; /* key, database */
     char webhook_url[ZKS_RELAY_STR_MAX];
+    char discovery_file[ZKS_RELAY_STR_MAX]; /* docs/DISCOVERY.md; empty = none */
     uint64_t max_blob_bytes;
     uint64_t group_quota_bytes;
     uint64_t max_storage_bytes; /* all groups together; 0 = no limit */

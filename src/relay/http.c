@@ -1,6 +1,7 @@
 #include "relay/http.h"
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -11,7 +12,11 @@
 struct zks_http {
     struct MHD_Daemon *daemon;
     const zks_metrics *metrics;
+    pthread_mutex_t mu;       /* guards discovery */
+    zks_discovery *discovery; /* NULL: the discovery endpoints answer 404 */
 };
+
+#define RELAYS_PATH "/v1/relays"
 
 static uint64_t wall_ms(void)
 {
@@ -34,6 +39,42 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
     return ret;
+}
+
+/*
+ * GET /v1/relays/NODEID: that relay's line. GET /v1/relays with
+ * "Authorization: Bearer KEY": the relays of the API key (docs/DISCOVERY.md).
+ */
+static enum MHD_Result discover(zks_http *h, struct MHD_Connection *conn, const char *url,
+                                zks_buf *body)
+{
+    const char *rest = url + sizeof RELAYS_PATH - 1;
+    int rc;
+    pthread_mutex_lock(&h->mu);
+    if (h->discovery == NULL) {
+        rc = ZKS_ENOENT;
+    } else if (rest[0] == '/') {
+        rc = zks_discovery_relay(h->discovery, rest + 1, strlen(rest + 1), body);
+    } else {
+        const char *auth =
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+        static const char bearer[] = "Bearer ";
+        if (auth && strncmp(auth, bearer, sizeof bearer - 1) == 0)
+            rc = zks_discovery_key(h->discovery, auth + sizeof bearer - 1,
+                                   strlen(auth + sizeof bearer - 1), body);
+        else
+            rc = ZKS_EAUTH;
+    }
+    pthread_mutex_unlock(&h->mu);
+    if (rc == 0)
+        return reply(conn, MHD_HTTP_OK, "text/plain", body);
+    zks_buf_reset(body);
+    if (rc == ZKS_EAUTH) {
+        zks_buf_append(body, "unknown API key\n", 16);
+        return reply(conn, MHD_HTTP_UNAUTHORIZED, "text/plain", body);
+    }
+    zks_buf_append(body, "unknown relay\n", 14);
+    return reply(conn, MHD_HTTP_NOT_FOUND, "text/plain", body);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char *url,
@@ -62,6 +103,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     } else if (strcmp(url, "/metrics") == 0) {
         zks_metrics_render_prometheus(h->metrics, &body);
         ret = reply(conn, MHD_HTTP_OK, "text/plain; version=0.0.4", &body);
+    } else if (strncmp(url, RELAYS_PATH, sizeof RELAYS_PATH - 1) == 0 &&
+               (url[sizeof RELAYS_PATH - 1] == '\0' || url[sizeof RELAYS_PATH - 1] == '/')) {
+        ret = discover(h, conn, url, &body);
     } else {
         zks_buf_append(&body, "not found\n", 10);
         ret = reply(conn, MHD_HTTP_NOT_FOUND, "text/plain", &body);
@@ -83,6 +127,7 @@ int zks_http_start(zks_http **out, const char *hostport, const zks_metrics *metr
     if (h == NULL)
         return ZKS_ENOMEM;
     h->metrics = metrics;
+    pthread_mutex_init(&h->mu, NULL);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL;
     if (ss.ss_family == AF_INET6)
         flags |= MHD_USE_IPv6;
@@ -91,6 +136,7 @@ int zks_http_start(zks_http **out, const char *hostport, const zks_metrics *metr
                                  10u, MHD_OPTION_END);
     if (h->daemon == NULL) {
         ZKS_LOGE("http: cannot listen on %s", hostport);
+        pthread_mutex_destroy(&h->mu);
         free(h);
         return ZKS_EIO;
     }
@@ -105,5 +151,16 @@ void zks_http_stop(zks_http *h)
     if (h == NULL)
         return;
     MHD_stop_daemon(h->daemon);
+    zks_discovery_free(h->discovery);
+    pthread_mutex_destroy(&h->mu);
     free(h);
+}
+
+void zks_http_set_discovery(zks_http *h, zks_discovery *d)
+{
+    pthread_mutex_lock(&h->mu);
+    zks_discovery *old = h->discovery;
+    h->discovery = d;
+    pthread_mutex_unlock(&h->mu);
+    zks_discovery_free(old);
 }

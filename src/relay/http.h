@@ -1,13 +1,15 @@
 /*
  * The relay's HTTP endpoint (libmicrohttpd, on its own thread): GET /health
- * (JSON) and GET /metrics (Prometheus text). Everything it shows comes from
- * zks_metrics, which holds no secret and no payload.
+ * (JSON) and GET /metrics (Prometheus text), which show only zks_metrics (no
+ * secret, no payload), and, when the relay is given a discovery table, the
+ * discovery service's GET /v1/relays (docs/DISCOVERY.md).
  */
 #ifndef ZKS_RELAY_HTTP_H
 #define ZKS_RELAY_HTTP_H
 
 #include <stdint.h>
 
+#include "relay/discovery.h"
 #include "relay/metrics.h"
 
 typedef struct zks_http zks_http;
@@ -19,7 +21,13 @@ typedef struct zks_http zks_http;
 int zks_http_start(zks_http **out, const char *hostport, const zks_metrics *metrics,
                    uint16_t *bound_port);
 
-/* Stops the server thread and frees it. NULL is ignored. */
+/*
+ * Serves `d` (owned by the server from now on; NULL turns discovery off) and
+ * frees the table served before. Any thread.
+ */
+void zks_http_set_discovery(zks_http *h, zks_discovery *d);
+
+/* Stops the server thread and frees it (and its discovery table). NULL is ignored. */
 void zks_http_stop(zks_http *h);
 
 #endif

@@ -257,6 +257,24 @@ static void on_tick(uv_timer_t *t)
 
 /* ---- shutdown and reload ---------------------------------------------------------------- */
 
+/* Reads the discovery table and hands it to the HTTP server. On failure the one served stays. */
+static int load_discovery(struct app *a, const char *path)
+{
+    zks_discovery *d = NULL;
+    char err[512];
+    int rc = 0;
+    if (path[0] && (rc = zks_discovery_load(&d, path, err, sizeof err)) != 0) {
+        ZKS_LOGE("relay: discovery table refused: %s", err);
+        return rc;
+    }
+    size_t relays, keys;
+    zks_discovery_counts(d, &relays, &keys);
+    if (d)
+        ZKS_LOGI("relay: discovery serves %zu relays and %zu API keys", relays, keys);
+    zks_http_set_discovery(a->http, d);
+    return 0;
+}
+
 static void on_net_closed(void *arg)
 {
     struct app *a = arg;
@@ -313,7 +331,14 @@ static void on_signal(uv_signal_t *s, int signum)
         if (a->cfg.n_issuers > 0 && cfg.n_issuers == 0)
             ZKS_LOGW("relay: the enterprise issuer keys were removed: this relay now admits any "
                      "device, and its sessions go on");
+        if (cfg.discovery_file[0] && a->http == NULL) {
+            ZKS_LOGE("relay: reload refused: discovery_file needs the HTTP address (http)");
+            return;
+        }
         zks_relay_reconfigure(a->relay, &cfg);
+        /* Read again even when the path is the same: the file is what changed. */
+        if (a->http)
+            (void)load_discovery(a, cfg.discovery_file);
         if (strcmp(cfg.webhook_url, a->cfg.webhook_url) != 0) {
             zks_webhook_free(a->webhook);
             a->webhook = NULL;
@@ -450,6 +475,11 @@ static int start(struct app *a)
         }
         ZKS_LOGI("relay: health and metrics on http://%s:%u/", host[0] ? host : "0.0.0.0",
                  http_port);
+        if ((rc = load_discovery(a, a->cfg.discovery_file)) != 0)
+            return rc;
+    } else if (a->cfg.discovery_file[0]) {
+        ZKS_LOGE("relay: discovery_file needs the HTTP address (http)");
+        return ZKS_EINVAL;
     }
 
     uv_check_init(a->loop, &a->flush);

@@ -20,6 +20,7 @@ TMP=$(mktemp -d /tmp/zks-cli-test-XXXXXX)
 RELAY_PID=""
 ERELAY_PID=""
 ERELAY2_PID=""
+DRELAY_PID=""
 WATCH_PID=""
 FOLLOW_PID=""
 cleanup() {
@@ -28,6 +29,7 @@ cleanup() {
     [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
     [ -n "$ERELAY_PID" ] && kill "$ERELAY_PID" 2>/dev/null || true
     [ -n "$ERELAY2_PID" ] && kill "$ERELAY2_PID" 2>/dev/null || true
+    [ -n "$DRELAY_PID" ] && kill "$DRELAY_PID" 2>/dev/null || true
     [ -n "$RELAY_PID" ] && wait "$RELAY_PID" 2>/dev/null || true
     [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
 }
@@ -264,5 +266,54 @@ grep -q "\"credential\":{\"issuer\":\"$ISSUER\"" "$TMP/out" || fail "status does
 kill "$ERELAY2_PID"
 wait "$ERELAY2_PID" 2>/dev/null || true
 ERELAY2_PID=""
+
+# A managed service: an API key, a discovery table that gives the key the
+# relay, and devices that know only the key and the service's URL.
+expect 0 $ZKS api-key new
+KEY=$(sed -n 's/^API key: //p' "$TMP/out")
+DIGEST=$(sed -n 's/^digest: *//p' "$TMP/out")
+[ ${#KEY} -eq 57 ] || fail "api-key new printed no key"
+expect 0 $ZKS api-key digest "$KEY"
+grep -q "$DIGEST" "$TMP/out" || fail "api-key digest disagrees with api-key new"
+expect 2 $ZKS api-key digest "short"
+printf 'relay %s\nkey %s %s\n' "$ADDR" "$DIGEST" "${ADDR%%@*}" >"$TMP/discovery"
+"$RELAY" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data "$TMP/drelay" --log-level info \
+    --discovery-file "$TMP/discovery" >"$TMP/drelay.out" 2>"$TMP/drelay.err" &
+DRELAY_PID=$!
+waitfor "$TMP/drelay.err" "discovery serves 1 relays and 1 API keys" "discovery did not start" \
+    "$TMP/drelay.err"
+DURL=$(sed -n 's|.*\(http://127\.0\.0\.1:[0-9]*\)/.*|\1|p' "$TMP/drelay.err" | head -n 1)
+M="$ZKS --home $TMP/m --timeout 10"
+N="$ZKS --home $TMP/n --timeout 10"
+expect 0 $M init --name managed-laptop
+expect 2 $M group create --discovery "$DURL" --no-qr
+expect 2 $M group create --api-key "not a key" --discovery "$DURL" --no-qr
+expect 0 $M --json group create --api-key "$KEY" --discovery "$DURL"
+MINVITE=$(sed -n 's/.*"invite":"\([^"]*\)".*/\1/p' "$TMP/out")
+[ "$(stat -c %a "$TMP/m/managed")" = 600 ] || fail "the managed settings are not 0600"
+expect 0 $M push "found through discovery"
+grep -q "^Pushed" "$TMP/out" || fail "the managed device did not reach the relay"
+expect 0 $M --json status
+grep -q "\"relays\":\[\"$ADDR\"\]" "$TMP/out" || fail "status does not show the relay found"
+expect 0 $N init --name managed-phone
+expect 0 $N group join --api-key "$KEY" --discovery "$DURL" "$MINVITE"
+expect 0 $N pull
+grep -q "found through discovery" "$TMP/out" || fail "the second managed device got nothing"
+# A key the service does not know: refused, with the service's words.
+expect 0 $ZKS api-key new
+OTHER=$(sed -n 's/^API key: //p' "$TMP/out")
+O="$ZKS --home $TMP/o --timeout 10"
+expect 0 $O init
+expect 0 $O group create --api-key "$OTHER" --discovery "$DURL" --no-qr
+expect 5 $O push "never sent"
+grep -q "refused the API key" "$TMP/err" || fail "the refusal of a key did not say so"
+# The service gone: the devices use the relay they found before.
+kill "$DRELAY_PID"
+wait "$DRELAY_PID" 2>/dev/null || true
+DRELAY_PID=""
+expect 0 $M push "without the service"
+grep -q "^Pushed" "$TMP/out" || fail "the relay found before was not used"
+expect 0 $N pull
+grep -q "without the service" "$TMP/out" || fail "the second device did not use the relay found before"
 
 echo "cli end to end: ok"
