@@ -382,9 +382,9 @@ void zks_config_free(zks_config *cfg);
  * SyncRelay{node_id, addresses, relay_url}: the primary relay, by NodeId and
  * `n` numeric addresses ("A.B.C.D:PORT", "[V6]:PORT"). `relay_url` (may be
  * NULL) names a discovery service (docs/DISCOVERY.md; https, or http to a
- * loopback host): when the relay is given no address, zks_client_connect
- * asks the service for them. The relay replaces the first entry of the
- * relay list.
+ * loopback host) that every zks_client_connect asks for the relay's
+ * addresses; the addresses given here, or found before, are the fallback
+ * when it fails. The relay replaces the first entry of the relay list.
  */
 int zks_config_set_sync_relay(zks_config *cfg, const uint8_t node_id[ZKS_NODE_ID_SIZE],
                               const char *const *addresses, size_t n, const char *relay_url);
@@ -693,10 +693,10 @@ void zks_client_free(zks_client *c);
  * returns its info; then sends the outbox in order and, with several
  * relays, connects the others for push fan-out. Returns at once when
  * already connected. Blocking, up to the timeout.
- * With ManagedCloud, or a relay given by NodeId and discovery URL alone, it
- * first asks the discovery service (docs/DISCOVERY.md); when the service
- * fails, an Error event says why and the connect goes on with the relays
- * found before, or fails with the service's error when there are none:
+ * With ManagedCloud, or a relay given with a discovery URL, it first asks
+ * the discovery service (docs/DISCOVERY.md); when the service fails, an
+ * Error event says why and the connect goes on with the relays found
+ * before, or fails with the service's error when there are none:
  * ZKS_EAUTH (API key refused), ZKS_ENOENT (relay unknown), ZKS_EIO,
  * ZKS_ETIMEDOUT, ZKS_EPROTO, ZKS_EPEER (the answer named another relay),
  * ZKS_EINVAL (no or a bad discovery URL).

@@ -57,12 +57,25 @@ static int cmd_digest(struct cli *g, int argc, char **argv)
     int status;
     if (cli_parse_opts("api-key digest", argc, argv, opts, cli_json_each, &json, &status) != 0)
         return status;
-    if (optind + 1 != argc) {
-        cli_error("api-key digest: give the key");
+    if (optind + 1 < argc) {
+        cli_error("api-key digest: give one key");
         return EXIT_USAGE;
     }
+    /* Without KEY (or with "-") the key comes from standard input, not the command line. */
+    char key[300];
+    const char *arg = optind < argc ? argv[optind] : "-";
+    if (strcmp(arg, "-") == 0) {
+        if (cli_read_line(key, sizeof key) != 0) {
+            cli_error("api-key digest: no key on standard input");
+            return EXIT_USAGE;
+        }
+    } else {
+        snprintf(key, sizeof key, "%s", arg);
+    }
     char digest[ZKS_NODE_ID_TEXT_SIZE];
-    if (zks_api_key_digest_text(digest, argv[optind]) != 0) {
+    int rc = zks_api_key_digest_text(digest, key);
+    sodium_memzero(key, sizeof key);
+    if (rc != 0) {
         cli_error("api-key digest: a key is 16 to 256 printable ASCII characters, no spaces");
         return EXIT_USAGE;
     }
@@ -72,8 +85,9 @@ static int cmd_digest(struct cli *g, int argc, char **argv)
 
 static const struct cli_command subcommands[] = {
     {"new", "", "make a random API key and print it with its digest", "  --json\n", cmd_new},
-    {"digest", "KEY", "print the digest of a key for the discovery table",
-     "  KEY           the API key\n  --json\n", cmd_digest},
+    {"digest", "[KEY | -]", "print the digest of a key for the discovery table",
+     "  KEY           the API key; without it, or '-', read from standard input\n  --json\n",
+     cmd_digest},
 };
 
 int cli_cmd_api_key(struct cli *g, int argc, char **argv)

@@ -99,6 +99,9 @@ int cli_write_replace(const char *path, const void *data, size_t len);
 /* Reads up to `cap` - 1 bytes of `path` into `out`, NUL-terminated: the length, or -1 (errno). */
 ssize_t cli_read_small(const char *path, char *out, size_t cap);
 
+/* Reads one line of standard input into `out`, without its newline: 0, or -1 when empty. */
+int cli_read_line(char *out, size_t cap);
+
 /* Prints "zks: <message>" on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

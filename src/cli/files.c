@@ -61,3 +61,11 @@ ssize_t cli_read_small(const char *path, char *out, size_t cap)
     out[n] = '\0';
     return n;
 }
+
+int cli_read_line(char *out, size_t cap)
+{
+    if (fgets(out, (int)cap, stdin) == NULL)
+        return -1;
+    out[strcspn(out, "\r\n")] = '\0';
+    return out[0] ? 0 : -1;
+}

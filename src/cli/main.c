@@ -273,6 +273,17 @@ static int managed_save(const struct cli *g, const char *key, const char *url)
     return st;
 }
 
+static int managed_clear(const struct cli *g)
+{
+    char path[4096 + 16];
+    snprintf(path, sizeof path, "%s/%s", g->home, MANAGED_FILE);
+    if (unlink(path) != 0 && errno != ENOENT) {
+        cli_error("%s: %s", path, strerror(errno));
+        return EXIT_STORAGE;
+    }
+    return EXIT_OK;
+}
+
 /* Makes `cfg` ManagedCloud when the device is managed. Exit code. */
 static int apply_managed(const struct cli *g, zks_config *cfg)
 {
@@ -552,15 +563,21 @@ static int save_group(struct cli *g, zks_group_key *key, const char *const *rela
         cli_error("--discovery goes with --api-key");
         return EXIT_USAGE;
     }
-    if (o->api_key) {
-        char digest[ZKS_NODE_ID_TEXT_SIZE];
-        if (zks_api_key_digest_text(digest, o->api_key) != 0) {
-            cli_error("--api-key: a key is 16 to 256 printable ASCII characters, no spaces");
+    char key_buf[300];
+    const char *api_key = o->api_key;
+    if (api_key && strcmp(api_key, "-") == 0) {
+        /* From standard input: unlike the command line, not shown to other users. */
+        if (cli_read_line(key_buf, sizeof key_buf) != 0) {
+            cli_error("--api-key -: no key on standard input");
             return EXIT_USAGE;
         }
-        int st = managed_save(g, o->api_key, o->discovery);
-        if (st != EXIT_OK)
-            return st;
+        api_key = key_buf;
+    }
+    char digest[ZKS_NODE_ID_TEXT_SIZE];
+    if (api_key && zks_api_key_digest_text(digest, api_key) != 0) {
+        explicit_bzero(key_buf, sizeof key_buf);
+        cli_error("--api-key: a key is 16 to 256 printable ASCII characters, no spaces");
+        return EXIT_USAGE;
     }
     zks_config *cfg;
     if (zks_config_new(&cfg) != 0)
@@ -569,9 +586,17 @@ static int save_group(struct cli *g, zks_group_key *key, const char *const *rela
     for (size_t i = 0; i < n; i++) {
         if (zks_config_add_relay(cfg, relays[i]) != 0) {
             zks_config_free(cfg);
+            explicit_bzero(key_buf, sizeof key_buf);
             cli_error("'%s' is not a relay address (NODEID@HOST:PORT)", relays[i]);
             return EXIT_USAGE;
         }
+    }
+    /* The new group's settings replace the old group's: managed or not. */
+    int st = api_key ? managed_save(g, api_key, o->discovery) : managed_clear(g);
+    explicit_bzero(key_buf, sizeof key_buf);
+    if (st != EXIT_OK) {
+        zks_config_free(cfg);
+        return st;
     }
     zks_client *c;
     int rc = cli_open_client(g, &c, cfg);
@@ -748,8 +773,9 @@ static const struct cli_command group_commands[] = {
     {"create", "--relay ADDR [--passphrase] | --api-key KEY [--discovery URL]",
      "make a new group and print its invite",
      "  --relay NODEID@HOST:PORT  the group's relay (repeat for more; the first is primary)\n"
-     "  --api-key KEY             a managed service's API key: its discovery service names\n"
-     "                            the relays at every connect (docs/DISCOVERY.md)\n"
+     "  --api-key KEY             a managed service's API key ('-': read it from standard\n"
+     "                            input); its discovery service names the relays at every\n"
+     "                            connect (docs/DISCOVERY.md)\n"
      "  --discovery URL           that service (default: the library's)\n"
      "  --passphrase              derive the group key from a passphrase ($ZKS_PASSPHRASE or\n"
      "                            asked on the terminal); the invite then holds only the salt\n"

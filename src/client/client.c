@@ -419,10 +419,12 @@ void zks_client_free(zks_client *c)
 /*
  * Discovery before a connect (docs/DISCOVERY.md), on the caller's thread:
  * for ManagedCloud the relays of the API key; otherwise the addresses of
- * each relay that has a discovery URL and no address. What it finds goes
- * to the I/O thread with the request (r->found). Each failure is an Error
- * event; the connect then goes on with whatever relays have addresses (found
- * now, or known before), and fails with the service's error when none has.
+ * each relay that has a discovery URL. What it finds goes to the I/O
+ * thread with the request (r->found), which takes it as the relay list
+ * unless a connection is open. Each failure is an Error event; the connect
+ * then goes on with the relays that have addresses (found now, or known
+ * before), and fails with the service's error when none has. All lookups
+ * together take at most the client's timeout, and at most 10 s.
  */
 static int discover(zks_client *c, zks__req *r)
 {
@@ -434,10 +436,10 @@ static int discover(zks_client *c, zks__req *r)
     bool managed = c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD;
     bool asks = managed;
     for (size_t i = 0; i < nknown; i++)
-        asks = asks || (known[i].naddrs == 0 && known[i].url[0]);
+        asks = asks || known[i].url[0];
     if (!asks)
         return 0;
-    uint32_t timeout = c->cfg.timeout_ms < 10000 ? c->cfg.timeout_ms : 10000;
+    uint64_t deadline = zks__mono_ms() + (c->cfg.timeout_ms < 10000 ? c->cfg.timeout_ms : 10000);
     zks__relay_spec *found = calloc(ZKS__MAX_RELAYS, sizeof *found);
     if (found == NULL)
         return ZKS_ENOMEM;
@@ -446,7 +448,7 @@ static int discover(zks_client *c, zks__req *r)
     char msg[ZKS_MESSAGE_SIZE];
     if (managed) {
         failed = zks__discover(found, ZKS__MAX_RELAYS, &n, c->discovery_url, c->api_key, NULL,
-                               timeout, msg, sizeof msg);
+                               deadline, msg, sizeof msg);
         if (failed) {
             /* Keep to the relays found last time, if there are any. */
             memcpy(found, known, sizeof known);
@@ -458,18 +460,21 @@ static int discover(zks_client *c, zks__req *r)
     } else {
         for (size_t i = 0; i < nknown; i++) {
             found[i] = known[i];
-            if (known[i].naddrs > 0 || known[i].url[0] == '\0')
+            if (known[i].url[0] == '\0')
                 continue;
             size_t one;
-            int rc = zks__discover(&found[i], 1, &one, known[i].url, NULL, known[i].id, timeout,
+            int rc = zks__discover(&found[i], 1, &one, known[i].url, NULL, known[i].id, deadline,
                                    msg, sizeof msg);
             /* The answer has the addresses; the URL stays for the next connect. */
-            memcpy(found[i].url, known[i].url, sizeof found[i].url);
-            if (rc != 0) {
+            if (rc == 0)
+                memcpy(found[i].url, known[i].url, sizeof found[i].url);
+            else
                 found[i] = known[i];
+            if (rc != 0) {
                 failed = failed ? failed : rc;
                 ZKS_LOGW("client: %s", msg);
-                zks__emit_error(c, rc, 0, NULL, "%s", msg);
+                zks__emit_error(c, rc, 0, NULL, "%s%s", msg,
+                                known[i].naddrs ? "; using the addresses known before" : "");
             }
         }
         n = nknown;
@@ -477,19 +482,11 @@ static int discover(zks_client *c, zks__req *r)
     bool usable = false;
     for (size_t i = 0; i < n; i++)
         usable = usable || found[i].naddrs > 0;
-    if (!usable) {
+    if (!usable || (managed && failed)) {
+        /* Nothing new: the I/O thread goes on with the relays it has, if any can be dialled. */
         free(found);
-        return failed ? failed : ZKS_EADDR;
+        return usable ? 0 : failed ? failed : ZKS_EADDR;
     }
-    if (managed && failed) {
-        /* Nothing new: the I/O thread goes on with the relays it has. */
-        free(found);
-        return 0;
-    }
-    pthread_mutex_lock(&c->mu);
-    memcpy(c->cfg.relays, found, n * sizeof *found);
-    c->cfg.nrelays = n;
-    pthread_mutex_unlock(&c->mu);
     r->found = found;
     r->nfound = n;
     return 0;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -42,9 +43,14 @@ int zks__discovery_parse(zks__relay_spec *out, size_t cap, size_t *n, const char
         const char *next = nl ? nl + 1 : end;
         if (le > p && le[-1] == '\r')
             le--;
-        size_t llen = (size_t)(le - p);
         const char *line = p;
         p = next;
+        /* Spaces and tabs around a line are not part of it. */
+        while (line < le && (*line == ' ' || *line == '\t'))
+            line++;
+        while (le > line && (le[-1] == ' ' || le[-1] == '\t'))
+            le--;
+        size_t llen = (size_t)(le - line);
         if (llen == 0 || line[0] == '#')
             continue;
         char text[ZKS_RELAY_TEXT_MAX];
@@ -110,32 +116,40 @@ static bool loopback_host(const char *host)
     return strcmp(host, "[::1]") == 0;
 }
 
+uint64_t zks__mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 /*
  * The full URL of a lookup: the service's base URL (https, or http to a
  * loopback host; no query or fragment) with PATH and, for a relay, "/NODEID".
+ * `shown` gets the same without user information, for messages; *https
+ * whether the scheme is https.
  */
-static int lookup_url(char *out, size_t cap, const char *base, const uint8_t *id, char *msg,
-                      size_t msg_len)
+static int lookup_url(char *out, char *shown, size_t cap, bool *https, const char *base,
+                      const uint8_t *id, char *msg, size_t msg_len)
 {
+    if (strpbrk(base, "?#") != NULL) {
+        say(msg, msg_len, "the discovery URL has a query or fragment");
+        return ZKS_EINVAL;
+    }
     CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *query = NULL, *frag = NULL;
+    char *scheme = NULL, *host = NULL, *bare = NULL;
     int rc = ZKS_EINVAL;
     if (u == NULL)
         return ZKS_ENOMEM;
     if (curl_url_set(u, CURLUPART_URL, base, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
         curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-        say(msg, msg_len, "discovery URL '%s' does not parse", base);
+        say(msg, msg_len, "the discovery URL does not parse");
         goto done;
     }
-    if (curl_url_get(u, CURLUPART_QUERY, &query, 0) == CURLUE_OK ||
-        curl_url_get(u, CURLUPART_FRAGMENT, &frag, 0) == CURLUE_OK) {
-        say(msg, msg_len, "discovery URL '%s' has a query or fragment", base);
-        goto done;
-    }
-    bool https = strcmp(scheme, "https") == 0;
-    if (!https && !(strcmp(scheme, "http") == 0 && loopback_host(host))) {
-        say(msg, msg_len, "discovery URL '%s': https is required (http only to loopback)", base);
+    *https = strcmp(scheme, "https") == 0;
+    if (!*https && !(strcmp(scheme, "http") == 0 && loopback_host(host))) {
+        say(msg, msg_len, "discovery URL: https is required (http only to a loopback host)");
         goto done;
     }
     size_t blen = strlen(base);
@@ -149,18 +163,26 @@ static int lookup_url(char *out, size_t cap, const char *base, const uint8_t *id
         say(msg, msg_len, "discovery URL too long");
         goto done;
     }
+    /* What messages show: the same URL without a user name or password. */
+    if (curl_url_set(u, CURLUPART_URL, out, 0) != CURLUE_OK ||
+        curl_url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK ||
+        curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_URL, &bare, 0) != CURLUE_OK) {
+        say(msg, msg_len, "the discovery URL does not parse");
+        goto done;
+    }
+    snprintf(shown, cap, "%s", bare);
     rc = 0;
 done:
     curl_free(scheme);
     curl_free(host);
-    curl_free(query);
-    curl_free(frag);
+    curl_free(bare);
     curl_url_cleanup(u);
     return rc;
 }
 
 int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
-                  const char *api_key, const uint8_t *id, uint32_t timeout_ms, char *msg,
+                  const char *api_key, const uint8_t *id, uint64_t deadline_ms, char *msg,
                   size_t msg_len)
 {
     *n = 0;
@@ -175,10 +197,16 @@ int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
         say(msg, msg_len, "HTTP client cannot start");
         return ZKS_EIO;
     }
-    char url[ZKS_RELAY_TEXT_MAX + 128];
-    int rc = lookup_url(url, sizeof url, base, id, msg, msg_len);
+    char url[ZKS_RELAY_TEXT_MAX + 128], shown[ZKS_RELAY_TEXT_MAX + 128];
+    bool https;
+    int rc = lookup_url(url, shown, sizeof url, &https, base, id, msg, msg_len);
     if (rc != 0)
         return rc;
+    uint64_t now = zks__mono_ms();
+    if (now >= deadline_ms) {
+        say(msg, msg_len, "discovery at %s: no time left", shown);
+        return ZKS_ETIMEDOUT;
+    }
     struct body *b = calloc(1, sizeof *b);
     CURL *curl = curl_easy_init();
     if (b == NULL || curl == NULL) {
@@ -191,7 +219,11 @@ int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
     curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)(timeout_ms ? timeout_ms : 10000));
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, (long)(deadline_ms - now));
+    /* A proxy from the environment may carry https (the TLS goes through it), but the
+     * loopback exception to https must stay on this machine. */
+    if (!https)
+        curl_easy_setopt(curl, CURLOPT_PROXY, "");
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "zks/" ZKS_VERSION_STRING);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, b);
@@ -208,19 +240,20 @@ int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
         say(msg, msg_len, "discovery answer larger than %d bytes", ZKS__DISCOVERY_BODY_MAX);
         rc = ZKS_ETOOBIG;
     } else if (cc != CURLE_OK) {
-        say(msg, msg_len, "discovery at %s: %s", url, curl_easy_strerror(cc));
+        say(msg, msg_len, "discovery at %s: %s", shown, curl_easy_strerror(cc));
         rc = cc == CURLE_OPERATION_TIMEDOUT ? ZKS_ETIMEDOUT : ZKS_EIO;
     } else if (status == 401 || status == 403) {
         say(msg, msg_len, "discovery refused the API key (HTTP %ld)", status);
         rc = ZKS_EAUTH;
     } else if (status == 404) {
-        say(msg, msg_len, "discovery at %s does not know %s", url, id ? "this relay" : "the path");
+        say(msg, msg_len, "discovery at %s does not know %s", shown,
+            id ? "this relay" : "the path");
         rc = ZKS_ENOENT;
     } else if (status != 200) {
-        say(msg, msg_len, "discovery at %s answered HTTP %ld", url, status);
+        say(msg, msg_len, "discovery at %s answered HTTP %ld", shown, status);
         rc = ZKS_EIO;
     } else if ((rc = zks__discovery_parse(out, cap, n, b->data, b->len, id)) != 0) {
-        say(msg, msg_len, "discovery at %s gave %s", url,
+        say(msg, msg_len, "discovery at %s gave %s", shown,
             rc == ZKS_EPEER     ? "another relay than the one asked for"
             : rc == ZKS_ETOOBIG ? "more relays than a client takes"
                                 : "an answer that is not a list of relays");

@@ -62,13 +62,18 @@ int zks__discovery_parse(zks__relay_spec *out, size_t cap, size_t *n, const char
 /*
  * Asks the service at `base` (https, or http to a loopback host) for the
  * relay `id`, or with `api_key` (and `id` NULL) for the key's relays.
- * Blocks up to `timeout_ms`. `msg` gets a sentence on failure. ZKS_EINVAL
- * (no or a bad URL), ZKS_EIO, ZKS_ETIMEDOUT, ZKS_EAUTH (key refused),
- * ZKS_ENOENT (relay unknown), and the errors of zks__discovery_parse.
+ * Blocks until `deadline_ms` (zks__mono_ms) at most. `msg` gets a sentence
+ * on failure, which never holds the key or the URL's user information.
+ * ZKS_EINVAL (no or a bad URL), ZKS_EIO, ZKS_ETIMEDOUT, ZKS_EAUTH (key
+ * refused), ZKS_ENOENT (relay unknown), and the errors of
+ * zks__discovery_parse.
  */
 int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
-                  const char *api_key, const uint8_t *id, uint32_t timeout_ms, char *msg,
+                  const char *api_key, const uint8_t *id, uint64_t deadline_ms, char *msg,
                   size_t msg_len);
+
+/* Milliseconds of the monotonic clock. */
+uint64_t zks__mono_ms(void);
 
 /* ---- group keys -------------------------------------------------------------------------- */
 

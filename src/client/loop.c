@@ -1104,13 +1104,15 @@ static void do_simple(struct zks__io *io, zks__req *q)
 }
 
 /*
- * Takes the relay list a discovery found (docs/DISCOVERY.md) and keeps it in
- * the state, so a later start has it without the service. Only while no
- * connection is open or closing: a list found meanwhile waits for the next
- * connect, which asks again.
+ * Takes the relay list a discovery found (docs/DISCOVERY.md) as the
+ * client's, and keeps it in the state, so a later start has it without the
+ * service. Only while no connection is open, being dialled or closing (off,
+ * or waiting to reconnect): a list found while one is stays unused, and the
+ * next connect asks again.
  */
 static void take_relays(struct zks__io *io, const zks__relay_spec *found, size_t n)
 {
+    zks_client *c = io->c;
     for (size_t i = 0; i < io->nrelays; i++) {
         if (io->relays[i].conn != NULL)
             return;
@@ -1128,9 +1130,13 @@ static void take_relays(struct zks__io *io, const zks__relay_spec *found, size_t
         r->why[0] = '\0';
     }
     io->nrelays = n;
-    zks__state_lock(io->c, true);
-    int rc = zks__state_relays_save(io->c->st, found, n);
-    zks__state_unlock(io->c);
+    pthread_mutex_lock(&c->mu);
+    memcpy(c->cfg.relays, found, n * sizeof *found);
+    c->cfg.nrelays = n;
+    pthread_mutex_unlock(&c->mu);
+    zks__state_lock(c, true);
+    int rc = zks__state_relays_save(c->st, found, n);
+    zks__state_unlock(c);
     if (rc != 0)
         ZKS_LOGW("client: cannot keep the relays found: %s", zks_strerror(rc));
 }
@@ -1143,7 +1149,7 @@ static void do_connect(struct zks__io *io, zks__req *q)
         zks__req_finish(c, q, ZKS_ENOTSUP);
         return;
     }
-    if (q->found && io->phase == P_OFF)
+    if (q->found)
         take_relays(io, q->found, q->nfound);
     if (c->group == NULL || io->nrelays == 0) {
         zks__req_finish(c, q, ZKS_ENOENT);

@@ -452,9 +452,20 @@ int zks__state_relays_load(zks__state *st, zks__relay_spec *out, size_t cap, siz
     sqlite3_stmt *s = st->stmt[ST_RELAYS_LOAD];
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW && *n < cap) {
+        /* "RELAY" or "RELAY URL": the relay text, then its discovery URL if it has one. */
         const char *t = (const char *)sqlite3_column_text(s, 0);
-        if (t && zks__relay_parse(&out[*n], t) == 0)
-            (*n)++;
+        char text[2 * ZKS_RELAY_TEXT_MAX + 1];
+        if (t == NULL || strlen(t) >= sizeof text)
+            continue;
+        memcpy(text, t, strlen(t) + 1);
+        char *url = strchr(text, ' ');
+        if (url)
+            *url++ = '\0';
+        if (zks__relay_parse(&out[*n], text) != 0 || (url && strlen(url) >= sizeof out->url))
+            continue;
+        if (url)
+            memcpy(out[*n].url, url, strlen(url) + 1);
+        (*n)++;
     }
     rc = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "relays");
     stmt_done(s);
@@ -469,8 +480,12 @@ int zks__state_relays_save(zks__state *st, const zks__relay_spec *r, size_t n)
     rc = run(st, ST_RELAYS_CLEAR, "relays");
     sqlite3_stmt *s = st->stmt[ST_RELAYS_ADD];
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        char text[ZKS_RELAY_TEXT_MAX];
+        char text[2 * ZKS_RELAY_TEXT_MAX + 1];
         zks__relay_format(text, &r[i]);
+        if (r[i].url[0]) {
+            size_t len = strlen(text);
+            snprintf(text + len, sizeof text - len, " %s", r[i].url);
+        }
         sqlite3_bind_int64(s, 1, (sqlite3_int64)i);
         sqlite3_bind_text(s, 2, text, -1, SQLITE_TRANSIENT);
         rc = run(st, ST_RELAYS_ADD, "relays");

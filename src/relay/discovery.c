@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/addr.h"
 #include "crypto/apikey.h"
@@ -14,12 +15,14 @@
 struct relay_line {
     uint8_t id[ZKS_NODEID_LEN];
     char *text; /* "NODEID@HOST:PORT..." as written, without a newline */
+    size_t lineno;
 };
 
 struct key_line {
     uint8_t digest[ZKS_API_KEY_DIGEST_LEN];
     uint32_t relays[ZKS_DISCOVERY_KEY_RELAYS]; /* indexes into relays[] */
     size_t n;
+    size_t lineno;
 };
 
 struct zks_discovery {
@@ -117,9 +120,13 @@ static int parse_relay(zks_discovery *d, const struct cursor *cur, const char *w
             return fail(cur, ZKS_EMALFORMED, "bad address");
         memcpy(text, a, alen);
         text[alen] = '\0';
-        /* Numeric, with a host and a port: a client dials exactly what it is given. */
+        /* Numeric, with a host and a port, as a client reads them: an IPv6 address in
+         * brackets, an IPv4 address or "localhost" without. */
+        bool bracketed = text[0] == '[';
         if (zks_hostport_split(text, host, sizeof host, &port) != 0 || host[0] == '\0' ||
-            port == 0 || zks_hostport_resolve(text, &ss, &sslen) != 0)
+            port == 0 || zks_hostport_resolve(text, &ss, &sslen) != 0 ||
+            bracketed != (ss.ss_family == AF_INET6) ||
+            (bracketed && strcmp(host, "localhost") == 0))
             return fail(cur, ZKS_EMALFORMED, "bad address '%s' (numeric HOST:PORT)", text);
         if (++naddrs > ZKS_DISCOVERY_MAX_ADDRS)
             return fail(cur, ZKS_ETOOBIG, "more than %d addresses", ZKS_DISCOVERY_MAX_ADDRS);
@@ -135,6 +142,7 @@ static int parse_relay(zks_discovery *d, const struct cursor *cur, const char *w
     text[wlen] = '\0';
     memcpy(p[d->nrelays].id, id, sizeof id);
     p[d->nrelays].text = text;
+    p[d->nrelays].lineno = cur->lineno;
     d->nrelays++;
     return 0;
 }
@@ -146,6 +154,7 @@ static int parse_key(zks_discovery *d, const struct cursor *cur, const char *p, 
     size_t wlen;
     struct key_line k;
     memset(&k, 0, sizeof k);
+    k.lineno = cur->lineno;
     if (!next_word(&p, end, &w, &wlen) || zks_nodeid_from_text(k.digest, w, wlen) != 0)
         return fail(cur, ZKS_EMALFORMED,
                     "a key line needs the key's digest (52 base32 characters)");
@@ -158,6 +167,10 @@ static int parse_key(zks_discovery *d, const struct cursor *cur, const char *p, 
         ssize_t at = find_relay(d, id);
         if (at < 0)
             return fail(cur, ZKS_EMALFORMED, "relay %.*s has no relay line", (int)wlen, w);
+        for (size_t i = 0; i < k.n; i++) {
+            if (k.relays[i] == (uint32_t)at)
+                return fail(cur, ZKS_EMALFORMED, "relay %.*s named twice", (int)wlen, w);
+        }
         if (k.n == ZKS_DISCOVERY_KEY_RELAYS)
             return fail(cur, ZKS_ETOOBIG, "more than %d relays", ZKS_DISCOVERY_KEY_RELAYS);
         k.relays[k.n++] = (uint32_t)at;
@@ -235,8 +248,9 @@ int zks_discovery_parse(zks_discovery **out, const char *text, size_t len, const
         qsort(d->relays, d->nrelays, sizeof *d->relays, cmp_relay);
         for (size_t i = 1; i < d->nrelays && rc == 0; i++) {
             if (cmp_relay(&d->relays[i - 1], &d->relays[i]) == 0) {
-                cur.lineno = 0;
-                rc = fail(&cur, ZKS_EMALFORMED, "two relay lines for %.52s", d->relays[i].text);
+                cur.lineno = d->relays[i - 1].lineno > d->relays[i].lineno ? d->relays[i - 1].lineno
+                                                                           : d->relays[i].lineno;
+                rc = fail(&cur, ZKS_EMALFORMED, "a second relay line for %.52s", d->relays[i].text);
             }
         }
     }
@@ -246,8 +260,9 @@ int zks_discovery_parse(zks_discovery **out, const char *text, size_t len, const
         qsort(d->keys, d->nkeys, sizeof *d->keys, cmp_key);
         for (size_t i = 1; i < d->nkeys && rc == 0; i++) {
             if (cmp_key(&d->keys[i - 1], &d->keys[i]) == 0) {
-                cur.lineno = 0;
-                rc = fail(&cur, ZKS_EMALFORMED, "two key lines for one digest");
+                cur.lineno = d->keys[i - 1].lineno > d->keys[i].lineno ? d->keys[i - 1].lineno
+                                                                       : d->keys[i].lineno;
+                rc = fail(&cur, ZKS_EMALFORMED, "a second key line for this digest");
             }
         }
     }

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/time.h>
 
 #include "common/addr.h"
@@ -58,8 +59,8 @@ static enum MHD_Result discover(zks_http *h, struct MHD_Connection *conn, const 
     } else {
         const char *auth =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-        static const char bearer[] = "Bearer ";
-        if (auth && strncmp(auth, bearer, sizeof bearer - 1) == 0)
+        static const char bearer[] = "Bearer "; /* the scheme's name is case-insensitive */
+        if (auth && strncasecmp(auth, bearer, sizeof bearer - 1) == 0)
             rc = zks_discovery_key(h->discovery, auth + sizeof bearer - 1,
                                    strlen(auth + sizeof bearer - 1), body);
         else

@@ -328,13 +328,13 @@ static void on_signal(uv_signal_t *s, int signum)
             ZKS_LOGE("relay: reload refused: %s", err);
             return;
         }
-        if (a->cfg.n_issuers > 0 && cfg.n_issuers == 0)
-            ZKS_LOGW("relay: the enterprise issuer keys were removed: this relay now admits any "
-                     "device, and its sessions go on");
         if (cfg.discovery_file[0] && a->http == NULL) {
             ZKS_LOGE("relay: reload refused: discovery_file needs the HTTP address (http)");
             return;
         }
+        if (a->cfg.n_issuers > 0 && cfg.n_issuers == 0)
+            ZKS_LOGW("relay: the enterprise issuer keys were removed: this relay now admits any "
+                     "device, and its sessions go on");
         zks_relay_reconfigure(a->relay, &cfg);
         /* Read again even when the path is the same: the file is what changed. */
         if (a->http)

@@ -275,6 +275,8 @@ DIGEST=$(sed -n 's/^digest: *//p' "$TMP/out")
 [ ${#KEY} -eq 57 ] || fail "api-key new printed no key"
 expect 0 $ZKS api-key digest "$KEY"
 grep -q "$DIGEST" "$TMP/out" || fail "api-key digest disagrees with api-key new"
+printf '%s\n' "$KEY" | expect 0 $ZKS api-key digest
+grep -q "$DIGEST" "$TMP/out" || fail "api-key digest read no key from standard input"
 expect 2 $ZKS api-key digest "short"
 printf 'relay %s\nkey %s %s\n' "$ADDR" "$DIGEST" "${ADDR%%@*}" >"$TMP/discovery"
 "$RELAY" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data "$TMP/drelay" --log-level info \
@@ -296,7 +298,7 @@ grep -q "^Pushed" "$TMP/out" || fail "the managed device did not reach the relay
 expect 0 $M --json status
 grep -q "\"relays\":\[\"$ADDR\"\]" "$TMP/out" || fail "status does not show the relay found"
 expect 0 $N init --name managed-phone
-expect 0 $N group join --api-key "$KEY" --discovery "$DURL" "$MINVITE"
+printf '%s\n' "$KEY" | expect 0 $N group join --api-key - --discovery "$DURL" "$MINVITE"
 expect 0 $N pull
 grep -q "found through discovery" "$TMP/out" || fail "the second managed device got nothing"
 # A key the service does not know: refused, with the service's words.
@@ -315,5 +317,10 @@ expect 0 $M push "without the service"
 grep -q "^Pushed" "$TMP/out" || fail "the relay found before was not used"
 expect 0 $N pull
 grep -q "without the service" "$TMP/out" || fail "the second device did not use the relay found before"
+# A group of its own relay after a managed one: the device is not managed any more.
+expect 2 $M group create --relay "not-a-relay" --no-qr
+[ -e "$TMP/m/managed" ] || fail "a refused group create dropped the managed settings"
+expect 0 $M group create --relay "$ADDR" --no-qr
+[ ! -e "$TMP/m/managed" ] || fail "a group with its own relay kept the managed settings"
 
 echo "cli end to end: ok"

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -18,9 +19,24 @@
 #include <cmocka.h>
 
 static h_relay relay;     /* where the devices sync */
+static h_relay relay2;    /* where they move to */
 static h_relay directory; /* a second relay, serving the discovery table */
 static char url[64];      /* http://127.0.0.1:PORT, the directory's discovery service */
 static char key[ZKS_API_KEY_TEXT_SIZE];
+static char digest[ZKS_NODE_ID_TEXT_SIZE];
+static char table_path[PATH_MAX + 32];
+
+/* Writes the discovery table: the relay `r`, given to the key. */
+static void write_table(const h_relay *r)
+{
+    char id[ZKS_NODE_ID_TEXT_SIZE];
+    zks_node_id_to_text(id, r->id);
+    FILE *f = fopen(table_path, "w");
+    if (f == NULL)
+        h_die("%s: %s", table_path, strerror(errno));
+    fprintf(f, "# test tenants\nrelay %s\nkey %s %s\n", r->addr, digest, id);
+    fclose(f);
+}
 
 /* A loopback TCP port that was free a moment ago. */
 static unsigned free_port(void)
@@ -39,27 +55,23 @@ static unsigned free_port(void)
 static int setup(void **state)
 {
     (void)state;
+    /* A proxy in the environment must not carry plain-http discovery off this machine. */
+    setenv("http_proxy", "http://127.0.0.1:9", 1);
+    setenv("ALL_PROXY", "http://127.0.0.1:9", 1);
     h_relay_start(&relay, 0);
-    char digest[ZKS_NODE_ID_TEXT_SIZE], id[ZKS_NODE_ID_TEXT_SIZE];
+    h_relay_start(&relay2, 0);
     if (zks_api_key_new(key, digest) != 0)
         h_die("api key");
-    zks_node_id_to_text(id, relay.id);
-    /* The table names the sync relay, and gives it to the key. */
     h_tmpdir(directory.dir, "directory");
     if (mkdir(directory.dir, 0700) != 0)
         h_die("%s: %s", directory.dir, strerror(errno));
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/discovery", directory.dir);
-    FILE *f = fopen(path, "w");
-    if (f == NULL)
-        h_die("%s: %s", path, strerror(errno));
-    fprintf(f, "# test tenants\nrelay %s\nkey %s %s\n", relay.addr, digest, id);
-    fclose(f);
+    snprintf(table_path, sizeof table_path, "%s/discovery", directory.dir);
+    write_table(&relay);
     char http[32];
     unsigned port = free_port();
     snprintf(http, sizeof http, "127.0.0.1:%u", port);
     snprintf(url, sizeof url, "http://127.0.0.1:%u/", port);
-    const char *extra[] = {"--http", http, "--discovery-file", path, NULL};
+    const char *extra[] = {"--http", http, "--discovery-file", table_path, NULL};
     h_relay_start_with(&directory, 0, extra);
     return 0;
 }
@@ -68,6 +80,7 @@ static int teardown(void **state)
 {
     (void)state;
     h_relay_stop(&directory, SIGTERM);
+    h_relay_stop(&relay2, SIGTERM);
     h_relay_stop(&relay, SIGTERM);
     return 0;
 }
@@ -163,8 +176,8 @@ static void test_refusals(void **state)
     assert_int_equal(zks_group_key_generate(&g), 0);
 
     /* A key the service does not know. */
-    char other[ZKS_API_KEY_TEXT_SIZE], digest[ZKS_NODE_ID_TEXT_SIZE];
-    assert_int_equal(zks_api_key_new(other, digest), 0);
+    char other[ZKS_API_KEY_TEXT_SIZE], other_digest[ZKS_NODE_ID_TEXT_SIZE];
+    assert_int_equal(zks_api_key_new(other, other_digest), 0);
     zks_client *c = client_of(managed(NULL, g, other, url));
     expect_refused(c, ZKS_EAUTH, "refused the API key");
     zks_client_free(c);
@@ -179,18 +192,28 @@ static void test_refusals(void **state)
     zks_client_free(c);
 
     /* Plain http is for loopback only; other schemes, and no URL at all, are refused. */
-    const char *bad[] = {"http://192.0.2.1/", "ftp://127.0.0.1/", "https://127.0.0.1/x?y=1", ""};
+    const char *bad[] = {"http://192.0.2.1/",          "ftp://127.0.0.1/",
+                         "https://127.0.0.1/x?y=1",    "https://127.0.0.1#",
+                         "HTTP://[::ffff:192.0.2.1]/", ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         c = client_of(managed(NULL, g, key, bad[i]));
-        expect_refused(c, ZKS_EINVAL, i == 3 ? "no discovery URL" : "discovery URL");
+        expect_refused(c, ZKS_EINVAL, bad[i][0] ? "discovery URL" : "no discovery URL");
         zks_client_free(c);
     }
 
-    /* No service listening. */
-    char gone[64];
-    snprintf(gone, sizeof gone, "http://127.0.0.1:%u", free_port());
+    /* No service listening; a password in the URL is not repeated in the message. */
+    char gone[96];
+    snprintf(gone, sizeof gone, "http://someone:pw-secret@127.0.0.1:%u", free_port());
     c = client_of(managed(NULL, g, key, gone));
-    expect_refused(c, ZKS_EIO, "discovery at");
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    expect_refused(c, ZKS_EIO, "discovery at http://127.0.0.1:");
+    int want = ZKS_EIO;
+    zks_event ev;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_ERROR, is_err, &want, 5000), 0);
+    assert_null(strstr(ev.u.error.message, "pw-secret"));
+    assert_null(strstr(ev.u.error.message, key));
+    zks_receiver_free(rx);
     zks_client_free(c);
     zks_group_key_free(g);
 }
@@ -224,12 +247,69 @@ static void test_relays_kept_for_later(void **state)
     zks_group_key_free(g);
 }
 
+/*
+ * Every connect asks again: when the service moves the key to another relay
+ * (its table edited, then SIGHUP), the next connect goes there, and a relay
+ * known by NodeId and URL is looked up again too.
+ */
+static void test_asks_at_every_connect(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "moving");
+    zks_client *c = client_of(managed(dir, g, key, url));
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    assert_memory_equal(info.relay_id, relay.id, ZKS_NODE_ID_SIZE);
+    assert_int_equal(zks_client_disconnect(c), 0);
+
+    write_table(&relay2);
+    assert_int_equal(kill(directory.pid, SIGHUP), 0);
+    /* The reload is asynchronous: connect until the new table answers (bounded). */
+    bool moved = false;
+    for (int i = 0; i < 50 && !moved; i++) {
+        assert_int_equal(zks_client_connect(&info, c), 0);
+        moved = memcmp(info.relay_id, relay2.id, ZKS_NODE_ID_SIZE) == 0;
+        assert_int_equal(zks_client_disconnect(c), 0);
+        if (!moved)
+            usleep(100000);
+    }
+    assert_true(moved);
+    size_t n;
+    char relays[8][ZKS_RELAY_TEXT_MAX];
+    assert_int_equal(zks_client_relays(&n, relays, 8, c), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(relays[0], relay2.addr);
+    zks_client_free(c);
+
+    /* Known by NodeId: the second connect asks again rather than reuse the first answer. */
+    zks_config *cfg = h_config(dir, g, NULL);
+    assert_int_equal(zks_config_set_sync_relay(cfg, relay2.id, NULL, 0, url), 0);
+    c = client_of(cfg);
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    assert_int_equal(zks_client_disconnect(c), 0);
+    h_relay_stop(&directory, SIGKILL);
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    assert_int_equal(zks_client_connect(&info, c), 0); /* with the addresses found before */
+    assert_memory_equal(info.relay_id, relay2.id, ZKS_NODE_ID_SIZE);
+    int want = ZKS_EIO;
+    zks_event ev;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_ERROR, is_err, &want, 5000), 0);
+    assert_non_null(strstr(ev.u.error.message, "using the addresses known before"));
+    zks_receiver_free(rx);
+    zks_client_free(c);
+    zks_group_key_free(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_managed_cloud_and_relay_url),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_managed_cloud_and_relay_url), cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_relays_kept_for_later),
+        cmocka_unit_test(test_asks_at_every_connect), /* last: it stops the service */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -43,6 +43,10 @@ static void test_answers(void **state)
     zks__relay_format(text, &r[1]);
     assert_string_equal(text, ID_B "@10.0.0.2:443");
 
+    /* Spaces around lines, and indented comments, are not part of them. */
+    assert_int_equal(parse(r, 8, &n, "  # indented\n \t \n\t" ID_A "@127.0.0.1:4433  \n", NULL), 0);
+    assert_int_equal(n, 1);
+
     /* A relay asked for by NodeId. */
     assert_int_equal(parse(r, 8, &n, ID_A "@127.0.0.1:4433\n", ID_A), 0);
     assert_int_equal(n, 1);

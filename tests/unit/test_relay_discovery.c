@@ -151,14 +151,17 @@ static void test_refusals(void **state)
         {"\nrelay {A}@127.0.0.1:1@127.0.0.1:2@127.0.0.1:3@127.0.0.1:4@127.0.0.1:5@127.0.0.1:6"
          "@127.0.0.1:7@127.0.0.1:8@127.0.0.1:9\n",
          ZKS_ETOOBIG, "t:2: more than 8 addresses"},
-        {"relay {A}@127.0.0.1:1\nrelay {A}@127.0.0.1:2\n", ZKS_EMALFORMED, "two relay lines"},
+        {"relay {A}@127.0.0.1:1\nrelay {A}@127.0.0.1:2\n", ZKS_EMALFORMED,
+         "t:2: a second relay line for"},
+        {"relay {A}@[127.0.0.1]:1\n", ZKS_EMALFORMED, "t:1: bad address '[127.0.0.1]:1'"},
+        {"relay {A}@[localhost]:1\n", ZKS_EMALFORMED, "t:1: bad address"},
+        {"relay {A}@::1:443\n", ZKS_EMALFORMED, "t:1: bad address"},
         {"key {D} {A}\n", ZKS_EMALFORMED, "has no relay line"},
         {"relay {A}@127.0.0.1:1\nkey {D}\n", ZKS_EMALFORMED, "t:2: a key line needs at least"},
         {"relay {A}@127.0.0.1:1\nkey abc {A}\n", ZKS_EMALFORMED, "t:2: a key line needs the key"},
         {"relay {A}@127.0.0.1:1\nkey {D} {A}\nkey {D} {A}\n", ZKS_EMALFORMED,
-         "two key lines for one digest"},
-        {"relay {A}@127.0.0.1:1\nkey {D} {A} {A} {A} {A} {A} {A} {A} {A} {A}\n", ZKS_ETOOBIG,
-         "t:2: more than 8 relays"},
+         "t:3: a second key line for this digest"},
+        {"relay {A}@127.0.0.1:1\nkey {D} {A} {A}\n", ZKS_EMALFORMED, "named twice"},
         {"relays {A}@127.0.0.1:1\n", ZKS_EMALFORMED, "t:1: unknown line 'relays'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -170,6 +173,33 @@ static void test_refusals(void **state)
             fail_msg("case %zu: rc %d, '%s'", i, rc, err);
         assert_null(d);
     }
+    /* A key given nine relays. */
+    char many[4096] = "key ";
+    strcat(many, digest1);
+    for (int i = 0; i < 9; i++) {
+        uint8_t id[32];
+        char text[ZKS_NODEID_TEXT_LEN + 1], line[128];
+        memset(id, 0x10 + i, sizeof id);
+        zks_nodeid_to_text(text, id);
+        snprintf(line, sizeof line, " %s", text);
+        strcat(many, line);
+    }
+    strcat(many, "\n");
+    for (int i = 0; i < 9; i++) {
+        uint8_t id[32];
+        char text[ZKS_NODEID_TEXT_LEN + 1], line[128];
+        memset(id, 0x10 + i, sizeof id);
+        zks_nodeid_to_text(text, id);
+        snprintf(line, sizeof line, "relay %s@127.0.0.1:%d\n", text, 1000 + i);
+        strcat(many, line);
+    }
+    char errm[256];
+    zks_discovery *dm = NULL;
+    assert_int_equal(zks_discovery_parse(&dm, many, strlen(many), "t", errm, sizeof errm),
+                     ZKS_ETOOBIG);
+    assert_non_null(strstr(errm, "t:1: more than 8 relays"));
+    assert_null(dm);
+
     /* A NUL byte, and a line past the limit. */
     char text[2 * ZKS_DISCOVERY_LINE_MAX], err[256];
     zks_discovery *d;
