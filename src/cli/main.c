@@ -1366,6 +1366,9 @@ static int cmd_status(struct cli *g, int argc, char **argv)
     uint64_t cred_until = has_cred ? ci.not_after : 0;
     if (has_cred)
         zks_node_id_to_text(issuer, ci.issuer);
+    struct managed m;
+    bool managed = managed_load(g, &m) == 1;
+    explicit_bzero(m.key, sizeof m.key); /* only the URL is shown */
     zks_connection_info info;
     int err = ZKS_ENOENT;
     if (has_group && !o.offline) {
@@ -1396,6 +1399,11 @@ static int cmd_status(struct cli *g, int argc, char **argv)
         if (has_cred)
             printf(",\"credential\":{\"issuer\":\"%s\",\"not_after\":%llu}", issuer,
                    (unsigned long long)cred_until);
+        if (managed) {
+            printf(",\"managed\":{\"discovery\":");
+            cli_json_str(stdout, m.url, strlen(m.url));
+            printf("}");
+        }
         if (err == 0)
             printf(",\"relay\":\"%s\",\"address\":\"%s\",\"transport\":\"%s\",\"max_cursor\":%llu,"
                    "\"pending\":%llu",
@@ -1405,6 +1413,9 @@ static int cmd_status(struct cli *g, int argc, char **argv)
     } else {
         printf("device      %s\n", dev_text);
         printf("group       %s\n", has_group ? gid_hex : "(none: run 'zks group create' or join)");
+        if (managed)
+            printf("managed     relays found by API key at %s\n",
+                   m.url[0] ? m.url : "the library's discovery service");
         for (size_t i = 0; i < nrelays; i++)
             printf("%s %s\n", i ? "            " : "relays     ", relays[i]);
         printf("last cursor %llu\n", (unsigned long long)cursor);

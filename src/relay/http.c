@@ -12,7 +12,7 @@
 
 struct zks_http {
     struct MHD_Daemon *daemon;
-    const zks_metrics *metrics;
+    zks_metrics *metrics;     /* read, but for the discovery counters */
     pthread_mutex_t mu;       /* guards discovery */
     zks_discovery *discovery; /* NULL: the discovery endpoints answer 404 */
 };
@@ -67,6 +67,7 @@ static enum MHD_Result discover(zks_http *h, struct MHD_Connection *conn, const 
             rc = ZKS_EAUTH;
     }
     pthread_mutex_unlock(&h->mu);
+    zks_metrics_add(rc == 0 ? &h->metrics->discovery_answers : &h->metrics->discovery_refused, 1);
     if (rc == 0)
         return reply(conn, MHD_HTTP_OK, "text/plain", body);
     zks_buf_reset(body);
@@ -115,8 +116,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     return ret;
 }
 
-int zks_http_start(zks_http **out, const char *hostport, const zks_metrics *metrics,
-                   uint16_t *bound_port)
+int zks_http_start(zks_http **out, const char *hostport, zks_metrics *metrics, uint16_t *bound_port)
 {
     *out = NULL;
     *bound_port = 0;

@@ -18,7 +18,7 @@ typedef struct zks_http zks_http;
  * Listens on `hostport` ("127.0.0.1:0" picks a port; *bound_port reports it).
  * `metrics` must outlive the server. ZKS_EADDR, ZKS_EIO (cannot listen), ZKS_ENOMEM.
  */
-int zks_http_start(zks_http **out, const char *hostport, const zks_metrics *metrics,
+int zks_http_start(zks_http **out, const char *hostport, zks_metrics *metrics,
                    uint16_t *bound_port);
 
 /*

@@ -105,6 +105,10 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
            get(&m->webhook_calls));
     metric(out, "zks_relay_webhook_failures_total", "counter",
            "Push-notification webhook calls that failed.", get(&m->webhook_failures));
+    metric(out, "zks_relay_discovery_answers_total", "counter",
+           "Discovery lookups answered with relays.", get(&m->discovery_answers));
+    metric(out, "zks_relay_discovery_refused_total", "counter",
+           "Discovery lookups refused: an unknown API key or relay.", get(&m->discovery_refused));
     metric(out, "zks_relay_groups", "gauge", "Groups known to the store.", get(&m->groups));
     metric(out, "zks_relay_blobs_stored", "gauge", "Blobs buffered in the store.",
            get(&m->blobs_stored));

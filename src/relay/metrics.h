@@ -39,6 +39,8 @@ typedef struct zks_metrics {
     atomic_uint_fast64_t rate_limit_hits;
     atomic_uint_fast64_t webhook_calls;
     atomic_uint_fast64_t webhook_failures;
+    atomic_uint_fast64_t discovery_answers; /* discovery lookups answered (docs/DISCOVERY.md) */
+    atomic_uint_fast64_t discovery_refused; /* ... refused: unknown key or relay */
 
     /* Refreshed from the store by the maintenance job. */
     atomic_uint_fast64_t groups;

@@ -297,6 +297,8 @@ expect 0 $M push "found through discovery"
 grep -q "^Pushed" "$TMP/out" || fail "the managed device did not reach the relay"
 expect 0 $M --json status
 grep -q "\"relays\":\[\"$ADDR\"\]" "$TMP/out" || fail "status does not show the relay found"
+grep -q "\"managed\":{\"discovery\":\"$DURL\"}" "$TMP/out" || fail "status does not show the service"
+grep -q "$KEY" "$TMP/out" && fail "status shows the API key"
 expect 0 $N init --name managed-phone
 printf '%s\n' "$KEY" | expect 0 $N group join --api-key - --discovery "$DURL" "$MINVITE"
 expect 0 $N pull

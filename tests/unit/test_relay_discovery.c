@@ -273,6 +273,12 @@ static void test_http_endpoints(void **state)
     get(port, "GET /v1/relaysx HTTP/1.0\r\n\r\n", resp, sizeof resp);
     assert_non_null(strstr(resp, "404"));
 
+    /* Two answers (a relay, a key); five refusals (before the table, no key, another scheme,
+     * an unknown key, an unknown relay); /v1/relaysx is not a discovery path. */
+    get(port, "GET /metrics HTTP/1.0\r\n\r\n", resp, sizeof resp);
+    assert_non_null(strstr(resp, "\nzks_relay_discovery_answers_total 2\n"));
+    assert_non_null(strstr(resp, "\nzks_relay_discovery_refused_total 5\n"));
+
     /* A reload that turns discovery off. */
     zks_http_set_discovery(h, NULL);
     get(port, req, resp, sizeof resp);
