@@ -417,14 +417,11 @@ void zks_client_free(zks_client *c)
  * ------------------------------------------------------------------------------------------ */
 
 /*
- * Discovery before a connect (docs/DISCOVERY.md), on the caller's thread:
- * for ManagedCloud the relays of the API key; otherwise the addresses of
- * each relay that has a discovery URL. What it finds goes to the I/O
- * thread with the request (r->found), which takes it as the relay list
- * unless a connection is open. Each failure is an Error event; the connect
- * then goes on with the relays that have addresses (found now, or known
- * before), and fails with the service's error when none has. All lookups
- * together take at most the client's timeout, and at most 10 s.
+ * Discovery before a connect (docs/DISCOVERY.md), on the caller's thread.
+ * What it finds goes to the I/O thread with the request (r->found), which
+ * takes it as the relay list unless a connection is open. The connect goes
+ * on with the relays known before when the service fails, and fails with
+ * the service's error when no relay can be dialled.
  */
 static int discover(zks_client *c, zks__req *r)
 {
@@ -433,59 +430,17 @@ static int discover(zks_client *c, zks__req *r)
     size_t nknown = c->cfg.nrelays;
     memcpy(known, c->cfg.relays, sizeof known);
     pthread_mutex_unlock(&c->mu);
-    bool managed = c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD;
-    bool asks = managed;
-    for (size_t i = 0; i < nknown; i++)
-        asks = asks || known[i].url[0];
-    if (!asks)
+    if (!zks__discovery_used(c, known, nknown))
         return 0;
-    uint64_t deadline = zks__mono_ms() + (c->cfg.timeout_ms < 10000 ? c->cfg.timeout_ms : 10000);
     zks__relay_spec *found = calloc(ZKS__MAX_RELAYS, sizeof *found);
     if (found == NULL)
         return ZKS_ENOMEM;
     size_t n = 0;
-    int failed = 0;
-    char msg[ZKS_MESSAGE_SIZE];
-    if (managed) {
-        failed = zks__discover(found, ZKS__MAX_RELAYS, &n, c->discovery_url, c->api_key, NULL,
-                               deadline, msg, sizeof msg);
-        if (failed) {
-            /* Keep to the relays found last time, if there are any. */
-            memcpy(found, known, sizeof known);
-            n = nknown;
-            ZKS_LOGW("client: %s", msg);
-            zks__emit_error(c, failed, 0, NULL, "%s%s", msg,
-                            n ? "; using the relays found before" : "");
-        }
-    } else {
-        for (size_t i = 0; i < nknown; i++) {
-            found[i] = known[i];
-            if (known[i].url[0] == '\0')
-                continue;
-            size_t one;
-            int rc = zks__discover(&found[i], 1, &one, known[i].url, NULL, known[i].id, deadline,
-                                   msg, sizeof msg);
-            /* The answer has the addresses; the URL stays for the next connect. */
-            if (rc == 0)
-                memcpy(found[i].url, known[i].url, sizeof found[i].url);
-            else
-                found[i] = known[i];
-            if (rc != 0) {
-                failed = failed ? failed : rc;
-                ZKS_LOGW("client: %s", msg);
-                zks__emit_error(c, rc, 0, NULL, "%s%s", msg,
-                                known[i].naddrs ? "; using the addresses known before" : "");
-            }
-        }
-        n = nknown;
-    }
-    bool usable = false;
-    for (size_t i = 0; i < n; i++)
-        usable = usable || found[i].naddrs > 0;
-    if (!usable || (managed && failed)) {
-        /* Nothing new: the I/O thread goes on with the relays it has, if any can be dialled. */
+    uint64_t deadline = zks__mono_ms() + (c->cfg.timeout_ms < 10000 ? c->cfg.timeout_ms : 10000);
+    int rc = zks__discover_relays(c, known, nknown, found, &n, deadline, NULL);
+    if (rc != 0) {
         free(found);
-        return usable ? 0 : failed ? failed : ZKS_EADDR;
+        return rc == ZKS_EAGAIN ? 0 : rc;
     }
     r->found = found;
     r->nfound = n;

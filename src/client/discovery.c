@@ -16,6 +16,7 @@
 #include <sodium.h>
 
 #include "client/internal.h"
+#include "common/log.h"
 #include "crypto/apikey.h"
 
 #define PATH "/v1/relays"
@@ -181,9 +182,20 @@ done:
     return rc;
 }
 
+/* libcurl's progress call: a nonzero answer ends the transfer (the client is closing). */
+static int on_progress(void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal;
+    (void)dlnow;
+    (void)ultotal;
+    (void)ulnow;
+    return atomic_load((const atomic_bool *)arg) ? 1 : 0;
+}
+
 int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
-                  const char *api_key, const uint8_t *id, uint64_t deadline_ms, char *msg,
-                  size_t msg_len)
+                  const char *api_key, const uint8_t *id, uint64_t deadline_ms,
+                  const atomic_bool *cancel, char *msg, size_t msg_len)
 {
     *n = 0;
     if (msg && msg_len)
@@ -227,6 +239,11 @@ int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
     curl_easy_setopt(curl, CURLOPT_USERAGENT, "zks/" ZKS_VERSION_STRING);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, b);
+    if (cancel) {
+        curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(curl, CURLOPT_XFERINFODATA, (void *)cancel);
+    }
     if (api_key) {
         curl_easy_setopt(curl, CURLOPT_HTTPAUTH, CURLAUTH_BEARER);
         curl_easy_setopt(curl, CURLOPT_XOAUTH2_BEARER, api_key);
@@ -260,4 +277,63 @@ int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
     }
     free(b);
     return rc;
+}
+
+/* ---- the client's discovery ------------------------------------------------------------------ */
+
+bool zks__discovery_used(const zks_client *c, const zks__relay_spec *known, size_t nknown)
+{
+    bool asks = c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD;
+    for (size_t i = 0; i < nknown; i++)
+        asks = asks || known[i].url[0];
+    return asks;
+}
+
+int zks__discover_relays(zks_client *c, const zks__relay_spec *known, size_t nknown,
+                         zks__relay_spec *found, size_t *n, uint64_t deadline_ms,
+                         const atomic_bool *cancel)
+{
+    bool managed = c->cfg.backend == ZKS_BACKEND_MANAGED_CLOUD;
+    int failed = 0;
+    char msg[ZKS_MESSAGE_SIZE];
+    *n = 0;
+    if (managed) {
+        failed = zks__discover(found, ZKS__MAX_RELAYS, n, c->discovery_url, c->api_key, NULL,
+                               deadline_ms, cancel, msg, sizeof msg);
+        if (failed) {
+            /* Keep to the relays found last time, if there are any. */
+            memcpy(found, known, nknown * sizeof *known);
+            *n = nknown;
+            ZKS_LOGW("client: %s", msg);
+            zks__emit_error(c, failed, 0, NULL, "%s%s", msg,
+                            nknown ? "; using the relays found before" : "");
+        }
+    } else {
+        for (size_t i = 0; i < nknown; i++) {
+            found[i] = known[i];
+            if (known[i].url[0] == '\0')
+                continue;
+            size_t one;
+            int rc = zks__discover(&found[i], 1, &one, known[i].url, NULL, known[i].id, deadline_ms,
+                                   cancel, msg, sizeof msg);
+            if (rc == 0) {
+                /* The answer has the addresses; the URL stays for the next time. */
+                memcpy(found[i].url, known[i].url, sizeof found[i].url);
+                continue;
+            }
+            found[i] = known[i];
+            failed = failed ? failed : rc;
+            ZKS_LOGW("client: %s", msg);
+            zks__emit_error(c, rc, 0, NULL, "%s%s", msg,
+                            known[i].naddrs ? "; using the addresses known before" : "");
+        }
+        *n = nknown;
+    }
+    bool usable = false;
+    for (size_t i = 0; i < *n; i++)
+        usable = usable || found[i].naddrs > 0;
+    if (!usable)
+        return failed ? failed : ZKS_EADDR;
+    /* A managed list that could not be asked for is the old one: nothing to take. */
+    return managed && failed ? ZKS_EAGAIN : 0;
 }

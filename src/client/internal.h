@@ -62,18 +62,35 @@ int zks__discovery_parse(zks__relay_spec *out, size_t cap, size_t *n, const char
 /*
  * Asks the service at `base` (https, or http to a loopback host) for the
  * relay `id`, or with `api_key` (and `id` NULL) for the key's relays.
- * Blocks until `deadline_ms` (zks__mono_ms) at most. `msg` gets a sentence
+ * Blocks until `deadline_ms` (zks__mono_ms) at most, or until `cancel` (may
+ * be NULL) is set. `msg` gets a sentence
  * on failure, which never holds the key or the URL's user information.
  * ZKS_EINVAL (no or a bad URL), ZKS_EIO, ZKS_ETIMEDOUT, ZKS_EAUTH (key
  * refused), ZKS_ENOENT (relay unknown), and the errors of
  * zks__discovery_parse.
  */
 int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
-                  const char *api_key, const uint8_t *id, uint64_t deadline_ms, char *msg,
-                  size_t msg_len);
+                  const char *api_key, const uint8_t *id, uint64_t deadline_ms,
+                  const atomic_bool *cancel, char *msg, size_t msg_len);
 
 /* Milliseconds of the monotonic clock. */
 uint64_t zks__mono_ms(void);
+
+/* Whether client `c` with relays `known` asks a discovery service (ManagedCloud, or a URL). */
+bool zks__discovery_used(const zks_client *c, const zks__relay_spec *known, size_t nknown);
+
+/*
+ * One discovery for client `c`, which knows relays `known`: for ManagedCloud
+ * the key's relays, otherwise each relay with a URL asked for its addresses.
+ * Fills found[0..*n) (room for ZKS__MAX_RELAYS). Returns 0 when `found` is a
+ * list to take, ZKS_EAGAIN when the service failed and the known relays
+ * stay, or the service's error (ZKS_EADDR without one) when no relay could
+ * be dialled. Every failure is also an Error event. Blocks until
+ * `deadline_ms`, or until `cancel` (may be NULL) is set. Any thread.
+ */
+int zks__discover_relays(zks_client *c, const zks__relay_spec *known, size_t nknown,
+                         zks__relay_spec *found, size_t *n, uint64_t deadline_ms,
+                         const atomic_bool *cancel);
 
 /* ---- group keys -------------------------------------------------------------------------- */
 

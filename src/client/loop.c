@@ -93,6 +93,10 @@ struct zks__io {
     size_t nacked, cap_acked;
     bool stopping;
     zks_buf out;
+    /* A discovery on libuv's thread pool while reconnecting (maybe_rediscover). */
+    bool rediscovering;
+    uint64_t last_rediscovery_ms; /* zks__mono_ms; 0: never */
+    atomic_bool cancel_discovery; /* set when stopping: the discovery gives up */
 };
 
 static uint64_t now_ms(void)
@@ -437,6 +441,8 @@ static void promote(struct zks__io *io, struct relay *r)
     connect_secondaries(io);
 }
 
+static void maybe_rediscover(struct zks__io *io);
+
 static void round_failed(struct zks__io *io)
 {
     zks_client *c = io->c;
@@ -455,6 +461,7 @@ static void round_failed(struct zks__io *io)
         finish_list(c, &io->connect_waiters, io->round_err);
         io->attempt++;
         schedule_reconnect(io);
+        maybe_rediscover(io);
     }
 }
 
@@ -1110,12 +1117,12 @@ static void do_simple(struct zks__io *io, zks__req *q)
  * or waiting to reconnect): a list found while one is stays unused, and the
  * next connect asks again.
  */
-static void take_relays(struct zks__io *io, const zks__relay_spec *found, size_t n)
+static bool take_relays(struct zks__io *io, const zks__relay_spec *found, size_t n)
 {
     zks_client *c = io->c;
     for (size_t i = 0; i < io->nrelays; i++) {
         if (io->relays[i].conn != NULL)
-            return;
+            return false;
     }
     for (size_t i = 0; i < n; i++) {
         struct relay *r = &io->relays[i];
@@ -1139,6 +1146,72 @@ static void take_relays(struct zks__io *io, const zks__relay_spec *found, size_t
     zks__state_unlock(c);
     if (rc != 0)
         ZKS_LOGW("client: cannot keep the relays found: %s", zks_strerror(rc));
+    return true;
+}
+
+/*
+ * Discovery while reconnecting (docs/DISCOVERY.md): when a round of dials
+ * has failed, the relays may have moved, and an application that relies on
+ * automatic reconnects never calls zks_client_connect to ask again. So the
+ * I/O thread asks itself, on libuv's thread pool (the HTTP request blocks),
+ * at most once every REDISCOVER_MS, and dials at once what it finds.
+ */
+#define REDISCOVER_MS 30000
+
+struct rediscovery {
+    uv_work_t work;
+    struct zks__io *io;
+    zks__relay_spec known[ZKS__MAX_RELAYS];
+    size_t nknown;
+    zks__relay_spec found[ZKS__MAX_RELAYS];
+    size_t n;
+    int rc;
+};
+
+static void rediscover_work(uv_work_t *w)
+{
+    struct rediscovery *d = w->data;
+    const zks_client *c = d->io->c;
+    uint64_t deadline = zks__mono_ms() + (c->cfg.timeout_ms < 10000 ? c->cfg.timeout_ms : 10000);
+    d->rc = zks__discover_relays(d->io->c, d->known, d->nknown, d->found, &d->n, deadline,
+                                 &d->io->cancel_discovery);
+}
+
+static void rediscover_done(uv_work_t *w, int status)
+{
+    struct rediscovery *d = w->data;
+    struct zks__io *io = d->io;
+    io->rediscovering = false;
+    if (status == 0 && d->rc == 0 && !io->stopping && io->phase == P_RECONNECTING &&
+        take_relays(io, d->found, d->n) && io->dial_idx < 0) {
+        uv_timer_stop(&io->reconnect_timer);
+        start_round(io, 0);
+    }
+    free(d);
+}
+
+static void maybe_rediscover(struct zks__io *io)
+{
+    uint64_t now = zks__mono_ms();
+    if (io->rediscovering || io->stopping ||
+        (io->last_rediscovery_ms && now - io->last_rediscovery_ms < REDISCOVER_MS))
+        return;
+    struct rediscovery *d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return;
+    d->io = io;
+    d->work.data = d;
+    d->nknown = io->nrelays;
+    for (size_t i = 0; i < io->nrelays; i++)
+        d->known[i] = io->relays[i].spec;
+    if (!zks__discovery_used(io->c, d->known, d->nknown) ||
+        uv_queue_work(&io->c->loop, &d->work, rediscover_work, rediscover_done) != 0) {
+        free(d);
+        return;
+    }
+    io->rediscovering = true;
+    io->last_rediscovery_ms = now;
+    ZKS_LOGI("client: no relay answered; asking the discovery service again");
 }
 
 static void do_connect(struct zks__io *io, zks__req *q)
@@ -1150,7 +1223,7 @@ static void do_connect(struct zks__io *io, zks__req *q)
         return;
     }
     if (q->found)
-        take_relays(io, q->found, q->nfound);
+        (void)take_relays(io, q->found, q->nfound);
     if (c->group == NULL || io->nrelays == 0) {
         zks__req_finish(c, q, ZKS_ENOENT);
         return;
@@ -1320,6 +1393,7 @@ static void stop_all(struct zks__io *io)
     if (io->stopping)
         return;
     io->stopping = true;
+    atomic_store(&io->cancel_discovery, true);
     io->phase = P_OFF;
     io->primary = -1;
     uv_timer_stop(&io->reconnect_timer);

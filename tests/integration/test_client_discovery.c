@@ -247,6 +247,67 @@ static void test_relays_kept_for_later(void **state)
     zks_group_key_free(g);
 }
 
+/* Reloads the directory's table with relay `r` and waits (bounded) until it answers so. */
+static void move_key_to(const h_relay *r, const zks_group_key *g)
+{
+    write_table(r);
+    assert_int_equal(kill(directory.pid, SIGHUP), 0);
+    zks_client *probe = client_of(managed(NULL, g, key, url));
+    bool moved = false;
+    for (int i = 0; i < 50 && !moved; i++) {
+        zks_connection_info info;
+        if (zks_client_connect(&info, probe) == 0) {
+            moved = memcmp(info.relay_id, r->id, ZKS_NODE_ID_SIZE) == 0;
+            assert_int_equal(zks_client_disconnect(probe), 0);
+        }
+        if (!moved)
+            usleep(100000);
+    }
+    assert_true(moved);
+    zks_client_free(probe);
+}
+
+static int is_connected_to(const zks_event *ev, const void *arg)
+{
+    return memcmp(ev->u.connected.info.relay_id, arg, ZKS_NODE_ID_SIZE) == 0;
+}
+
+/*
+ * An application that never calls connect again: its relay dies, and the
+ * reconnecting client asks the service by itself, finds where the key's
+ * relays moved, and connects there.
+ */
+static void test_rediscovery_while_reconnecting(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    h_relay doomed = {0};
+    h_relay_start(&doomed, 0);
+    move_key_to(&doomed, g);
+    zks_client *c = client_of(managed(NULL, g, key, url));
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    assert_memory_equal(info.relay_id, doomed.id, ZKS_NODE_ID_SIZE);
+
+    move_key_to(&relay2, g);
+    /* Shut down rather than killed: the client hears of it at once, not at its next
+     * keep-alive. */
+    h_relay_stop(&doomed, SIGTERM);
+    zks_event ev;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_CONNECTED, is_connected_to, relay2.id, 20000),
+                     0);
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, c, "moved", 5), 0);
+    assert_true(pr.cursor > 0);
+    zks_receiver_free(rx);
+    zks_client_free(c);
+    move_key_to(&relay, g);
+    zks_group_key_free(g);
+}
+
 /*
  * Every connect asks again: when the service moves the key to another relay
  * (its table edited, then SIGHUP), the next connect goes there, and a relay
@@ -307,8 +368,10 @@ static void test_asks_at_every_connect(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_managed_cloud_and_relay_url), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_managed_cloud_and_relay_url),
+        cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_relays_kept_for_later),
+        cmocka_unit_test(test_rediscovery_while_reconnecting),
         cmocka_unit_test(test_asks_at_every_connect), /* last: it stops the service */
     };
     return cmocka_run_group_tests(tests, setup, teardown);
