@@ -88,6 +88,7 @@ const char *zks_err_name(int err);
     XX(UNAUTHORIZED, 1002, "unauthorized")                                                         \
     XX(DEVICE_REVOKED, 1003, "device revoked")                                                     \
     XX(NOT_BLOB_OWNER, 1004, "not the blob's owner")                                               \
+    XX(UNKNOWN_CODE, 1005, "unknown or expired invite code")                                       \
     XX(RATE_LIMITED, 2000, "rate limited")                                                         \
     XX(BLOB_TOO_LARGE, 2001, "blob too large")                                                     \
     XX(GROUP_QUOTA_EXCEEDED, 2002, "group quota exceeded")                                         \
@@ -351,6 +352,43 @@ typedef struct zks_invite_info {
 
 /* Parses an invite's public part. Errors as zks_group_key_from_invite. Any thread. */
 ZKS_WARN_UNUSED int zks_invite_inspect(zks_invite_info *out, const char *invite);
+
+/* ---- invite codes --------------------------------------------------------------------------
+ *
+ * A short code (XXXX-XXXX-XXXX-XXXX) stands for this device's invite for 10
+ * minutes, once: its first half names a sealed copy left at the relay, its
+ * second half, which never leaves the devices, opens it (docs/PROTOCOL.md,
+ * "Invite codes"; docs/SECURITY.md for its strength).
+ */
+
+#define ZKS_INVITE_CODE_SIZE 20 /* XXXX-XXXX-XXXX-XXXX and the NUL */
+
+/*
+ * Makes a code for this device's group invite (zks_client_invite) and leaves
+ * the sealed invite at the primary relay. Needs a session. Blocking: about a
+ * tenth of a second of Argon2id, then a round trip. Errors as
+ * zks_client_invite, and ZKS_ETOOBIG (an invite of over 2,000 characters:
+ * many long relay addresses), ZKS_EAGAIN (not connected), ZKS_EREMOTE (the
+ * relay refused: 2000 when the group already has 8 live codes),
+ * ZKS_ETIMEDOUT.
+ */
+ZKS_WARN_UNUSED int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE], zks_client *c);
+
+/*
+ * Takes the invite a code stands for from `relay` ("NODEID@HOST:PORT...",
+ * the relay of the device that made it) and writes its text to `invite`
+ * (`cap` bytes; ZKS_INVITE_TEXT_MAX is enough), for
+ * zks_group_key_from_invite. Needs no client: it dials the relay with a
+ * throwaway key, before any group. A code works once. Blocking, up to
+ * `timeout_ms` (0: 30 s), then Argon2id. Errors: ZKS_EMALFORMED (not a
+ * code, or what it opens is no invite), ZKS_EINVAL / ZKS_EADDR (relay text
+ * without an address), ZKS_EREMOTE with zks_remote_error() 1005 (no live
+ * code: mistyped, expired or used) or 2000 (too many tries from this
+ * address), ZKS_EAUTH (the second half does not open it), the transport's
+ * errors, ZKS_ETIMEDOUT. Any thread.
+ */
+ZKS_WARN_UNUSED int zks_invite_code_take(char *invite, size_t cap, const char *relay,
+                                         const char *code, uint32_t timeout_ms);
 
 /* ---- configuration ----------------------------------------------------------------------
  *

@@ -493,6 +493,8 @@ struct group_opts {
     bool too_many;
     const char *api_key;
     const char *discovery;
+    const char *code; /* join: the code; invite: "" asks for one */
+    bool want_code;
 };
 
 static int group_each(int opt, const char *arg, void *ctx)
@@ -535,6 +537,12 @@ static int group_each(int opt, const char *arg, void *ctx)
     case 'd':
         o->discovery = arg;
         return 0;
+    case 'c':
+        o->code = arg;
+        return 0;
+    case 'C':
+        o->want_code = true;
+        return 0;
     }
     return -1;
 }
@@ -542,6 +550,7 @@ static int group_each(int opt, const char *arg, void *ctx)
 static const struct option group_options[] = {{"relay", required_argument, NULL, 'r'},
                                               {"api-key", required_argument, NULL, 'k'},
                                               {"discovery", required_argument, NULL, 'd'},
+                                              {"code", required_argument, NULL, 'c'},
                                               {"passphrase", no_argument, NULL, 'p'},
                                               {"salt", required_argument, NULL, 's'},
                                               {"argon-ops", required_argument, NULL, 'o'},
@@ -693,8 +702,37 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
     size_t n = 0;
     static zks_invite_info info;
     int rc;
-    if (optind + 1 == argc) {
-        const char *invite = argv[optind];
+    static char taken[ZKS_INVITE_TEXT_MAX];
+    const char *code_relay = NULL;
+    if (o.code) {
+        /* The code stands for an invite left at a relay: take it, then join as with one. */
+        if (optind != argc || o.nrelays == 0) {
+            cli_error("group join --code CODE needs --relay ADDR (the relay the code was made at)");
+            return EXIT_USAGE;
+        }
+        rc = zks_invite_code_take(taken, sizeof taken, o.relays[0], o.code, g->timeout_s * 1000);
+        if (rc == ZKS_EREMOTE && zks_remote_error() == ZKS_WIRE_UNKNOWN_CODE) {
+            cli_error("group join: no such code at that relay (mistyped, used, or older than 10 "
+                      "minutes)");
+            return EXIT_INVITE;
+        }
+        if (rc == ZKS_EAUTH || rc == ZKS_EMALFORMED) {
+            cli_error("group join: the code does not open the invite (mistyped? it is used up "
+                      "now: make a new one)");
+            return EXIT_INVITE;
+        }
+        if (rc == ZKS_EINVAL) {
+            cli_error("'%s' is not a relay address (NODEID@HOST:PORT)", o.relays[0]);
+            return EXIT_USAGE;
+        }
+        if (rc != 0)
+            return cli_fail("group join", rc);
+        /* The invite names the group's relays; the code's relay is kept only if it names none. */
+        code_relay = o.relays[0];
+        o.nrelays = 0;
+    }
+    if (optind + 1 == argc || o.code) {
+        const char *invite = o.code ? taken : argv[optind];
         rc = zks_invite_inspect(&info, invite);
         if (rc != 0) {
             cli_error("group join: this is not a valid invite (%s)", zks_strerror(rc));
@@ -715,6 +753,8 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
             relays[n++] = info.relays[i];
         for (size_t i = 0; i < o.nrelays && n < ZKS_INVITE_MAX_RELAYS; i++)
             relays[n++] = o.relays[i];
+        if (n == 0 && code_relay)
+            relays[n++] = code_relay;
     } else if (optind == argc && o.passphrase) {
         uint8_t salt[ZKS_SALT_SIZE];
         if (o.salt == NULL || cli_unhex(salt, sizeof salt, o.salt) != 0 ||
@@ -732,7 +772,8 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
         for (size_t i = 0; i < o.nrelays; i++)
             relays[n++] = o.relays[i];
     } else {
-        cli_error("group join: give one INVITE, or --passphrase with --salt and --relay");
+        cli_error("group join: give one INVITE, --code CODE --relay ADDR, or --passphrase with "
+                  "--salt and --relay");
         return EXIT_USAGE;
     }
     rc = save_group(g, key, relays, n, &o, false);
@@ -740,12 +781,57 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
     return rc;
 }
 
+static const struct option invite_options[] = {{"code", no_argument, NULL, 'C'},
+                                               {"qr-png", required_argument, NULL, 'q'},
+                                               {"no-qr", no_argument, NULL, 'Q'},
+                                               {"json", no_argument, NULL, 'j'},
+                                               CLI_HELP_OPT,
+                                               {0}};
+
+static int connect_client(zks_client *c, zks_connection_info *info);
+
+/* zks group invite --code: a short code for the invite, left at the primary relay. */
+static int invite_code(struct cli *g, const struct group_opts *o)
+{
+    zks_client *c;
+    int rc = cli_open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    zks_connection_info info;
+    rc = connect_client(c, &info);
+    char code[ZKS_INVITE_CODE_SIZE] = "";
+    char relays[1][ZKS_RELAY_TEXT_MAX];
+    size_t n = 0;
+    int err = 0;
+    if (rc == EXIT_OK) {
+        err = zks_client_invite_code(code, c);
+        /* The relay that holds it: the primary, the first of the list. */
+        (void)zks_client_relays(&n, relays, 1, c);
+    }
+    zks_client_free(c);
+    if (rc != EXIT_OK)
+        return rc;
+    if (err != 0)
+        return cli_fail("group invite --code", err);
+    const char *relay = n ? relays[0] : "";
+    if (o->json) {
+        printf("{\"code\":\"%s\",\"relay\":\"%s\",\"expires_in_s\":600}\n", code, relay);
+    } else {
+        printf("Code %s\n\nValid for 10 minutes, once. On the other device:\n"
+               "  zks group join --code %s --relay %s\n",
+               code, code, relay);
+    }
+    return EXIT_OK;
+}
+
 static int cmd_group_invite(struct cli *g, int argc, char **argv)
 {
     struct group_opts o = {.json = g->json};
     int status;
-    if (cli_parse_opts("group invite", argc, argv, group_options, group_each, &o, &status) != 0)
+    if (cli_parse_opts("group invite", argc, argv, invite_options, group_each, &o, &status) != 0)
         return status;
+    if (o.want_code)
+        return invite_code(g, &o);
     zks_client *c;
     int rc = cli_open_client(g, &c, NULL);
     if (rc != EXIT_OK)
@@ -785,17 +871,22 @@ static const struct cli_command group_commands[] = {
      "  --no-qr                   do not draw the QR code on the terminal\n"
      "  --json                    print {\"group_id\", \"invite\"}\n",
      cmd_group_create},
-    {"join", "INVITE | --passphrase --salt HEX --relay ADDR", "join a group",
+    {"join", "INVITE | --code CODE --relay ADDR | --passphrase --salt HEX --relay ADDR",
+     "join a group",
      "  INVITE                    the text from 'zks group create' (asks for the passphrase\n"
      "                            of a passphrase group)\n"
      "  --passphrase --salt HEX --relay ADDR [--argon-ops N --argon-mem MIB]\n"
      "                            join a passphrase group without an invite\n"
      "  --relay ADDR              (with INVITE) add a relay to those of the invite\n"
+     "  --code CODE --relay ADDR  join with a short code from 'zks group invite --code',\n"
+     "                            taken from the relay it was made at\n"
      "  --api-key KEY [--discovery URL]\n"
      "                            find the relays through a managed service's discovery\n"
      "  --json                    print {\"group_id\"}\n",
      cmd_group_join},
-    {"invite", "", "print this device's group invite again", "  --qr-png FILE  --no-qr  --json\n",
+    {"invite", "[--code]", "print this device's group invite again",
+     "  --code        a short code instead, valid 10 minutes, once (needs the relay)\n"
+     "  --qr-png FILE  --no-qr  --json\n",
      cmd_group_invite},
 };
 

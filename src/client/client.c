@@ -27,6 +27,11 @@ uint32_t zks_remote_error(void)
     return tl_remote;
 }
 
+void zks__set_remote_error(uint32_t code)
+{
+    tl_remote = code;
+}
+
 /* ---- helpers shared with the I/O thread -------------------------------------------------------
  */
 
@@ -1125,4 +1130,26 @@ int zks_client_revoke_device(zks_client *c, const uint8_t device[ZKS_NODE_ID_SIZ
 int zks_client_delete_blob(zks_client *c, const uint8_t blob_id[ZKS_BLOB_ID_SIZE], int force)
 {
     return simple_call(c, ZKS__REQ_DELETE, blob_id, ZKS_BLOB_ID_SIZE, force != 0);
+}
+
+int zks__invite_code_put(zks_client *c, const uint8_t id[ZKS_MSG_CODE_ID_LEN], uint8_t *sealed,
+                         size_t len)
+{
+    if (may_not_block(c)) {
+        free(sealed);
+        return ZKS_EINVAL;
+    }
+    zks__req *r = zks__req_new(ZKS__REQ_INVITE_PUT);
+    if (r == NULL) {
+        free(sealed);
+        return ZKS_ENOMEM;
+    }
+    memcpy(r->id, id, ZKS_MSG_CODE_ID_LEN);
+    r->env = sealed;
+    r->env_len = len;
+    int rc = submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT)
+        return rc;
+    req_free(r);
+    return rc;
 }

@@ -73,6 +73,16 @@ int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
                   const char *api_key, const uint8_t *id, uint64_t deadline_ms,
                   const atomic_bool *cancel, char *msg, size_t msg_len);
 
+/*
+ * Leaves `len` sealed bytes under invite code id `id` at the primary relay
+ * (INVITE_PUT). `sealed` is malloc'd and taken over, also on failure.
+ */
+int zks__invite_code_put(zks_client *c, const uint8_t id[ZKS_MSG_CODE_ID_LEN], uint8_t *sealed,
+                         size_t len);
+
+/* Sets what zks_remote_error() returns on the calling thread. */
+void zks__set_remote_error(uint32_t code);
+
 /* Milliseconds of the monotonic clock. */
 uint64_t zks__mono_ms(void);
 
@@ -223,6 +233,7 @@ enum zks__req_type {
     ZKS__REQ_DEVICES,
     ZKS__REQ_REVOKE,
     ZKS__REQ_DELETE,
+    ZKS__REQ_INVITE_PUT, /* an invite code: code id in `id`, sealed invite in `env` */
     ZKS__REQ_STOP,
     ZKS__REQ_CONFIRM, /* tell the primary relay, later, that the device holds up to `after` */
 };

@@ -25,7 +25,7 @@
 #include "proto/frame.h"
 #include "proto/msg.h"
 
-enum op_type { OP_PUSH = 1, OP_FANOUT, OP_PULL, OP_DEVICES, OP_REVOKE, OP_DELETE };
+enum op_type { OP_PUSH = 1, OP_FANOUT, OP_PULL, OP_DEVICES, OP_REVOKE, OP_DELETE, OP_INVITE };
 
 struct op {
     struct op *next;
@@ -825,6 +825,7 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
     }
     case OP_REVOKE:
     case OP_DELETE:
+    case OP_INVITE:
         if (m->type != ZKS_MSG_OK) {
             op_fail(io, o, ZKS_EPROTO, 0);
             return;
@@ -1093,6 +1094,13 @@ static void do_simple(struct zks__io *io, zks__req *q)
         memcpy(m.u.revoke_device.device_id, q->id, 32);
         type = OP_REVOKE;
         break;
+    case ZKS__REQ_INVITE_PUT:
+        zks_msg_init(&m, ZKS_MSG_INVITE_PUT);
+        memcpy(m.u.invite_put.code_id, q->id, ZKS_MSG_CODE_ID_LEN);
+        m.u.invite_put.sealed.p = q->env;
+        m.u.invite_put.sealed.len = q->env_len;
+        type = OP_INVITE;
+        break;
     default:
         zks_msg_init(&m, ZKS_MSG_DELETE);
         memcpy(m.u.del.blob_id, q->id, ZKS_BLOB_ID_SIZE);
@@ -1338,6 +1346,7 @@ static void on_async(uv_async_t *h)
         case ZKS__REQ_DEVICES:
         case ZKS__REQ_REVOKE:
         case ZKS__REQ_DELETE:
+        case ZKS__REQ_INVITE_PUT:
             do_simple(io, q);
             break;
         case ZKS__REQ_STOP:

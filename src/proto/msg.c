@@ -228,6 +228,25 @@ static const struct field blob_deleted_fields[] = {
 };
 #undef T
 
+#define T struct zks_msg_invite_put
+static const struct field invite_put_fields[] = {
+    FIXED(1, REQ, T, code_id),
+    FIELD(2, F_BIN, REQ, T, sealed, ZKS_MSG_MAX_SEALED),
+};
+#undef T
+
+#define T struct zks_msg_invite_take
+static const struct field invite_take_fields[] = {
+    FIXED(1, REQ, T, code_id),
+};
+#undef T
+
+#define T struct zks_msg_invite
+static const struct field invite_fields[] = {
+    FIELD(1, F_BIN, REQ, T, sealed, ZKS_MSG_MAX_SEALED),
+};
+#undef T
+
 static const struct schema schemas[ZKS_MSG_TYPE_MAX + 1] = {
     [ZKS_MSG_HELLO] = SCHEMA(struct zks_msg_hello, hello_fields),
     [ZKS_MSG_WELCOME] = SCHEMA(struct zks_msg_welcome, welcome_fields),
@@ -249,6 +268,9 @@ static const struct schema schemas[ZKS_MSG_TYPE_MAX + 1] = {
     [ZKS_MSG_DEVICES_RESPONSE] = SCHEMA(struct zks_msg_devices_response, devices_response_fields),
     [ZKS_MSG_OK] = {.fields = NULL, .nfields = 0, .size = 0},
     [ZKS_MSG_BLOB_DELETED] = SCHEMA(struct zks_msg_blob_deleted, blob_deleted_fields),
+    [ZKS_MSG_INVITE_PUT] = SCHEMA(struct zks_msg_invite_put, invite_put_fields),
+    [ZKS_MSG_INVITE_TAKE] = SCHEMA(struct zks_msg_invite_take, invite_take_fields),
+    [ZKS_MSG_INVITE] = SCHEMA(struct zks_msg_invite, invite_fields),
 };
 
 static const char *const type_names[ZKS_MSG_TYPE_MAX + 1] = {

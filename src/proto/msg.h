@@ -35,6 +35,7 @@
 #define ZKS_MSG_GROUP_PK_LEN 32 /* group_pk: the group authentication Ed25519 key */
 #define ZKS_MSG_PROOF_LEN    64 /* proof: an Ed25519 signature */
 #define ZKS_MSG_HASH_LEN     32 /* hash of large content */
+#define ZKS_MSG_CODE_ID_LEN  5  /* the id half of an invite code */
 
 /* Decoder limits (docs/PROTOCOL.md, "Decoder limits"). */
 #define ZKS_MSG_MAX_FIELDS       64   /* entries in one map, unknown keys included */
@@ -46,6 +47,7 @@
 #define ZKS_MSG_MAX_TOKEN        4096 /* push-notification tokens */
 #define ZKS_MSG_MAX_REF_ENVELOPE (64u * 1024u) /* CONTENT_REF.envelope */
 #define ZKS_MSG_MAX_ERROR_TEXT   1024          /* ERROR.message */
+#define ZKS_MSG_MAX_SEALED       2048          /* INVITE_PUT.sealed, INVITE.sealed */
 /* The envelope of PUSH and of a pulled blob is at most ZKS_MAX_BLOB (proto/frame.h). */
 
 /* Message types: the value of key 0. */
@@ -69,7 +71,10 @@
     XX(DEVICES, 17)                                                                                \
     XX(DEVICES_RESPONSE, 18)                                                                       \
     XX(OK, 19)                                                                                     \
-    XX(BLOB_DELETED, 20)
+    XX(BLOB_DELETED, 20)                                                                           \
+    XX(INVITE_PUT, 21)                                                                             \
+    XX(INVITE_TAKE, 22)                                                                            \
+    XX(INVITE, 23)
 
 typedef enum zks_msg_type {
 #define ZKS_MSG__TYPE_ENUM(name, num) ZKS_MSG_##name = (num),
@@ -78,7 +83,7 @@ typedef enum zks_msg_type {
 } zks_msg_type;
 
 #define ZKS_MSG_TYPE_MIN 1
-#define ZKS_MSG_TYPE_MAX 20
+#define ZKS_MSG_TYPE_MAX 23
 
 /* What a pulled item or a NOTIFY is about (the `kind` field). */
 enum {
@@ -236,6 +241,20 @@ struct zks_msg_blob_deleted {
     uint64_t cursor;
 };
 
+/* An invite sealed for a short code (crypto/code.h), left at the relay for a while. */
+struct zks_msg_invite_put {
+    uint8_t code_id[ZKS_MSG_CODE_ID_LEN];
+    zks_msg_bin sealed; /* 1 to ZKS_MSG_MAX_SEALED bytes */
+};
+
+struct zks_msg_invite_take {
+    uint8_t code_id[ZKS_MSG_CODE_ID_LEN];
+};
+
+struct zks_msg_invite {
+    zks_msg_bin sealed; /* up to ZKS_MSG_MAX_SEALED bytes */
+};
+
 /* DEVICES and OK have no fields. */
 typedef struct zks_msg {
     uint32_t type; /* ZKS_MSG_*; 0 when empty */
@@ -258,6 +277,9 @@ typedef struct zks_msg {
         struct zks_msg_error error;
         struct zks_msg_devices_response devices_response;
         struct zks_msg_blob_deleted blob_deleted;
+        struct zks_msg_invite_put invite_put;
+        struct zks_msg_invite_take invite_take;
+        struct zks_msg_invite invite;
     } u;
     void *owned; /* item storage allocated by zks_msg_decode(); NULL otherwise */
 } zks_msg;

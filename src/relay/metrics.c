@@ -109,6 +109,13 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
            "Discovery lookups answered with relays.", get(&m->discovery_answers));
     metric(out, "zks_relay_discovery_refused_total", "counter",
            "Discovery lookups refused: an unknown API key or relay.", get(&m->discovery_refused));
+    metric(out, "zks_relay_invite_codes_made_total", "counter", "Invite codes left at the relay.",
+           get(&m->codes_made));
+    metric(out, "zks_relay_invite_codes_taken_total", "counter",
+           "Invite codes given out, each once.", get(&m->codes_taken));
+    metric(out, "zks_relay_invite_codes_unknown_total", "counter",
+           "Invite code requests that named no live code (mistyped, expired, taken, guessed).",
+           get(&m->codes_unknown));
     metric(out, "zks_relay_groups", "gauge", "Groups known to the store.", get(&m->groups));
     metric(out, "zks_relay_blobs_stored", "gauge", "Blobs buffered in the store.",
            get(&m->blobs_stored));

@@ -41,6 +41,9 @@ typedef struct zks_metrics {
     atomic_uint_fast64_t webhook_failures;
     atomic_uint_fast64_t discovery_answers; /* discovery lookups answered (docs/DISCOVERY.md) */
     atomic_uint_fast64_t discovery_refused; /* ... refused: unknown key or relay */
+    atomic_uint_fast64_t codes_made;        /* invite codes left (INVITE_PUT) */
+    atomic_uint_fast64_t codes_taken;       /* ... given out (INVITE_TAKE) */
+    atomic_uint_fast64_t codes_unknown;     /* INVITE_TAKEs that named no live code */
 
     /* Refreshed from the store by the maintenance job. */
     atomic_uint_fast64_t groups;

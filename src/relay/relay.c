@@ -15,6 +15,7 @@
 #include "crypto/proof.h"
 #include "proto/frame.h"
 #include "proto/msg.h"
+#include "relay/codes.h"
 #include "relay/ratelimit.h"
 
 /* Device names are cut to this many bytes, on a character boundary. */
@@ -131,6 +132,8 @@ struct zks_relay {
     struct group *groups;
     struct ip_count *ips;
     struct ip_groups *new_groups; /* by address */
+    struct ip_groups *code_takes; /* INVITE_TAKEs, by address */
+    zks_codes *codes;             /* live invite codes */
     struct device_rate *rates;
     zks_bucket global_rate;
 
@@ -376,6 +379,14 @@ static void sweep_rates(zks_relay *r, uint64_t now_us)
             free(g);
         }
     }
+    HASH_ITER(hh, r->code_takes, g, gtmp)
+    {
+        if (ms(now_us) >= g->bucket.last_ms + 60000) {
+            HASH_DEL(r->code_takes, g);
+            free(g);
+        }
+    }
+    zks_codes_expire(r->codes, ms(now_us));
 }
 
 /*
@@ -1143,6 +1154,80 @@ static void on_devices(zks_relay *r, struct session *s, int64_t stream, uint64_t
     zks_store_devices_free(&dl);
 }
 
+/* ---- invite codes (docs/PROTOCOL.md, "Invite codes") -------------------------------------- */
+
+/* INVITE_TAKEs an address may send a minute: a code id has 40 bits, so guessing is hopeless. */
+#define CODE_TAKES_PER_MIN 10
+
+static bool may_take_code(zks_relay *r, const struct session *s, uint64_t now_us)
+{
+    struct ip_groups *g;
+    HASH_FIND_STR(r->code_takes, s->ip, g);
+    if (g == NULL) {
+        g = calloc(1, sizeof *g);
+        if (g == NULL)
+            return false;
+        snprintf(g->ip, sizeof g->ip, "%s", s->ip);
+        zks_bucket_init(&g->bucket, CODE_TAKES_PER_MIN, 60000, ms(now_us));
+        HASH_ADD_STR(r->code_takes, ip, g);
+    }
+    return zks_bucket_take(&g->bucket, ms(now_us));
+}
+
+static void on_invite_put(zks_relay *r, struct session *s, int64_t stream,
+                          const struct zks_msg_invite_put *p, uint64_t now_us)
+{
+    if (p->sealed.len == 0) {
+        reply_error(r, s, stream, ZKS_WIRE_INVALID_MESSAGE, "empty sealed invite", NULL);
+        return;
+    }
+    int rc =
+        zks_codes_put(r->codes, p->code_id, s->group->id, p->sealed.p, p->sealed.len, ms(now_us));
+    if (rc == ZKS_EEXIST)
+        reply_error(r, s, stream, ZKS_WIRE_INVALID_MESSAGE,
+                    "this code id is in use; draw another code", NULL);
+    else if (rc == ZKS_ETOOBIG)
+        reply_error(r, s, stream, ZKS_WIRE_RATE_LIMITED,
+                    "the group has as many live invite codes as allowed", NULL);
+    else if (rc != 0)
+        reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, "no room for another invite code",
+                    NULL);
+    else
+        reply_ok(r, s, stream);
+    if (rc == 0)
+        zks_metrics_add(&r->metrics->codes_made, 1);
+}
+
+/* Answers INVITE_TAKE, also from a connection that has not said HELLO (it stays so). */
+static void on_invite_take(zks_relay *r, struct session *s, int64_t stream,
+                           const struct zks_msg_invite_take *t, uint64_t now_us)
+{
+    if (!may_take_code(r, s, now_us)) {
+        reply_error(r, s, stream, ZKS_WIRE_RATE_LIMITED,
+                    "too many invite codes asked for from this address", NULL);
+        return;
+    }
+    uint8_t *sealed;
+    size_t len;
+    int rc = zks_codes_take(r->codes, t->code_id, &sealed, &len, ms(now_us));
+    if (rc != 0) {
+        zks_metrics_add(&r->metrics->codes_unknown, 1);
+        if (rc == ZKS_ENOENT)
+            reply_error(r, s, stream, ZKS_WIRE_UNKNOWN_CODE, "no live invite code has this id",
+                        NULL);
+        else
+            reply_error(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, "cannot answer now", NULL);
+        return;
+    }
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_INVITE);
+    m.u.invite.sealed.p = sealed;
+    m.u.invite.sealed.len = len;
+    reply(r, s, stream, &m);
+    free(sealed);
+    zks_metrics_add(&r->metrics->codes_taken, 1);
+}
+
 void zks_relay_frame(zks_relay *r, zks_relay_conn conn, int64_t stream, const uint8_t *body,
                      size_t len, uint64_t now_us)
 {
@@ -1181,6 +1266,8 @@ void zks_relay_frame(zks_relay *r, zks_relay_conn conn, int64_t stream, const ui
             refuse(r, s, stream, ZKS_WIRE_RATE_LIMITED, "relay is busy; try again later");
         else if (m.type == ZKS_MSG_HELLO)
             on_hello(r, s, stream, &m.u.hello, now_us);
+        else if (m.type == ZKS_MSG_INVITE_TAKE)
+            on_invite_take(r, s, stream, &m.u.invite_take, now_us);
         else
             refuse(r, s, stream, ZKS_WIRE_UNAUTHORIZED, "HELLO must come first");
         goto out;
@@ -1226,6 +1313,12 @@ void zks_relay_frame(zks_relay *r, zks_relay_conn conn, int64_t stream, const ui
         break;
     case ZKS_MSG_DEVICES:
         on_devices(r, s, stream, now_us);
+        break;
+    case ZKS_MSG_INVITE_PUT:
+        on_invite_put(r, s, stream, &m.u.invite_put, now_us);
+        break;
+    case ZKS_MSG_INVITE_TAKE:
+        on_invite_take(r, s, stream, &m.u.invite_take, now_us);
         break;
     case ZKS_MSG_HELLO:
         reply_error(r, s, stream, ZKS_WIRE_UNAUTHORIZED, "HELLO already received", NULL);
@@ -1399,7 +1492,7 @@ int zks_relay_new(zks_relay **out, const zks_relay_config *cfg, zks_store *store
     zks_bucket_init(&r->global_rate, cfg->global_rate_per_s, 1000, ms(now_us));
     r->pull_items = calloc(ZKS_MSG_MAX_ITEMS, sizeof *r->pull_items);
     r->device_items = calloc(ZKS_MSG_MAX_ITEMS, sizeof *r->device_items);
-    if (r->pull_items == NULL || r->device_items == NULL) {
+    if (r->pull_items == NULL || r->device_items == NULL || zks_codes_new(&r->codes) != 0) {
         zks_relay_free(r);
         return ZKS_ENOMEM;
     }
@@ -1435,6 +1528,12 @@ void zks_relay_free(zks_relay *r)
         HASH_DEL(r->new_groups, ig);
         free(ig);
     }
+    HASH_ITER(hh, r->code_takes, ig, igtmp)
+    {
+        HASH_DEL(r->code_takes, ig);
+        free(ig);
+    }
+    zks_codes_free(r->codes);
     for (size_t i = 0; i < r->npending; i++)
         free(r->pending[i].data);
     free(r->pending);

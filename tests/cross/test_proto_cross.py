@@ -142,6 +142,12 @@ SPEC = {
         (1, "blob_id", "fixed", True, 16),
         (2, "cursor", "uint", True, None),
     ]),
+    "INVITE_PUT": (21, [
+        (1, "code_id", "fixed", True, 5),
+        (2, "sealed", "bin", True, 2048),
+    ]),
+    "INVITE_TAKE": (22, [(1, "code_id", "fixed", True, 5)]),
+    "INVITE": (23, [(1, "sealed", "bin", True, 2048)]),
 }
 
 TYPE_NAMES = {num: name for name, (num, _) in SPEC.items()}
@@ -213,6 +219,9 @@ EXPECTED = {
         ]}),
     "ok": ("OK", {}),
     "blob_deleted": ("BLOB_DELETED", {"blob_id": BLOB_ID, "cursor": 42}),
+    "invite_put": ("INVITE_PUT", {"code_id": ramp(0xa0, 5), "sealed": ENVELOPE}),
+    "invite_take": ("INVITE_TAKE", {"code_id": ramp(0xa0, 5)}),
+    "invite": ("INVITE", {"sealed": ENVELOPE}),
 }
 
 # ---------------------------------------------------------------------------
@@ -367,7 +376,7 @@ def check_vectors(c, vectors):
         c.equal(msgpack.packb(m, use_bin_type=True).hex(), v["hex"],
                 "%s: shortest encoding" % where)
         c.equal(pack_named(type_name, want).hex(), v["hex"], "%s: built from the spec" % where)
-    c.equal(sorted(seen_types), list(range(1, 21)), "every message type has a vector")
+    c.equal(sorted(seen_types), list(range(1, 24)), "every message type has a vector")
 
 
 # ---------------------------------------------------------------------------

@@ -253,6 +253,16 @@ static void put_fields(const zks_msg *m)
         f_hex("blob_id", m->u.blob_deleted.blob_id, ZKS_MSG_BLOB_ID_LEN);
         f_uint("cursor", m->u.blob_deleted.cursor);
         break;
+    case ZKS_MSG_INVITE_PUT:
+        f_hex("code_id", m->u.invite_put.code_id, ZKS_MSG_CODE_ID_LEN);
+        f_bin("sealed", m->u.invite_put.sealed);
+        break;
+    case ZKS_MSG_INVITE_TAKE:
+        f_hex("code_id", m->u.invite_take.code_id, ZKS_MSG_CODE_ID_LEN);
+        break;
+    case ZKS_MSG_INVITE:
+        f_bin("sealed", m->u.invite.sealed);
+        break;
     default: /* DEVICES and OK have no fields */
         break;
     }
@@ -307,6 +317,9 @@ static const struct vector VECTORS[] = {
     {"devices_response", ZKS_MSG_DEVICES_RESPONSE, false},
     {"ok", ZKS_MSG_OK, false},
     {"blob_deleted", ZKS_MSG_BLOB_DELETED, false},
+    {"invite_put", ZKS_MSG_INVITE_PUT, false},
+    {"invite_take", ZKS_MSG_INVITE_TAKE, false},
+    {"invite", ZKS_MSG_INVITE, false},
 };
 
 static void build(zks_msg *m, const struct vector *v)
@@ -447,6 +460,16 @@ static void build(zks_msg *m, const struct vector *v)
     case ZKS_MSG_BLOB_DELETED:
         ramp(m->u.blob_deleted.blob_id, ZKS_MSG_BLOB_ID_LEN, 0x00);
         m->u.blob_deleted.cursor = 42;
+        break;
+    case ZKS_MSG_INVITE_PUT:
+        ramp(m->u.invite_put.code_id, ZKS_MSG_CODE_ID_LEN, 0xa0);
+        m->u.invite_put.sealed = ENV;
+        break;
+    case ZKS_MSG_INVITE_TAKE:
+        ramp(m->u.invite_take.code_id, ZKS_MSG_CODE_ID_LEN, 0xa0);
+        break;
+    case ZKS_MSG_INVITE:
+        m->u.invite.sealed = ENV;
         break;
     default: /* DEVICES and OK have no fields */
         break;

@@ -126,6 +126,7 @@ WATCH_PID=""
 
 expect 0 $B --json pull
 grep -q '"data":"hello from alice"' "$TMP/out" || fail "pull lost the first blob"
+
 grep -q '"data":"line one\\nline two\\n"' "$TMP/out" || fail "pull lost the file"
 expect 0 $B pull
 [ ! -s "$TMP/out" ] || fail "a second pull repeated blobs"
@@ -205,6 +206,19 @@ if [ -n "$FOLLOW" ]; then
     grep -q "^6: follow three" "$TMP/follow.out" || fail "follow_sync lost blob 6"
     grep -q "hello from alice" "$TMP/follow.out" && fail "follow_sync repeated old blobs"
 fi
+
+# A third device joins with a short code, typed loosely; a code works once.
+expect 0 $A --json group invite --code
+CODE=$(sed -n 's/.*"code":"\([^"]*\)".*/\1/p' "$TMP/out")
+[ ${#CODE} -eq 19 ] || fail "group invite --code printed no code"
+CA="$ZKS --home $TMP/carol --timeout 10"
+expect 0 $CA init --name carol
+expect 2 $CA group join --code "$CODE"
+expect 0 $CA group join --code "$(echo "$CODE" | tr 'A-Z-' 'a-z ')" --relay "$ADDR"
+expect 0 $CA pull
+grep -q "hello from alice" "$TMP/out" || fail "the device that joined with a code got nothing"
+expect 6 $CA group join --code "$CODE" --relay "$ADDR"
+grep -q "no such code" "$TMP/err" || fail "a used code was not refused plainly"
 
 # An enterprise relay: the organisation makes an issuer key, the relay trusts
 # it, and a device gets in only once it shows a credential issued to it.

@@ -107,6 +107,9 @@ static const struct tspec SPECS[] = {
     {ZKS_MSG_DEVICES_RESPONSE, "DEVICES_RESPONSE", 1, {{1, K_ARRAY, true, 1000}}},
     {ZKS_MSG_OK, "OK", 0, {{0}}},
     {ZKS_MSG_BLOB_DELETED, "BLOB_DELETED", 2, {{1, K_FIXED, true, 16}, {2, K_UINT, true, 0}}},
+    {ZKS_MSG_INVITE_PUT, "INVITE_PUT", 2, {{1, K_FIXED, true, 5}, {2, K_BIN, true, 2048}}},
+    {ZKS_MSG_INVITE_TAKE, "INVITE_TAKE", 1, {{1, K_FIXED, true, 5}}},
+    {ZKS_MSG_INVITE, "INVITE", 1, {{1, K_BIN, true, 2048}}},
 };
 #define NSPECS (sizeof SPECS / sizeof SPECS[0])
 
@@ -267,6 +270,16 @@ static void canonical(zks_msg *m, uint32_t type)
         ramp(m->u.blob_deleted.blob_id, 16, 0);
         m->u.blob_deleted.cursor = 42;
         break;
+    case ZKS_MSG_INVITE_PUT:
+        ramp(m->u.invite_put.code_id, 5, 0xa0);
+        m->u.invite_put.sealed = env;
+        break;
+    case ZKS_MSG_INVITE_TAKE:
+        ramp(m->u.invite_take.code_id, 5, 0xa0);
+        break;
+    case ZKS_MSG_INVITE:
+        m->u.invite.sealed = env;
+        break;
     default:
         break;
     }
@@ -417,6 +430,16 @@ static void assert_msg_equal(const zks_msg *a, const zks_msg *b)
     case ZKS_MSG_BLOB_DELETED:
         EQ_ARR(a->u.blob_deleted.blob_id, b->u.blob_deleted.blob_id);
         assert_int_equal(a->u.blob_deleted.cursor, b->u.blob_deleted.cursor);
+        break;
+    case ZKS_MSG_INVITE_PUT:
+        EQ_ARR(a->u.invite_put.code_id, b->u.invite_put.code_id);
+        eq_bin(a->u.invite_put.sealed, b->u.invite_put.sealed);
+        break;
+    case ZKS_MSG_INVITE_TAKE:
+        EQ_ARR(a->u.invite_take.code_id, b->u.invite_take.code_id);
+        break;
+    case ZKS_MSG_INVITE:
+        eq_bin(a->u.invite.sealed, b->u.invite.sealed);
         break;
     default:
         break;
@@ -613,12 +636,12 @@ static void test_type_names(void **state)
         assert_string_equal(zks_msg_type_name(SPECS[i].type), SPECS[i].name);
         assert_true(zks_msg_type_known(SPECS[i].type));
     }
-    assert_int_equal(NSPECS, 20);
+    assert_int_equal(NSPECS, 23);
     assert_string_equal(zks_msg_type_name(0), "UNKNOWN");
-    assert_string_equal(zks_msg_type_name(21), "UNKNOWN");
+    assert_string_equal(zks_msg_type_name(24), "UNKNOWN");
     assert_string_equal(zks_msg_type_name(UINT32_MAX), "UNKNOWN");
     assert_false(zks_msg_type_known(0));
-    assert_false(zks_msg_type_known(21));
+    assert_false(zks_msg_type_known(24));
 }
 
 static void test_roundtrip_every_type(void **state)
@@ -1028,7 +1051,7 @@ static void test_unknown_type(void **state)
     (void)state;
     static const struct raw bodies[] = {
         RAW("\x81\x00\x00"),                                 /* type 0 */
-        RAW("\x81\x00\x15"),                                 /* type 21 */
+        RAW("\x81\x00\x18"),                                 /* type 24 */
         RAW("\x82\x00\xcd\x03\xe8\x01\xc3"),                 /* type 1000 with a field */
         RAW("\x81\x00\xcf\x00\x00\x01\x00\x00\x00\x00\x03"), /* 2^40 + 3 */
         RAW("\x82\x00\x63\x01\xa0"),                         /* type 99, a str field */
@@ -1349,7 +1372,7 @@ static void test_encoder_checks(void **state)
 
     zks_msg_init(&m, 0);
     assert_int_equal(zks_msg_encode(&b, &m), ZKS_EINVAL);
-    zks_msg_init(&m, 21);
+    zks_msg_init(&m, 24);
     assert_int_equal(zks_msg_encode(&b, &m), ZKS_EINVAL);
     assert_int_equal(zks_msg_encode(NULL, &m), ZKS_EINVAL);
     assert_int_equal(zks_msg_encode(&b, NULL), ZKS_EINVAL);

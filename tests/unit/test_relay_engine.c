@@ -995,6 +995,103 @@ static void test_delete(void **state)
     assert_int_equal(count_to(e, 2, ZKS_MSG_BLOB_DELETED), 0);
 }
 
+/* Leaves an invite code `id_byte` (its 5 id bytes) from `conn` and returns the reply type. */
+static uint32_t put_code(struct env *e, zks_relay_conn conn, int64_t stream, uint8_t id_byte,
+                         size_t len)
+{
+    uint8_t sealed[64];
+    memset(sealed, id_byte, sizeof sealed);
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_INVITE_PUT);
+    memset(m.u.invite_put.code_id, id_byte, ZKS_MSG_CODE_ID_LEN);
+    m.u.invite_put.sealed.p = sealed;
+    m.u.invite_put.sealed.len = len;
+    feed(e, conn, stream, &m);
+    last_to(e, conn, &m);
+    uint32_t type = m.type;
+    zks_msg_clear(&m);
+    return type;
+}
+
+static void take_code(struct env *e, zks_relay_conn conn, int64_t stream, uint8_t id_byte)
+{
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_INVITE_TAKE);
+    memset(m.u.invite_take.code_id, id_byte, ZKS_MSG_CODE_ID_LEN);
+    feed(e, conn, stream, &m);
+}
+
+/*
+ * Invite codes: a device in a session leaves a sealed invite; a connection
+ * that has said no HELLO takes it, once; codes expire after 10 minutes; a
+ * group may have 8 live codes; an address may ask for 10 a minute.
+ */
+static void test_invite_codes(void **state)
+{
+    struct env *e = *state;
+    join(e, 1, 1);
+    /* Before HELLO, leaving a code is refused like any request. */
+    open_conn(e, 9, 9, "10.0.0.9");
+    zks_msg m;
+    zks_msg_init(&m, ZKS_MSG_INVITE_PUT);
+    memset(m.u.invite_put.code_id, 0x10, ZKS_MSG_CODE_ID_LEN);
+    m.u.invite_put.sealed = (zks_msg_bin){(const uint8_t *)"x", 1};
+    feed(e, 9, 0, &m);
+    expect_error(e, 9, ZKS_WIRE_UNAUTHORIZED);
+    assert_true(was_closed(e, 9, ZKS_WIRE_UNAUTHORIZED));
+
+    assert_int_equal(put_code(e, 1, 4, 0x11, 40), ZKS_MSG_OK);
+    assert_int_equal(put_code(e, 1, 8, 0x11, 40), ZKS_MSG_ERROR); /* the id is in use */
+    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+    assert_int_equal(put_code(e, 1, 12, 0x12, 0), ZKS_MSG_ERROR); /* nothing sealed */
+    expect_error(e, 1, ZKS_WIRE_INVALID_MESSAGE);
+
+    /* A newcomer takes it without HELLO, and the connection stays open for more. */
+    open_conn(e, 2, 2, "10.0.0.2");
+    take_code(e, 2, 0, 0x11);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_INVITE);
+    assert_int_equal(m.u.invite.sealed.len, 40);
+    assert_int_equal(m.u.invite.sealed.p[0], 0x11);
+    zks_msg_clear(&m);
+    assert_false(was_closed(e, 2, ZKS_WIRE_UNAUTHORIZED));
+    /* Once only; an id never made is unknown too. */
+    take_code(e, 2, 4, 0x11);
+    expect_error(e, 2, ZKS_WIRE_UNKNOWN_CODE);
+    take_code(e, 2, 8, 0x77);
+    expect_error(e, 2, ZKS_WIRE_UNKNOWN_CODE);
+
+    /* Ten minutes on, a code is gone. */
+    assert_int_equal(put_code(e, 1, 16, 0x13, 40), ZKS_MSG_OK);
+    e->now += 10ull * 60 * 1000000 + 1000;
+    take_code(e, 2, 12, 0x13);
+    expect_error(e, 2, ZKS_WIRE_UNKNOWN_CODE);
+
+    /* Eight live codes a group. */
+    for (uint8_t i = 0; i < 8; i++)
+        assert_int_equal(put_code(e, 1, 20 + 4 * i, (uint8_t)(0x20 + i), 40), ZKS_MSG_OK);
+    assert_int_equal(put_code(e, 1, 60, 0x30, 40), ZKS_MSG_ERROR);
+    expect_error(e, 1, ZKS_WIRE_RATE_LIMITED);
+
+    /* Ten takes a minute from one address (four were spent above): guessing gets nowhere. */
+    open_conn(e, 3, 3, "10.0.0.3");
+    for (int i = 0; i < 10; i++) {
+        take_code(e, 3, 4 * i, 0x55);
+        expect_error(e, 3, ZKS_WIRE_UNKNOWN_CODE);
+    }
+    take_code(e, 3, 40, 0x20);
+    expect_error(e, 3, ZKS_WIRE_RATE_LIMITED);
+    /* Another address takes a live code. */
+    open_conn(e, 4, 4, "10.0.0.4");
+    take_code(e, 4, 0, 0x20);
+    last_to(e, 4, &m);
+    assert_int_equal(m.type, ZKS_MSG_INVITE);
+    zks_msg_clear(&m);
+    assert_int_equal(atomic_load(&e->metrics.codes_made), 10);
+    assert_int_equal(atomic_load(&e->metrics.codes_taken), 2);
+    assert_int_equal(atomic_load(&e->metrics.codes_unknown), 13);
+}
+
 static void test_devices_and_names(void **state)
 {
     struct env *e = *state;
@@ -1241,6 +1338,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_frames, setup, teardown),
         cmocka_unit_test_setup_teardown(test_revoke, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_invite_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_devices_and_names, setup, teardown),
         cmocka_unit_test_setup_teardown(test_push_tokens_and_wake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_content_ref_and_ack, setup, teardown),
