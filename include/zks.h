@@ -176,7 +176,8 @@ typedef struct zks_group_key zks_group_key;
 
 /*
  * The wire code (ZKS_WIRE_*) behind the last ZKS_EREMOTE that a zks_client_*
- * call returned on the calling thread, or 0. Any thread (per-thread value).
+ * call or zks_invite_code_take returned on the calling thread, or 0. Any
+ * thread (per-thread value).
  */
 uint32_t zks_remote_error(void);
 
@@ -365,14 +366,16 @@ ZKS_WARN_UNUSED int zks_invite_inspect(zks_invite_info *out, const char *invite)
 
 /*
  * Makes a code for this device's group invite (zks_client_invite) and leaves
- * the sealed invite at the primary relay. Needs a session. Blocking: about a
- * tenth of a second of Argon2id, then a round trip. Errors as
- * zks_client_invite, and ZKS_ETOOBIG (an invite of over 2,000 characters:
- * many long relay addresses), ZKS_EAGAIN (not connected), ZKS_EREMOTE (the
- * relay refused: 2000 when the group already has 8 live codes),
- * ZKS_ETIMEDOUT.
+ * the sealed invite at the relay of the session, whose text goes to `relay`
+ * (may be NULL): the device that takes the code dials that relay. Needs a
+ * session. Blocking: about a tenth of a second of Argon2id, then a round
+ * trip. Errors as zks_client_invite, and ZKS_ETOOBIG (an invite of over
+ * 2,000 characters: many long relay addresses), ZKS_EAGAIN (not connected),
+ * ZKS_EREMOTE (the relay refused: 2000 when the group already has 8 live
+ * codes or this address made too many), ZKS_ETIMEDOUT.
  */
-ZKS_WARN_UNUSED int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE], zks_client *c);
+ZKS_WARN_UNUSED int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE],
+                                           char relay[ZKS_RELAY_TEXT_MAX], zks_client *c);
 
 /*
  * Takes the invite a code stands for from `relay` ("NODEID@HOST:PORT...",
@@ -380,12 +383,13 @@ ZKS_WARN_UNUSED int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE], zks_c
  * (`cap` bytes; ZKS_INVITE_TEXT_MAX is enough), for
  * zks_group_key_from_invite. Needs no client: it dials the relay with a
  * throwaway key, before any group. A code works once. Blocking, up to
- * `timeout_ms` (0: 30 s), then Argon2id. Errors: ZKS_EMALFORMED (not a
- * code, or what it opens is no invite), ZKS_EINVAL / ZKS_EADDR (relay text
+ * `timeout_ms` (0: 30 s), then Argon2id. Errors: ZKS_EMALFORMED (the text
+ * is not a code: nothing was sent), ZKS_EINVAL / ZKS_EADDR (relay text
  * without an address), ZKS_EREMOTE with zks_remote_error() 1005 (no live
  * code: mistyped, expired or used) or 2000 (too many tries from this
- * address), ZKS_EAUTH (the second half does not open it), the transport's
- * errors, ZKS_ETIMEDOUT. Any thread.
+ * address), ZKS_EAUTH (the second half does not open it; the code is used
+ * up), ZKS_EPROTO (it opened to something that is no invite), ZKS_ETOOBIG
+ * (`cap`), the transport's errors, ZKS_ETIMEDOUT. Any thread.
  */
 ZKS_WARN_UNUSED int zks_invite_code_take(char *invite, size_t cap, const char *relay,
                                          const char *code, uint32_t timeout_ms);

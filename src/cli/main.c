@@ -687,7 +687,10 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
     return rc;
 }
 
-static int cmd_group_join(struct cli *g, int argc, char **argv)
+/* An invite taken with a code: it holds a random group's secret, wiped once joined. */
+static char taken[ZKS_INVITE_TEXT_MAX];
+
+static int group_join(struct cli *g, int argc, char **argv)
 {
     struct group_opts o = {.json = g->json};
     int status;
@@ -702,12 +705,12 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
     size_t n = 0;
     static zks_invite_info info;
     int rc;
-    static char taken[ZKS_INVITE_TEXT_MAX];
     const char *code_relay = NULL;
     if (o.code) {
         /* The code stands for an invite left at a relay: take it, then join as with one. */
-        if (optind != argc || o.nrelays == 0) {
-            cli_error("group join --code CODE needs --relay ADDR (the relay the code was made at)");
+        if (optind != argc || o.nrelays != 1) {
+            cli_error("group join --code CODE needs one --relay ADDR (the relay the code was made "
+                      "at)");
             return EXIT_USAGE;
         }
         rc = zks_invite_code_take(taken, sizeof taken, o.relays[0], o.code, g->timeout_s * 1000);
@@ -716,7 +719,12 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
                       "minutes)");
             return EXIT_INVITE;
         }
-        if (rc == ZKS_EAUTH || rc == ZKS_EMALFORMED) {
+        if (rc == ZKS_EMALFORMED) {
+            cli_error("group join: '%s' is not a code (16 letters and digits, XXXX-XXXX-XXXX-XXXX)",
+                      o.code);
+            return EXIT_USAGE;
+        }
+        if (rc == ZKS_EAUTH || rc == ZKS_EPROTO) {
             cli_error("group join: the code does not open the invite (mistyped? it is used up "
                       "now: make a new one)");
             return EXIT_INVITE;
@@ -781,6 +789,13 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
     return rc;
 }
 
+static int cmd_group_join(struct cli *g, int argc, char **argv)
+{
+    int rc = group_join(g, argc, argv);
+    explicit_bzero(taken, sizeof taken);
+    return rc;
+}
+
 static const struct option invite_options[] = {{"code", no_argument, NULL, 'C'},
                                                {"qr-png", required_argument, NULL, 'q'},
                                                {"no-qr", no_argument, NULL, 'Q'},
@@ -799,21 +814,13 @@ static int invite_code(struct cli *g, const struct group_opts *o)
         return rc;
     zks_connection_info info;
     rc = connect_client(c, &info);
-    char code[ZKS_INVITE_CODE_SIZE] = "";
-    char relays[1][ZKS_RELAY_TEXT_MAX];
-    size_t n = 0;
-    int err = 0;
-    if (rc == EXIT_OK) {
-        err = zks_client_invite_code(code, c);
-        /* The relay that holds it: the primary, the first of the list. */
-        (void)zks_client_relays(&n, relays, 1, c);
-    }
+    char code[ZKS_INVITE_CODE_SIZE] = "", relay[ZKS_RELAY_TEXT_MAX] = "";
+    int err = rc == EXIT_OK ? zks_client_invite_code(code, relay, c) : 0;
     zks_client_free(c);
     if (rc != EXIT_OK)
         return rc;
     if (err != 0)
         return cli_fail("group invite --code", err);
-    const char *relay = n ? relays[0] : "";
     if (o->json) {
         printf("{\"code\":\"%s\",\"relay\":\"%s\",\"expires_in_s\":600}\n", code, relay);
     } else {

@@ -1133,7 +1133,7 @@ int zks_client_delete_blob(zks_client *c, const uint8_t blob_id[ZKS_BLOB_ID_SIZE
 }
 
 int zks__invite_code_put(zks_client *c, const uint8_t id[ZKS_MSG_CODE_ID_LEN], uint8_t *sealed,
-                         size_t len)
+                         size_t len, uint8_t relay_id[32])
 {
     if (may_not_block(c)) {
         free(sealed);
@@ -1150,6 +1150,20 @@ int zks__invite_code_put(zks_client *c, const uint8_t id[ZKS_MSG_CODE_ID_LEN], u
     int rc = submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
+    memcpy(relay_id, r->relay_id, 32);
     req_free(r);
     return rc;
+}
+
+void zks__relay_text(char out[ZKS_RELAY_TEXT_MAX], zks_client *c, const uint8_t relay_id[32])
+{
+    out[0] = '\0';
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->cfg.nrelays; i++) {
+        if (memcmp(c->cfg.relays[i].id, relay_id, 32) == 0) {
+            zks__relay_format(out, &c->cfg.relays[i]);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
 }

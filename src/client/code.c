@@ -19,11 +19,14 @@ _Static_assert(ZKS_INVITE_CODE_SIZE == ZKS_CODE_TEXT_LEN + 1, "code text size");
 _Static_assert(ZKS_CODE_ID_LEN == ZKS_MSG_CODE_ID_LEN, "code id size");
 _Static_assert(ZKS_CODE_SEALED_MAX == ZKS_MSG_MAX_SEALED, "sealed invite size");
 
-int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE], zks_client *c)
+int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE], char relay[ZKS_RELAY_TEXT_MAX],
+                           zks_client *c)
 {
     if (out == NULL)
         return ZKS_EINVAL;
     out[0] = '\0';
+    if (relay)
+        relay[0] = '\0';
     if (c == NULL)
         return ZKS_EINVAL;
     char invite[ZKS_INVITE_TEXT_MAX];
@@ -31,20 +34,31 @@ int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE], zks_client *c)
     if (rc != 0)
         return rc;
     char text[ZKS_CODE_TEXT_LEN + 1];
-    uint8_t id[ZKS_CODE_ID_LEN], secret[ZKS_CODE_SECRET_LEN];
-    zks_buf sealed;
-    zks_buf_init(&sealed, ZKS_CODE_SEALED_MAX);
-    rc = zks_code_new(text, id, secret);
-    if (rc == 0)
-        rc = zks_code_seal(&sealed, id, secret, invite, strlen(invite));
+    uint8_t id[ZKS_CODE_ID_LEN], secret[ZKS_CODE_SECRET_LEN], held_by[32];
+    /* A code id another group holds (one chance in about 2^40 / 20,000) is refused with
+     * 1000: draw another code, twice at most. */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        zks_buf sealed;
+        zks_buf_init(&sealed, ZKS_CODE_SEALED_MAX);
+        rc = zks_code_new(text, id, secret);
+        if (rc == 0)
+            rc = zks_code_seal(&sealed, id, secret, invite, strlen(invite));
+        sodium_memzero(secret, sizeof secret);
+        if (rc != 0) {
+            zks_buf_free(&sealed);
+            break;
+        }
+        /* The request owns the sealed bytes from here on. */
+        rc = zks__invite_code_put(c, id, sealed.data, sealed.len, held_by);
+        if (rc != ZKS_EREMOTE || zks_remote_error() != ZKS_WIRE_INVALID_MESSAGE)
+            break;
+    }
     sodium_memzero(invite, sizeof invite);
-    sodium_memzero(secret, sizeof secret);
-    if (rc == 0)
-        rc = zks__invite_code_put(c, id, sealed.data, sealed.len);
-    else
-        zks_buf_free(&sealed); /* on success the request owns and frees the bytes */
-    if (rc == 0)
+    if (rc == 0) {
         memcpy(out, text, sizeof text);
+        if (relay)
+            zks__relay_text(relay, c, held_by);
+    }
     sodium_memzero(text, sizeof text);
     return rc;
 }
@@ -206,9 +220,10 @@ int zks_invite_code_take(char *invite, size_t cap, const char *relay, const char
     if (rc == 0) {
         /* Argon2id, once the connection is closed: the relay never waits for it. */
         rc = zks_code_open(invite, cap, t->id, secret, t->sealed, t->len);
-        if (rc == 0 && strncmp(invite, "zks1:", 5) != 0) {
+        if (rc == ZKS_EMALFORMED || (rc == 0 && strncmp(invite, "zks1:", 5) != 0)) {
+            /* It opened (or the relay sent bytes that cannot be sealed): not an invite. */
             sodium_memzero(invite, cap);
-            rc = ZKS_EMALFORMED;
+            rc = ZKS_EPROTO;
         }
     }
 out:

@@ -75,10 +75,14 @@ int zks__discover(zks__relay_spec *out, size_t cap, size_t *n, const char *base,
 
 /*
  * Leaves `len` sealed bytes under invite code id `id` at the primary relay
- * (INVITE_PUT). `sealed` is malloc'd and taken over, also on failure.
+ * (INVITE_PUT); *relay_id gets that relay's NodeId. `sealed` is malloc'd and
+ * taken over, also on failure.
  */
 int zks__invite_code_put(zks_client *c, const uint8_t id[ZKS_MSG_CODE_ID_LEN], uint8_t *sealed,
-                         size_t len);
+                         size_t len, uint8_t relay_id[32]);
+
+/* The text of the client's relay `relay_id` ("" when it has none by that id). */
+void zks__relay_text(char out[ZKS_RELAY_TEXT_MAX], zks_client *c, const uint8_t relay_id[32]);
 
 /* Sets what zks_remote_error() returns on the calling thread. */
 void zks__set_remote_error(uint32_t code);

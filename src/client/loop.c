@@ -830,6 +830,7 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
             op_fail(io, o, ZKS_EPROTO, 0);
             return;
         }
+        memcpy(q->relay_id, r->spec.id, 32); /* invite codes: which relay holds it */
         zks__req_finish(c, q, 0);
         break;
     }

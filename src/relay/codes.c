@@ -3,22 +3,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
+#include <utlist.h>
 
 #include "zks.h"
 
 struct code {
     uint8_t id[ZKS_CODES_ID_LEN];
     UT_hash_handle hh;
+    struct code *gprev, *gnext; /* in group->codes */
     struct group_codes *group;
     uint64_t expires_ms;
     size_t len;
     uint8_t sealed[];
 };
 
-/* How many live codes a group has. */
+/* A group's live codes. */
 struct group_codes {
     uint8_t id[32];
     UT_hash_handle hh;
+    struct code *codes;
     unsigned n;
 };
 
@@ -37,6 +40,7 @@ int zks_codes_new(zks_codes **out)
 static void drop(zks_codes *t, struct code *c)
 {
     HASH_DEL(t->codes, c);
+    DL_DELETE2(c->group->codes, c, gprev, gnext);
     if (--c->group->n == 0) {
         HASH_DEL(t->groups, c->group);
         free(c->group);
@@ -67,22 +71,38 @@ static struct code *find(zks_codes *t, const uint8_t id[ZKS_CODES_ID_LEN], uint6
     return c;
 }
 
+/* Drops the group's expired codes; the group may be freed (returns NULL then). */
+static struct group_codes *expire_group(zks_codes *t, struct group_codes *g, uint64_t now_ms)
+{
+    unsigned left = g->n;
+    struct code *c, *tmp;
+    DL_FOREACH_SAFE2(g->codes, c, tmp, gnext)
+    {
+        if (c->expires_ms <= now_ms) {
+            left--;
+            drop(t, c); /* frees g with its last code */
+        }
+    }
+    return left ? g : NULL;
+}
+
 int zks_codes_put(zks_codes *t, const uint8_t id[ZKS_CODES_ID_LEN], const uint8_t group[32],
                   const uint8_t *sealed, size_t len, uint64_t now_ms)
 {
-    if (find(t, id, now_ms) != NULL)
-        return ZKS_EEXIST;
+    /* The group's own limit comes first: answers about other groups' ids must not be a way
+     * to learn which ids are live (the caller also counts puts against the address). */
     struct group_codes *g;
     HASH_FIND(hh, t->groups, group, 32, g);
-    if (g && g->n >= ZKS_CODES_PER_GROUP) {
-        /* Expired codes of the group may still be counted: drop them and look again. */
+    if (g && g->n >= ZKS_CODES_PER_GROUP && (g = expire_group(t, g, now_ms)) != NULL &&
+        g->n >= ZKS_CODES_PER_GROUP)
+        return ZKS_ETOOBIG;
+    if (find(t, id, now_ms) != NULL)
+        return ZKS_EEXIST;
+    if (t->n >= ZKS_CODES_MAX)
         zks_codes_expire(t, now_ms);
-        HASH_FIND(hh, t->groups, group, 32, g);
-        if (g && g->n >= ZKS_CODES_PER_GROUP)
-            return ZKS_ETOOBIG;
-    }
     if (t->n >= ZKS_CODES_MAX)
         return ZKS_EAGAIN;
+    HASH_FIND(hh, t->groups, group, 32, g); /* expiry may have freed it */
     struct code *c = malloc(sizeof *c + len);
     if (c == NULL)
         return ZKS_ENOMEM;
@@ -100,6 +120,7 @@ int zks_codes_put(zks_codes *t, const uint8_t id[ZKS_CODES_ID_LEN], const uint8_
     c->len = len;
     memcpy(c->sealed, sealed, len);
     HASH_ADD(hh, t->codes, id, ZKS_CODES_ID_LEN, c);
+    DL_APPEND2(g->codes, c, gprev, gnext);
     g->n++;
     t->n++;
     return 0;

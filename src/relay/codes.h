@@ -13,7 +13,7 @@
 #define ZKS_CODES_ID_LEN    5
 #define ZKS_CODES_TTL_MS    (10u * 60u * 1000u)
 #define ZKS_CODES_PER_GROUP 8
-#define ZKS_CODES_MAX       20000 /* live codes of all groups: at most 40 MiB */
+#define ZKS_CODES_MAX       20000 /* live codes of all groups: about 41 MiB at most */
 
 typedef struct zks_codes zks_codes;
 
@@ -22,9 +22,9 @@ void zks_codes_free(zks_codes *t);
 
 /*
  * Keeps `len` sealed bytes (copied) under `id` for group `group` until
- * now + ZKS_CODES_TTL_MS. ZKS_EEXIST when the id is live, ZKS_ETOOBIG when the
- * group has ZKS_CODES_PER_GROUP live codes, ZKS_EAGAIN when the table is
- * full, ZKS_ENOMEM.
+ * now + ZKS_CODES_TTL_MS. ZKS_ETOOBIG when the group has ZKS_CODES_PER_GROUP
+ * live codes (checked first), ZKS_EEXIST when the id is live, ZKS_EAGAIN
+ * when the table is full, ZKS_ENOMEM.
  */
 int zks_codes_put(zks_codes *t, const uint8_t id[ZKS_CODES_ID_LEN], const uint8_t group[32],
                   const uint8_t *sealed, size_t len, uint64_t now_ms);

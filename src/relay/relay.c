@@ -1156,7 +1156,10 @@ static void on_devices(zks_relay *r, struct session *s, int64_t stream, uint64_t
 
 /* ---- invite codes (docs/PROTOCOL.md, "Invite codes") -------------------------------------- */
 
-/* INVITE_TAKEs an address may send a minute: a code id has 40 bits, so guessing is hopeless. */
+/*
+ * Invite code requests (INVITE_PUT and INVITE_TAKE together) an address may
+ * send a minute: a code id has 40 bits, so guessing live ones gets nowhere.
+ */
 #define CODE_TAKES_PER_MIN 10
 
 static bool may_take_code(zks_relay *r, const struct session *s, uint64_t now_us)

@@ -211,9 +211,12 @@ fi
 expect 0 $A --json group invite --code
 CODE=$(sed -n 's/.*"code":"\([^"]*\)".*/\1/p' "$TMP/out")
 [ ${#CODE} -eq 19 ] || fail "group invite --code printed no code"
+grep -q "\"relay\":\"$ADDR\"" "$TMP/out" || fail "group invite --code named another relay"
 CA="$ZKS --home $TMP/carol --timeout 10"
 expect 0 $CA init --name carol
 expect 2 $CA group join --code "$CODE"
+expect 2 $CA group join --code "ABCD-EFGH" --relay "$ADDR"
+grep -q "is not a code" "$TMP/err" || fail "a code of the wrong length was not called so"
 expect 0 $CA group join --code "$(echo "$CODE" | tr 'A-Z-' 'a-z ')" --relay "$ADDR"
 expect 0 $CA pull
 grep -q "hello from alice" "$TMP/out" || fail "the device that joined with a code got nothing"

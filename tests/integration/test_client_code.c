@@ -34,11 +34,13 @@ static void test_join_with_a_code(void **state)
     assert_int_equal(zks_group_key_generate(&g), 0);
     zks_client *a = h_client(NULL, g, &relay);
     char code[ZKS_INVITE_CODE_SIZE];
-    assert_int_equal(zks_client_invite_code(code, a), ZKS_EAGAIN); /* no session yet */
+    assert_int_equal(zks_client_invite_code(code, NULL, a), ZKS_EAGAIN); /* no session yet */
     zks_connection_info info;
     assert_int_equal(zks_client_connect(&info, a), 0);
-    assert_int_equal(zks_client_invite_code(code, a), 0);
+    char held_by[ZKS_RELAY_TEXT_MAX];
+    assert_int_equal(zks_client_invite_code(code, held_by, a), 0);
     assert_int_equal(strlen(code), 19);
+    assert_string_equal(held_by, relay.addr);
     zks_push_result pr;
     assert_int_equal(zks_client_push(&pr, a, "before the code was used", 24), 0);
 
@@ -84,16 +86,19 @@ static void test_mistyped_codes(void **state)
     assert_int_equal(zks_client_connect(&info, a), 0);
     static char invite[ZKS_INVITE_TEXT_MAX];
 
-    /* Not a code at all: refused before any network. */
-    assert_int_equal(zks_invite_code_take(invite, sizeof invite, relay.addr, "ABCD-EFGH", 10000),
-                     ZKS_EMALFORMED);
+    /* Not a code at all: refused before any network (no relay listens at this address). */
+    assert_int_equal(
+        zks_invite_code_take(invite, sizeof invite,
+                             "wldvl7orkf3dnsre6rvih5xjseeryfp3jxr7zwt5vfwfmro7yyjq@127.0.0.1:1",
+                             "ABCD-EFGH", 10000),
+        ZKS_EMALFORMED);
     assert_int_equal(
         zks_invite_code_take(invite, sizeof invite, "not a relay", "ABCD-EFGH-JKMN-PQRS", 10000),
         ZKS_EINVAL);
 
     /* A mistake in the first half names no code: the real one is still there. */
     char code[ZKS_INVITE_CODE_SIZE], wrong[ZKS_INVITE_CODE_SIZE];
-    assert_int_equal(zks_client_invite_code(code, a), 0);
+    assert_int_equal(zks_client_invite_code(code, NULL, a), 0);
     memcpy(wrong, code, sizeof code);
     wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
     assert_int_equal(zks_invite_code_take(invite, sizeof invite, relay.addr, wrong, 10000),
@@ -108,7 +113,7 @@ static void test_mistyped_codes(void **state)
     assert_int_equal(zks_invite_code_take(invite, sizeof invite, relay.addr, typed, 10000), 0);
 
     /* A mistake in the second half does not open it, and uses the code up. */
-    assert_int_equal(zks_client_invite_code(code, a), 0);
+    assert_int_equal(zks_client_invite_code(code, NULL, a), 0);
     memcpy(wrong, code, sizeof code);
     wrong[18] = wrong[18] == 'A' ? 'B' : 'A';
     assert_int_equal(zks_invite_code_take(invite, sizeof invite, relay.addr, wrong, 10000),

@@ -1061,19 +1061,29 @@ static void test_invite_codes(void **state)
     take_code(e, 2, 8, 0x77);
     expect_error(e, 2, ZKS_WIRE_UNKNOWN_CODE);
 
-    /* Ten minutes on, a code is gone. */
+    /* A code lives ten minutes: taken just before, gone just after. */
     assert_int_equal(put_code(e, 1, 16, 0x13, 40), ZKS_MSG_OK);
-    e->now += 10ull * 60 * 1000000 + 1000;
-    take_code(e, 2, 12, 0x13);
+    assert_int_equal(put_code(e, 1, 20, 0x14, 40), ZKS_MSG_OK);
+    e->now += 10ull * 60 * 1000000 - 1000;
+    take_code(e, 2, 12, 0x14);
+    last_to(e, 2, &m);
+    assert_int_equal(m.type, ZKS_MSG_INVITE);
+    zks_msg_clear(&m);
+    e->now += 2000;
+    take_code(e, 2, 16, 0x13);
     expect_error(e, 2, ZKS_WIRE_UNKNOWN_CODE);
+    /* A connection that only takes codes is still closed at its HELLO deadline. */
+    zks_relay_tick(e->relay, e->now);
+    assert_true(was_closed(e, 2, ZKS_WIRE_UNAUTHORIZED));
 
-    /* Eight live codes a group. */
+    /* Eight live codes a group; the ninth is refused before its id is even looked at, so
+     * the answer says nothing of other groups' codes. */
     for (uint8_t i = 0; i < 8; i++)
-        assert_int_equal(put_code(e, 1, 20 + 4 * i, (uint8_t)(0x20 + i), 40), ZKS_MSG_OK);
-    assert_int_equal(put_code(e, 1, 60, 0x30, 40), ZKS_MSG_ERROR);
+        assert_int_equal(put_code(e, 1, 24 + 4 * i, (uint8_t)(0x20 + i), 40), ZKS_MSG_OK);
+    assert_int_equal(put_code(e, 1, 64, 0x21, 40), ZKS_MSG_ERROR);
     expect_error(e, 1, ZKS_WIRE_RATE_LIMITED);
 
-    /* Ten takes a minute from one address (four were spent above): guessing gets nowhere. */
+    /* Ten code requests a minute from one address: guessing gets nowhere. */
     open_conn(e, 3, 3, "10.0.0.3");
     for (int i = 0; i < 10; i++) {
         take_code(e, 3, 4 * i, 0x55);
@@ -1087,8 +1097,14 @@ static void test_invite_codes(void **state)
     last_to(e, 4, &m);
     assert_int_equal(m.type, ZKS_MSG_INVITE);
     zks_msg_clear(&m);
-    assert_int_equal(atomic_load(&e->metrics.codes_made), 10);
-    assert_int_equal(atomic_load(&e->metrics.codes_taken), 2);
+    /* Puts count against the address too: the eleventh request in a minute is refused. */
+    e->now += 61ull * 1000000;
+    for (uint8_t i = 0; i < 10; i++)
+        put_code(e, 1, 100 + 4 * i, (uint8_t)(0x40 + i), 40);
+    assert_int_equal(put_code(e, 1, 200, 0x50, 40), ZKS_MSG_ERROR);
+    expect_error(e, 1, ZKS_WIRE_RATE_LIMITED);
+    assert_int_equal(atomic_load(&e->metrics.codes_made), 12); /* one more: 0x20 was taken */
+    assert_int_equal(atomic_load(&e->metrics.codes_taken), 3);
     assert_int_equal(atomic_load(&e->metrics.codes_unknown), 13);
 }
 
