@@ -46,7 +46,19 @@ struct zks__qconn {
      * we granted), how many it has opened, and ended ones not yet granted
      * again (returned in batches; see grant_streams). */
     uint64_t peer_granted, peer_opened, peer_owed;
+    /* Client: an ICMP error said nothing listens at the peer's address; unless a packet
+     * arrives by then, the connection ends at this time (ns; 0: no such error). */
+    uint64_t unreachable_at;
 };
+
+/*
+ * How long a client waits, after an ICMP error, for any packet from the
+ * peer before it takes the peer for gone: at least this, and three PTOs.
+ * A live peer acknowledges the packet that drew the error (a keep-alive or
+ * a probe) well within it, so a forged ICMP message cannot end a connection
+ * whose peer still answers.
+ */
+#define UNREACHABLE_GRACE_NS (1000 * NGTCP2_MILLISECONDS)
 
 static void quic_free(zks__qconn *q);
 static void arm_timer(zks__qconn *q);
@@ -895,6 +907,8 @@ static void arm_timer(zks__qconn *q)
     if (q->state != Q_ACTIVE)
         return;
     ngtcp2_tstamp expiry = ngtcp2_conn_get_expiry(q->nc);
+    if (q->unreachable_at && q->unreachable_at < expiry)
+        expiry = q->unreachable_at;
     if (expiry == UINT64_MAX) {
         uv_timer_stop(&q->timer);
         return;
@@ -1060,6 +1074,15 @@ static void on_timer(uv_timer_t *t)
         quic_free(q);
         return;
     }
+    if (q->unreachable_at && zks__now_ns() >= q->unreachable_at) {
+        /* Nothing came back since the ICMP error: the peer is gone (a crash, a kill). */
+        ZKS_LOGD("net: quic: the peer's address stays unreachable; closing");
+        zks_net_close_info info = {.err = ZKS_ECONNREFUSED,
+                                   .reason = "the relay's address no longer answers"};
+        report(q, &info);
+        quic_free(q);
+        return;
+    }
     int rv = ngtcp2_conn_handle_expiry(q->nc, zks__now_ns());
     if (rv != 0) {
         quic_on_error(q, rv);
@@ -1147,6 +1170,7 @@ static void quic_read(zks__qconn *q, const zks_net_addr *local, const zks_net_ad
         quic_on_error(q, rv);
         return;
     }
+    q->unreachable_at = 0; /* the peer answers */
     release_tls(q);
     zks__quic_mark(q);
 }
@@ -1163,9 +1187,20 @@ static void client_recv(zks__udp *u, const zks_net_addr *local, const zks_net_ad
 static void client_udp_error(zks__udp *u, int err)
 {
     zks__qconn *q = u->owner;
-    /* An ICMP error before the handshake: nobody speaks QUIC there (fall back fast). */
-    if (q->state != Q_ACTIVE || q->base.hs_done)
+    if (q->state != Q_ACTIVE)
         return;
+    if (q->base.hs_done) {
+        /* After the handshake an ICMP error is a hint, not proof (it could be forged): the
+         * connection ends only if the peer then stays silent for the grace period. */
+        if (q->unreachable_at == 0) {
+            uint64_t wait = 3 * ngtcp2_conn_get_pto(q->nc);
+            q->unreachable_at =
+                zks__now_ns() + (wait > UNREACHABLE_GRACE_NS ? wait : UNREACHABLE_GRACE_NS);
+            arm_timer(q);
+        }
+        return;
+    }
+    /* An ICMP error before the handshake: nobody speaks QUIC there (fall back fast). */
     zks_net_close_info info = {.err = err, .reason = ""};
     report(q, &info);
     quic_free(q);

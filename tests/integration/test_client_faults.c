@@ -802,6 +802,36 @@ static int teardown(void **state)
     return 0;
 }
 
+static int is_gone(const zks_event *ev, const void *arg)
+{
+    (void)arg;
+    return strstr(ev->u.disconnected.reason, "no longer answers") != NULL;
+}
+
+/*
+ * A relay killed outright sends no goodbye. The client's next keep-alive
+ * draws an ICMP error, and the silence after it ends the session; the
+ * idle timeout (30 s of nothing received) would have taken much longer.
+ */
+static void test_killed_relay_is_noticed(void **state)
+{
+    (void)state;
+    h_relay doomed = {0};
+    h_relay_start(&doomed, 0);
+    zks_group_key *g = new_group();
+    zks_client *c = h_client(NULL, g, &doomed);
+    zks_receiver *rx;
+    assert_int_equal(zks_client_subscribe(&rx, c), 0);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    h_relay_stop(&doomed, SIGKILL);
+    zks_event ev;
+    assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_DISCONNECTED, is_gone, NULL, 25000), 0);
+    zks_receiver_free(rx);
+    zks_client_free(c);
+    zks_group_key_free(g);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -815,6 +845,7 @@ int main(void)
         cmocka_unit_test(test_close_during_pull),
         cmocka_unit_test(test_connect_while_disconnecting),
         cmocka_unit_test(test_locked_state_is_bounded),
+        cmocka_unit_test(test_killed_relay_is_noticed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
