@@ -1,17 +1,14 @@
 /* Unit tests for the relay's discovery table (docs/DISCOVERY.md) and its HTTP endpoints. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <unistd.h>
 
 #include <cmocka.h>
+
+#include "http_get.h"
 
 #include "crypto/apikey.h"
 #include "crypto/nodeid.h"
@@ -208,25 +205,6 @@ static void test_refusals(void **state)
     assert_int_equal(zks_discovery_parse(&d, text, sizeof text, "t", err, sizeof err), ZKS_ETOOBIG);
     assert_non_null(strstr(err, "t:1: line longer"));
     assert_int_equal(zks_discovery_load(&d, "/nonexistent/discovery", err, sizeof err), ZKS_EIO);
-}
-
-/* Sends one request and returns the whole response (the server closes after it). */
-static void get(uint16_t port, const char *request, char *resp, size_t resp_len)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct timeval tv = {.tv_sec = 10};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(write(fd, request, strlen(request)), (ssize_t)strlen(request));
-    size_t have = 0;
-    ssize_t n;
-    while (have + 1 < resp_len && (n = read(fd, resp + have, resp_len - 1 - have)) > 0)
-        have += (size_t)n;
-    resp[have] = '\0';
-    close(fd);
 }
 
 static void test_http_endpoints(void **state)
