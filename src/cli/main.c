@@ -1399,8 +1399,11 @@ static int cmd_watch(struct cli *g, int argc, char **argv)
         return cli_fail("watch", ZKS_ENOMEM);
     }
     zks_connection_info info;
-    int err = zks_client_connect(&info, c);
-    if (err == ZKS_ENOENT || err == ZKS_EREMOTE || err == ZKS_ENOTSUP)
+    bool discovery;
+    int err = connect_why(c, &info, &discovery);
+    if (discovery && (err == ZKS_EAUTH || err == ZKS_EINVAL))
+        rc = discovery_exit(err); /* a refused key or a bad URL: waiting will not help */
+    else if (err == ZKS_ENOENT || err == ZKS_EREMOTE || err == ZKS_ENOTSUP || err == ZKS_EADDR)
         rc = cli_fail("watch", err);
     /* An unreachable relay is not fatal: watching shows the reconnects. */
     long seen = 0;

@@ -328,6 +328,7 @@ expect 0 $O init
 expect 0 $O group create --api-key "$OTHER" --discovery "$DURL" --no-qr
 expect 5 $O push "never sent"
 grep -q "refused the API key" "$TMP/err" || fail "the refusal of a key did not say so"
+expect 5 $O watch --count 1
 # The service gone: the devices use the relay they found before.
 kill "$DRELAY_PID"
 wait "$DRELAY_PID" 2>/dev/null || true
