@@ -394,6 +394,20 @@ ZKS_WARN_UNUSED int zks_client_invite_code(char out[ZKS_INVITE_CODE_SIZE],
 ZKS_WARN_UNUSED int zks_invite_code_take(char *invite, size_t cap, const char *relay,
                                          const char *code, uint32_t timeout_ms);
 
+/*
+ * Asks a discovery service (docs/DISCOVERY.md) which relays `api_key` is
+ * given, without a client: for a device of a managed service that has no
+ * group yet and needs the relay to take an invite code from (the first of
+ * the list is the primary, where codes are left). `url` NULL or "" is the
+ * build's ZKS_DEFAULT_DISCOVERY_URL. Writes up to `cap` relay texts; *n is
+ * how many the service gave (at most 8). Blocking, up to `timeout_ms` (0:
+ * 10 s). Errors as the discovery of
+ * zks_client_connect: ZKS_EINVAL (bad or no URL, a key of the wrong shape),
+ * ZKS_EAUTH, ZKS_EIO, ZKS_ETIMEDOUT, ZKS_EPROTO, ZKS_ETOOBIG. Any thread.
+ */
+ZKS_WARN_UNUSED int zks_discover_relays(size_t *n, char (*out)[ZKS_RELAY_TEXT_MAX], size_t cap,
+                                        const char *url, const char *api_key, uint32_t timeout_ms);
+
 /* ---- configuration ----------------------------------------------------------------------
  *
  * A zks_config is filled with setters and handed to zks_client_new, which

@@ -687,8 +687,10 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
     return rc;
 }
 
-/* An invite taken with a code: it holds a random group's secret, wiped once joined. */
+/* An invite taken with a code (it holds a random group's secret) and an API key read from
+ * standard input: wiped once joined. */
 static char taken[ZKS_INVITE_TEXT_MAX];
+static char join_key[300];
 
 static int group_join(struct cli *g, int argc, char **argv)
 {
@@ -708,12 +710,35 @@ static int group_join(struct cli *g, int argc, char **argv)
     const char *code_relay = NULL;
     if (o.code) {
         /* The code stands for an invite left at a relay: take it, then join as with one. */
-        if (optind != argc || o.nrelays != 1) {
+        if (optind != argc || o.nrelays > 1 || (o.nrelays == 0 && o.api_key == NULL)) {
             cli_error("group join --code CODE needs one --relay ADDR (the relay the code was made "
-                      "at)");
+                      "at), or the managed service's --api-key KEY [--discovery URL]");
             return EXIT_USAGE;
         }
-        rc = zks_invite_code_take(taken, sizeof taken, o.relays[0], o.code, g->timeout_s * 1000);
+        /* A managed device asks the service for the relays: codes are left at the primary. */
+        static char found[8][ZKS_RELAY_TEXT_MAX];
+        const char *from = o.nrelays ? o.relays[0] : NULL;
+        if (from == NULL) {
+            if (strcmp(o.api_key, "-") == 0) {
+                if (cli_read_line(join_key, sizeof join_key) != 0) {
+                    cli_error("--api-key -: no key on standard input");
+                    return EXIT_USAGE;
+                }
+                o.api_key = join_key;
+            }
+            size_t nfound = 0;
+            rc =
+                zks_discover_relays(&nfound, found, 8, o.discovery, o.api_key, g->timeout_s * 1000);
+            if (rc != 0 || nfound == 0) {
+                cli_error("group join: the discovery service gave no relay (%s)",
+                          zks_strerror(rc ? rc : ZKS_ENOENT));
+                return rc == ZKS_EAUTH    ? EXIT_REFUSED
+                       : rc == ZKS_EINVAL ? EXIT_USAGE
+                                          : EXIT_NETWORK;
+            }
+            from = found[0];
+        }
+        rc = zks_invite_code_take(taken, sizeof taken, from, o.code, g->timeout_s * 1000);
         if (rc == ZKS_EREMOTE && zks_remote_error() == ZKS_WIRE_UNKNOWN_CODE) {
             cli_error("group join: no such code at that relay (mistyped, used, or older than 10 "
                       "minutes)");
@@ -735,8 +760,9 @@ static int group_join(struct cli *g, int argc, char **argv)
         }
         if (rc != 0)
             return cli_fail("group join", rc);
-        /* The invite names the group's relays; the code's relay is kept only if it names none. */
-        code_relay = o.relays[0];
+        /* The invite names the group's relays; the code's relay is kept only if it names none
+         * (and a managed device finds its relays by itself). */
+        code_relay = o.nrelays ? o.relays[0] : NULL;
         o.nrelays = 0;
     }
     if (optind + 1 == argc || o.code) {
@@ -793,6 +819,7 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
 {
     int rc = group_join(g, argc, argv);
     explicit_bzero(taken, sizeof taken);
+    explicit_bzero(join_key, sizeof join_key);
     return rc;
 }
 
@@ -886,7 +913,8 @@ static const struct cli_command group_commands[] = {
      "                            join a passphrase group without an invite\n"
      "  --relay ADDR              (with INVITE) add a relay to those of the invite\n"
      "  --code CODE --relay ADDR  join with a short code from 'zks group invite --code',\n"
-     "                            taken from the relay it was made at\n"
+     "                            taken from the relay it was made at (a managed device:\n"
+     "                            --code CODE --api-key KEY, from its service's primary)\n"
      "  --api-key KEY [--discovery URL]\n"
      "                            find the relays through a managed service's discovery\n"
      "  --json                    print {\"group_id\"}\n",

@@ -337,3 +337,29 @@ int zks__discover_relays(zks_client *c, const zks__relay_spec *known, size_t nkn
     /* A managed list that could not be asked for is the old one: nothing to take. */
     return managed && failed ? ZKS_EAGAIN : 0;
 }
+
+int zks_discover_relays(size_t *n, char (*out)[ZKS_RELAY_TEXT_MAX], size_t cap, const char *url,
+                        const char *api_key, uint32_t timeout_ms)
+{
+    if (n == NULL)
+        return ZKS_EINVAL;
+    *n = 0;
+    if ((cap && out == NULL) || api_key == NULL || !zks_api_key_valid(api_key, strlen(api_key)))
+        return ZKS_EINVAL;
+    if (url == NULL || url[0] == '\0')
+        url = ZKS_DEFAULT_DISCOVERY_URL;
+    zks__relay_spec found[ZKS__MAX_RELAYS];
+    size_t nfound;
+    char msg[ZKS_MESSAGE_SIZE];
+    int rc =
+        zks__discover(found, ZKS__MAX_RELAYS, &nfound, url, api_key, NULL,
+                      zks__mono_ms() + (timeout_ms ? timeout_ms : 10000), NULL, msg, sizeof msg);
+    if (rc != 0) {
+        ZKS_LOGW("client: %s", msg);
+        return rc;
+    }
+    for (size_t i = 0; i < nfound && i < cap; i++)
+        zks__relay_format(out[i], &found[i]);
+    *n = nfound;
+    return 0;
+}

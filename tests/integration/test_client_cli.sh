@@ -320,6 +320,16 @@ expect 0 $N init --name managed-phone
 printf '%s\n' "$KEY" | expect 0 $N group join --api-key - --discovery "$DURL" "$MINVITE"
 expect 0 $N pull
 grep -q "found through discovery" "$TMP/out" || fail "the second managed device got nothing"
+# A third managed device joins with a code; the service names the relay to take it from.
+expect 0 $M --json group invite --code
+MCODE=$(sed -n 's/.*"code":"\([^"]*\)".*/\1/p' "$TMP/out")
+[ ${#MCODE} -eq 19 ] || fail "a managed device made no code"
+Q="$ZKS --home $TMP/q --timeout 10"
+expect 0 $Q init --name managed-tablet
+printf '%s\n' "$KEY" | expect 0 $Q group join --code "$MCODE" --api-key - --discovery "$DURL"
+expect 0 $Q pull
+grep -q "found through discovery" "$TMP/out" || fail "the device that joined by code got nothing"
+[ -e "$TMP/q/managed" ] || fail "joining by code with a key did not make the device managed"
 # A key the service does not know: refused, with the service's words.
 expect 0 $ZKS api-key new
 OTHER=$(sed -n 's/^API key: //p' "$TMP/out")

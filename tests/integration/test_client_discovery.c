@@ -168,6 +168,24 @@ static void test_managed_cloud_and_relay_url(void **state)
     zks_group_key_free(g);
 }
 
+/* Discovery without a client, as a device with no group yet uses it. */
+static void test_discover_relays_alone(void **state)
+{
+    (void)state;
+    size_t n;
+    char relays[8][ZKS_RELAY_TEXT_MAX];
+    assert_int_equal(zks_discover_relays(&n, relays, 8, url, key, 5000), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(relays[0], relay.addr);
+    char other[ZKS_API_KEY_TEXT_SIZE], other_digest[ZKS_NODE_ID_TEXT_SIZE];
+    assert_int_equal(zks_api_key_new(other, other_digest), 0);
+    assert_int_equal(zks_discover_relays(&n, relays, 8, url, other, 5000), ZKS_EAUTH);
+    assert_int_equal(n, 0);
+    assert_int_equal(zks_discover_relays(&n, relays, 8, url, "short", 5000), ZKS_EINVAL);
+    assert_int_equal(zks_discover_relays(&n, relays, 8, "http://192.0.2.1/", key, 5000),
+                     ZKS_EINVAL);
+}
+
 /* What the service refuses, and what the client refuses of it. */
 static void test_refusals(void **state)
 {
@@ -369,6 +387,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_managed_cloud_and_relay_url),
+        cmocka_unit_test(test_discover_relays_alone),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_relays_kept_for_later),
         cmocka_unit_test(test_rediscovery_while_reconnecting),
