@@ -715,8 +715,10 @@ static int group_join(struct cli *g, int argc, char **argv)
                       "at), or the managed service's --api-key KEY [--discovery URL]");
             return EXIT_USAGE;
         }
-        /* A managed device asks the service for the relays: codes are left at the primary. */
+        /* A managed device asks the service for the relays: codes are left at the primary,
+         * or, after a failover, at another of them, which are tried in turn. */
         static char found[8][ZKS_RELAY_TEXT_MAX];
+        size_t nfound = 0;
         const char *from = o.nrelays ? o.relays[0] : NULL;
         if (from == NULL) {
             if (strcmp(o.api_key, "-") == 0) {
@@ -726,7 +728,6 @@ static int group_join(struct cli *g, int argc, char **argv)
                 }
                 o.api_key = join_key;
             }
-            size_t nfound = 0;
             rc =
                 zks_discover_relays(&nfound, found, 8, o.discovery, o.api_key, g->timeout_s * 1000);
             if (rc != 0 || nfound == 0) {
@@ -739,6 +740,10 @@ static int group_join(struct cli *g, int argc, char **argv)
             from = found[0];
         }
         rc = zks_invite_code_take(taken, sizeof taken, from, o.code, g->timeout_s * 1000);
+        for (size_t i = 1; i < nfound && i < 8 && rc == ZKS_EREMOTE &&
+                           zks_remote_error() == ZKS_WIRE_UNKNOWN_CODE;
+             i++)
+            rc = zks_invite_code_take(taken, sizeof taken, found[i], o.code, g->timeout_s * 1000);
         if (rc == ZKS_EREMOTE && zks_remote_error() == ZKS_WIRE_UNKNOWN_CODE) {
             cli_error("group join: no such code at that relay (mistyped, used, or older than 10 "
                       "minutes)");
