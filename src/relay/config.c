@@ -437,7 +437,9 @@ void zks_relay_config_usage(void *out)
     FILE *f = out;
     zks_relay_config defaults;
     zks_relay_config_defaults(&defaults);
-    fprintf(f, "usage: zks-relay [--config FILE] [--NAME VALUE]...\n\n"
+    fprintf(f, "usage: zks-relay [--config FILE] [--NAME VALUE]... [--check]\n\n"
+               "--check reads the settings and the files they name (the discovery table),\n"
+               "says what they hold or what is wrong, and exits without serving.\n\n"
                "Settings (flag --NAME, file 'NAME = VALUE', environment ZKS_RELAY_NAME;\n"
                "flags win over the environment, which wins over the file; defaults in []):\n");
     for (size_t i = 0; i < N_SETTINGS; i++) {

@@ -513,6 +513,55 @@ static int start(struct app *a)
     return 0;
 }
 
+/* Removes every `flag` from argv (argc shrinks); whether there was one. */
+static bool take_flag(int *argc, char **argv, const char *flag)
+{
+    bool found = false;
+    int out = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], flag) == 0)
+            found = true;
+        else
+            argv[out++] = argv[i];
+    }
+    argv[out] = NULL;
+    *argc = out;
+    return found;
+}
+
+/*
+ * --check: the settings are read already; reads the files they name, says
+ * what they hold, and returns the exit code (0 when the relay would start
+ * with them, 1 otherwise). Opens no socket and no database.
+ */
+static int check_only(const zks_relay_config *cfg)
+{
+    size_t relays = 0, keys = 0;
+    if (cfg->discovery_file[0]) {
+        if (cfg->http[0] == '\0') {
+            fprintf(stderr, "zks-relay: discovery_file needs the HTTP address (http)\n");
+            return 1;
+        }
+        zks_discovery *d = NULL;
+        char err[512];
+        if (zks_discovery_load(&d, cfg->discovery_file, err, sizeof err) != 0) {
+            fprintf(stderr, "zks-relay: discovery table refused: %s\n", err);
+            return 1;
+        }
+        zks_discovery_counts(d, &relays, &keys);
+        zks_discovery_free(d);
+    }
+    printf("zks-relay: settings ok\n  listen %s, HTTP %s, data in %s\n", cfg->listen,
+           cfg->http[0] ? cfg->http : "off", cfg->data_dir);
+    printf("  enterprise issuer keys: %u\n", (unsigned)cfg->n_issuers);
+    if (cfg->discovery_file[0])
+        printf("  discovery: %s serves %zu relays and %zu API keys\n", cfg->discovery_file, relays,
+               keys);
+    else
+        printf("  discovery: off\n");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct app app;
@@ -533,6 +582,7 @@ int main(int argc, char **argv)
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_TOP_PAD, 8 << 20);
     mallopt(M_MMAP_THRESHOLD, 4 << 20);
+    bool check = take_flag(&argc, argv, "--check");
     if (zks_relay_config_load_all(&a->cfg, argc, argv, environ, &help, &version, err, sizeof err) !=
         0) {
         fprintf(stderr, "zks-relay: %s\n", err);
@@ -546,6 +596,8 @@ int main(int argc, char **argv)
         printf("zks-relay %s (protocol %d)\n", ZKS_VERSION_STRING, ZKS_PROTOCOL_VERSION);
         return 0;
     }
+    if (check)
+        return check_only(&a->cfg);
     a->argc = argc;
     a->argv = argv;
     g_level = a->cfg.log_level;

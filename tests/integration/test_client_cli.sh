@@ -296,6 +296,12 @@ printf '%s\n' "$KEY" | expect 0 $ZKS api-key digest
 grep -q "$DIGEST" "$TMP/out" || fail "api-key digest read no key from standard input"
 expect 2 $ZKS api-key digest "short"
 printf 'relay %s\nkey %s %s\n' "$ADDR" "$DIGEST" "${ADDR%%@*}" >"$TMP/discovery"
+# An operator checks the table before serving it.
+expect 0 "$RELAY" --check --http 127.0.0.1:0 --discovery-file "$TMP/discovery"
+grep -q "serves 1 relays and 1 API keys" "$TMP/out" || fail "--check did not read the table"
+printf 'relay %s\nkey %s nodeid\n' "$ADDR" "$DIGEST" >"$TMP/bad-discovery"
+expect 1 "$RELAY" --check --http 127.0.0.1:0 --discovery-file "$TMP/bad-discovery"
+grep -q "bad-discovery:2:" "$TMP/err" || fail "--check did not name the bad line"
 "$RELAY" --listen 127.0.0.1:0 --http 127.0.0.1:0 --data "$TMP/drelay" --log-level info \
     --discovery-file "$TMP/discovery" >"$TMP/drelay.out" 2>"$TMP/drelay.err" &
 DRELAY_PID=$!
