@@ -296,27 +296,43 @@ int zks_relay_config_load_text(zks_relay_config *c, const char *text, size_t len
     return 0;
 }
 
-int zks_relay_config_load_file(zks_relay_config *c, const char *path, char *err, size_t err_len)
+int zks_relay_read_file(const char *path, size_t max, char **text, size_t *len, char *err,
+                        size_t err_len)
 {
+    *text = NULL;
+    *len = 0;
     FILE *f = fopen(path, "r");
     if (f == NULL) {
         seterr(err, err_len, "%s: %s", path, strerror(errno));
         return ZKS_EIO;
     }
-    /* Config files are small: read the whole file, refusing anything huge. */
-    char *text = malloc(ZKS_RELAY_CONFIG_MAX + 1);
-    size_t len = text ? fread(text, 1, ZKS_RELAY_CONFIG_MAX + 1, f) : 0;
+    /* Read one byte past the limit, to tell a file of exactly `max` bytes from a larger one. */
+    char *buf = malloc(max + 1);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
     int rc = 0;
-    if (text == NULL)
+    if (buf == NULL)
         rc = ZKS_ENOMEM;
     else if (ferror(f))
         rc = ZKS_EIO;
-    else if (len > ZKS_RELAY_CONFIG_MAX)
+    else if (n > max)
         rc = ZKS_ETOOBIG;
     fclose(f);
-    if (rc != 0)
+    if (rc != 0) {
         seterr(err, err_len, "%s: %s", path, zks_strerror(rc));
-    else
+        free(buf);
+        return rc;
+    }
+    *text = buf;
+    *len = n;
+    return 0;
+}
+
+int zks_relay_config_load_file(zks_relay_config *c, const char *path, char *err, size_t err_len)
+{
+    char *text;
+    size_t len;
+    int rc = zks_relay_read_file(path, ZKS_RELAY_CONFIG_MAX, &text, &len, err, err_len);
+    if (rc == 0)
         rc = zks_relay_config_load_text(c, text, len, path, err, err_len);
     free(text);
     return rc;

@@ -73,6 +73,14 @@ int zks_relay_config_load_text(zks_relay_config *c, const char *text, size_t len
  */
 int zks_relay_config_load_file(zks_relay_config *c, const char *path, char *err, size_t err_len);
 
+/*
+ * Reads the whole file at `path`, at most `max` bytes, into *text (malloc'd,
+ * not NUL-terminated) and *len. ZKS_EIO, ZKS_ETOOBIG, ZKS_ENOMEM, with `err`
+ * naming the file.
+ */
+int zks_relay_read_file(const char *path, size_t max, char **text, size_t *len, char *err,
+                        size_t err_len);
+
 /* Applies every ZKS_RELAY_<NAME> variable of `envp` (NULL-terminated). */
 int zks_relay_config_load_env(zks_relay_config *c, char *const *envp, char *err, size_t err_len);
 

@@ -1,6 +1,5 @@
 #include "relay/discovery.h"
 
-#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -11,6 +10,7 @@
 #include "common/addr.h"
 #include "crypto/apikey.h"
 #include "crypto/nodeid.h"
+#include "relay/config.h"
 
 struct relay_line {
     uint8_t id[ZKS_NODEID_LEN];
@@ -277,18 +277,10 @@ int zks_discovery_parse(zks_discovery **out, const char *text, size_t len, const
 int zks_discovery_load(zks_discovery **out, const char *path, char *err, size_t err_len)
 {
     *out = NULL;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(err, err_len, "%s: %s", path, strerror(errno));
-        return ZKS_EIO;
-    }
-    char *text = malloc(ZKS_DISCOVERY_FILE_MAX + 1);
-    size_t len = text ? fread(text, 1, ZKS_DISCOVERY_FILE_MAX + 1, f) : 0;
-    int rc = text == NULL ? ZKS_ENOMEM : ferror(f) ? ZKS_EIO : 0;
-    fclose(f);
-    if (rc != 0)
-        snprintf(err, err_len, "%s: %s", path, zks_strerror(rc));
-    else
+    char *text;
+    size_t len;
+    int rc = zks_relay_read_file(path, ZKS_DISCOVERY_FILE_MAX, &text, &len, err, err_len);
+    if (rc == 0)
         rc = zks_discovery_parse(out, text, len, path, err, err_len);
     free(text);
     return rc;

@@ -102,8 +102,9 @@ struct ip_count {
     UT_hash_handle hh;
 };
 
-/* How many new groups an address may still open; kept until it would be full again. */
-struct ip_groups {
+/* An address's token bucket for one limit (new groups, invite codes); kept until it would be
+ * full again. */
+struct ip_bucket {
     char ip[64];
     zks_bucket bucket;
     UT_hash_handle hh;
@@ -131,8 +132,8 @@ struct zks_relay {
     uint64_t stored_bytes; /* all groups, from the store at maintenance plus pushes since */
     struct group *groups;
     struct ip_count *ips;
-    struct ip_groups *new_groups; /* by address */
-    struct ip_groups *code_takes; /* INVITE_TAKEs, by address */
+    struct ip_bucket *new_groups; /* groups created, by address */
+    struct ip_bucket *code_takes; /* invite code requests, by address */
     zks_codes *codes;             /* live invite codes */
     struct device_rate *rates;
     zks_bucket global_rate;
@@ -361,6 +362,40 @@ static void put_rate(zks_relay *r, struct device_rate *d)
         d->refs--;
 }
 
+/*
+ * Takes a token from the bucket of `ip` in `table` (`per` tokens each
+ * `window_ms`), making the bucket on first use. False when it is empty, or
+ * when there is no memory for it.
+ */
+static bool ip_bucket_take(struct ip_bucket **table, const char *ip, uint64_t per,
+                           uint64_t window_ms, uint64_t now_us)
+{
+    struct ip_bucket *b;
+    HASH_FIND_STR(*table, ip, b);
+    if (b == NULL) {
+        b = calloc(1, sizeof *b);
+        if (b == NULL)
+            return false;
+        snprintf(b->ip, sizeof b->ip, "%s", ip);
+        zks_bucket_init(&b->bucket, per, window_ms, ms(now_us));
+        HASH_ADD_STR(*table, ip, b);
+    }
+    return zks_bucket_take(&b->bucket, ms(now_us));
+}
+
+/* Drops the buckets unused for `idle_ms` (full again); idle_ms 0 with now UINT64_MAX: all. */
+static void ip_buckets_sweep(struct ip_bucket **table, uint64_t idle_ms, uint64_t now_us)
+{
+    struct ip_bucket *b, *tmp;
+    HASH_ITER(hh, *table, b, tmp)
+    {
+        if (ms(now_us) >= b->bucket.last_ms + idle_ms) {
+            HASH_DEL(*table, b);
+            free(b);
+        }
+    }
+}
+
 static void sweep_rates(zks_relay *r, uint64_t now_us)
 {
     struct device_rate *d, *tmp;
@@ -371,21 +406,8 @@ static void sweep_rates(zks_relay *r, uint64_t now_us)
             free(d);
         }
     }
-    struct ip_groups *g, *gtmp;
-    HASH_ITER(hh, r->new_groups, g, gtmp)
-    {
-        if (ms(now_us) >= g->bucket.last_ms + 3600000) {
-            HASH_DEL(r->new_groups, g);
-            free(g);
-        }
-    }
-    HASH_ITER(hh, r->code_takes, g, gtmp)
-    {
-        if (ms(now_us) >= g->bucket.last_ms + 60000) {
-            HASH_DEL(r->code_takes, g);
-            free(g);
-        }
-    }
+    ip_buckets_sweep(&r->new_groups, 3600000, now_us);
+    ip_buckets_sweep(&r->code_takes, 60000, now_us);
     zks_codes_expire(r->codes, ms(now_us));
 }
 
@@ -396,17 +418,8 @@ static void sweep_rates(zks_relay *r, uint64_t now_us)
  */
 static bool may_create_group(zks_relay *r, const struct session *s, uint64_t now_us)
 {
-    struct ip_groups *g;
-    HASH_FIND_STR(r->new_groups, s->ip, g);
-    if (g == NULL) {
-        g = calloc(1, sizeof *g);
-        if (g == NULL)
-            return false;
-        snprintf(g->ip, sizeof g->ip, "%s", s->ip);
-        zks_bucket_init(&g->bucket, r->cfg.new_groups_per_ip_per_hour, 3600000, ms(now_us));
-        HASH_ADD_STR(r->new_groups, ip, g);
-    }
-    return zks_bucket_take(&g->bucket, ms(now_us));
+    return ip_bucket_take(&r->new_groups, s->ip, r->cfg.new_groups_per_ip_per_hour, 3600000,
+                          now_us);
 }
 
 uint32_t zks_relay_conn_open(zks_relay *r, zks_relay_conn conn, const uint8_t peer_id[32],
@@ -1164,17 +1177,7 @@ static void on_devices(zks_relay *r, struct session *s, int64_t stream, uint64_t
 
 static bool may_take_code(zks_relay *r, const struct session *s, uint64_t now_us)
 {
-    struct ip_groups *g;
-    HASH_FIND_STR(r->code_takes, s->ip, g);
-    if (g == NULL) {
-        g = calloc(1, sizeof *g);
-        if (g == NULL)
-            return false;
-        snprintf(g->ip, sizeof g->ip, "%s", s->ip);
-        zks_bucket_init(&g->bucket, CODE_TAKES_PER_MIN, 60000, ms(now_us));
-        HASH_ADD_STR(r->code_takes, ip, g);
-    }
-    return zks_bucket_take(&g->bucket, ms(now_us));
+    return ip_bucket_take(&r->code_takes, s->ip, CODE_TAKES_PER_MIN, 60000, now_us);
 }
 
 static void on_invite_put(zks_relay *r, struct session *s, int64_t stream,
@@ -1525,17 +1528,8 @@ void zks_relay_free(zks_relay *r)
         HASH_DEL(r->rates, d);
         free(d);
     }
-    struct ip_groups *ig, *igtmp;
-    HASH_ITER(hh, r->new_groups, ig, igtmp)
-    {
-        HASH_DEL(r->new_groups, ig);
-        free(ig);
-    }
-    HASH_ITER(hh, r->code_takes, ig, igtmp)
-    {
-        HASH_DEL(r->code_takes, ig);
-        free(ig);
-    }
+    ip_buckets_sweep(&r->new_groups, 0, UINT64_MAX);
+    ip_buckets_sweep(&r->code_takes, 0, UINT64_MAX);
     zks_codes_free(r->codes);
     for (size_t i = 0; i < r->npending; i++)
         free(r->pending[i].data);
