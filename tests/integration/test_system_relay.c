@@ -7,9 +7,7 @@
  */
 #include "relay_harness.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
+#include "http_get.h"
 
 struct env {
     uv_loop_t loop;
@@ -54,20 +52,9 @@ static void pull_all(device *d, uint64_t after, zks_msg *out_last, size_t *count
 /* GET path from the relay's HTTP port into `out`. */
 static void http_get(uint16_t port, const char *path, char *out, size_t len)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(fd >= 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     char req[128];
     snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
-    assert_true(write(fd, req, strlen(req)) > 0);
-    size_t have = 0;
-    ssize_t n;
-    while (have + 1 < len && (n = read(fd, out + have, len - 1 - have)) > 0)
-        have += (size_t)n;
-    out[have] = '\0';
-    close(fd);
+    get(port, req, out, len);
 }
 
 static void test_two_devices_push_notify_pull(void **state)

@@ -3,8 +3,8 @@
  * HTTP endpoints: sends `request` as given and returns the whole response
  * (the server closes after it), NUL-terminated. Include after <cmocka.h>.
  */
-#ifndef ZKS_TESTS_UNIT_HTTP_GET_H
-#define ZKS_TESTS_UNIT_HTTP_GET_H
+#ifndef ZKS_TESTS_HTTP_GET_H
+#define ZKS_TESTS_HTTP_GET_H
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
