@@ -561,6 +561,23 @@ static const struct option group_options[] = {{"relay", required_argument, NULL,
                                               CLI_HELP_OPT,
                                               {0}};
 
+/* An API key read from standard input ("--api-key -"), wiped when the command ends. */
+static char key_in[300];
+
+/* Takes the key of "--api-key -" from standard input (unlike the command line, not shown to
+ * other users of the machine). Exit code. */
+static int read_api_key(struct group_opts *o)
+{
+    if (o->api_key == NULL || strcmp(o->api_key, "-") != 0)
+        return EXIT_OK;
+    if (cli_read_line(key_in, sizeof key_in) != 0) {
+        cli_error("--api-key -: no key on standard input");
+        return EXIT_USAGE;
+    }
+    o->api_key = key_in;
+    return EXIT_OK;
+}
+
 /*
  * Stores `key` and `relays` as this device's group (and, with --api-key, its
  * ManagedCloud settings), then shows the invite.
@@ -572,19 +589,9 @@ static int save_group(struct cli *g, zks_group_key *key, const char *const *rela
         cli_error("--discovery goes with --api-key");
         return EXIT_USAGE;
     }
-    char key_buf[300];
-    const char *api_key = o->api_key;
-    if (api_key && strcmp(api_key, "-") == 0) {
-        /* From standard input: unlike the command line, not shown to other users. */
-        if (cli_read_line(key_buf, sizeof key_buf) != 0) {
-            cli_error("--api-key -: no key on standard input");
-            return EXIT_USAGE;
-        }
-        api_key = key_buf;
-    }
+    const char *api_key = o->api_key; /* read_api_key has taken a "-" from standard input */
     char digest[ZKS_NODE_ID_TEXT_SIZE];
     if (api_key && zks_api_key_digest_text(digest, api_key) != 0) {
-        explicit_bzero(key_buf, sizeof key_buf);
         cli_error("--api-key: a key is 16 to 256 printable ASCII characters, no spaces");
         return EXIT_USAGE;
     }
@@ -595,14 +602,12 @@ static int save_group(struct cli *g, zks_group_key *key, const char *const *rela
     for (size_t i = 0; i < n; i++) {
         if (zks_config_add_relay(cfg, relays[i]) != 0) {
             zks_config_free(cfg);
-            explicit_bzero(key_buf, sizeof key_buf);
             cli_error("'%s' is not a relay address (NODEID@HOST:PORT)", relays[i]);
             return EXIT_USAGE;
         }
     }
     /* The new group's settings replace the old group's: managed or not. */
     int st = api_key ? managed_save(g, api_key, o->discovery) : managed_clear(g);
-    explicit_bzero(key_buf, sizeof key_buf);
     if (st != EXIT_OK) {
         zks_config_free(cfg);
         return st;
@@ -660,6 +665,8 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
     int status;
     if (cli_parse_opts("group create", argc, argv, group_options, group_each, &o, &status) != 0)
         return status;
+    if ((status = read_api_key(&o)) != EXIT_OK)
+        return status;
     if (o.nrelays == 0 && o.api_key == NULL) {
         cli_error("group create: name the group's relay with --relay NODEID@HOST:PORT, or give "
                   "an --api-key for a managed service");
@@ -684,19 +691,22 @@ static int cmd_group_create(struct cli *g, int argc, char **argv)
         return cli_fail("group create", rc);
     rc = save_group(g, key, o.relays, o.nrelays, &o, true);
     zks_group_key_free(key);
+    explicit_bzero(key_in, sizeof key_in);
     return rc;
 }
 
-/* An invite taken with a code (it holds a random group's secret) and an API key read from
- * standard input: wiped once joined. */
+/* An invite taken with a code: it holds a random group's secret, wiped once joined. */
 static char taken[ZKS_INVITE_TEXT_MAX];
-static char join_key[300];
+
+static int discovery_exit(int rc);
 
 static int group_join(struct cli *g, int argc, char **argv)
 {
     struct group_opts o = {.json = g->json};
     int status;
     if (cli_parse_opts("group join", argc, argv, group_options, group_each, &o, &status) != 0)
+        return status;
+    if ((status = read_api_key(&o)) != EXIT_OK)
         return status;
     if (!cli_initialised(g)) {
         cli_error("no zks device in %s (run 'zks init' first)", g->home);
@@ -721,21 +731,12 @@ static int group_join(struct cli *g, int argc, char **argv)
         size_t nfound = 0;
         const char *from = o.nrelays ? o.relays[0] : NULL;
         if (from == NULL) {
-            if (strcmp(o.api_key, "-") == 0) {
-                if (cli_read_line(join_key, sizeof join_key) != 0) {
-                    cli_error("--api-key -: no key on standard input");
-                    return EXIT_USAGE;
-                }
-                o.api_key = join_key;
-            }
             rc =
                 zks_discover_relays(&nfound, found, 8, o.discovery, o.api_key, g->timeout_s * 1000);
             if (rc != 0 || nfound == 0) {
                 cli_error("group join: the discovery service gave no relay (%s)",
                           zks_strerror(rc ? rc : ZKS_ENOENT));
-                return rc == ZKS_EAUTH    ? EXIT_REFUSED
-                       : rc == ZKS_EINVAL ? EXIT_USAGE
-                                          : EXIT_NETWORK;
+                return discovery_exit(rc);
             }
             from = found[0];
         }
@@ -824,7 +825,7 @@ static int cmd_group_join(struct cli *g, int argc, char **argv)
 {
     int rc = group_join(g, argc, argv);
     explicit_bzero(taken, sizeof taken);
-    explicit_bzero(join_key, sizeof join_key);
+    explicit_bzero(key_in, sizeof key_in);
     return rc;
 }
 
