@@ -151,6 +151,38 @@ int zks_nodeid_verify(const uint8_t id[ZKS_NODEID_LEN], const uint8_t sig[ZKS_SI
     return crypto_sign_verify_detached(sig, msg, len, id) == 0 ? 0 : ZKS_EAUTH;
 }
 
+_Static_assert(ZKS_NODEID_BOX_OVERHEAD == crypto_box_SEALBYTES, "sealed box overhead");
+
+int zks_nodeid_box_seal(uint8_t *out, const uint8_t *msg, size_t len,
+                        const uint8_t id[ZKS_NODEID_LEN])
+{
+    if (out == NULL || id == NULL || (msg == NULL && len != 0))
+        return ZKS_EINVAL;
+    if (zks_crypto_init() != 0)
+        return ZKS_ECRYPTO;
+    uint8_t x_pk[crypto_box_PUBLICKEYBYTES];
+    if (crypto_sign_ed25519_pk_to_curve25519(x_pk, id) != 0)
+        return ZKS_EINVAL;
+    return crypto_box_seal(out, msg, len, x_pk) == 0 ? 0 : ZKS_ECRYPTO;
+}
+
+int zks_node_key_box_open(const zks_node_key *k, uint8_t *out, const uint8_t *box, size_t len)
+{
+    if (k == NULL || out == NULL || box == NULL || len < ZKS_NODEID_BOX_OVERHEAD)
+        return ZKS_EINVAL;
+    if (zks_crypto_init() != 0)
+        return ZKS_ECRYPTO;
+    uint8_t x_pk[crypto_box_PUBLICKEYBYTES], x_sk[crypto_box_SECRETKEYBYTES];
+    if (crypto_sign_ed25519_pk_to_curve25519(x_pk, k->sk + ZKS_NODE_SEED_LEN) != 0 ||
+        crypto_sign_ed25519_sk_to_curve25519(x_sk, k->sk) != 0) {
+        sodium_memzero(x_sk, sizeof x_sk);
+        return ZKS_ECRYPTO;
+    }
+    int rc = crypto_box_seal_open(out, box, len, x_pk, x_sk) == 0 ? 0 : ZKS_EAUTH;
+    sodium_memzero(x_sk, sizeof x_sk);
+    return rc;
+}
+
 void zks_node_key_format(const zks_node_key *k, char out[ZKS_NODE_KEY_FILE_LEN])
 {
     uint8_t seed[ZKS_NODE_SEED_LEN];

@@ -92,6 +92,26 @@ ZKS_WARN_UNUSED int zks_nodeid_verify(const uint8_t id[ZKS_NODEID_LEN],
                                       const uint8_t sig[ZKS_SIG_LEN], const uint8_t *msg,
                                       size_t len);
 
+/* Bytes a sealed box adds to its message (an X25519 public key and a tag). */
+#define ZKS_NODEID_BOX_OVERHEAD 48
+
+/*
+ * Seals `len` bytes at `msg` for the holder of NodeId `id` alone, into `out`
+ * (len + ZKS_NODEID_BOX_OVERHEAD bytes): a libsodium sealed box to the
+ * X25519 form of the Ed25519 key. The sender stays anonymous; only the
+ * holder of the key opens it. Returns 0, ZKS_EINVAL (NULL, or a NodeId that
+ * is no usable public key) or ZKS_ECRYPTO. Any thread.
+ */
+int zks_nodeid_box_seal(uint8_t *out, const uint8_t *msg, size_t len,
+                        const uint8_t id[ZKS_NODEID_LEN]);
+
+/*
+ * Opens a box sealed for `k` (`len` bytes at `box`) into `out`
+ * (len - ZKS_NODEID_BOX_OVERHEAD bytes). Returns 0, ZKS_EINVAL, or ZKS_EAUTH
+ * for a box not sealed for this key or altered. Any thread.
+ */
+int zks_node_key_box_open(const zks_node_key *k, uint8_t *out, const uint8_t *box, size_t len);
+
 /*
  * Writes the key file form of `k` (ZKS_NODE_KEY_FILE_LEN bytes, no NUL) to
  * `out`. The text holds the secret: the caller zeroes it after use.

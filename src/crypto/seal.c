@@ -19,7 +19,7 @@ _Static_assert(ZKS_BLOB_AD_LEN == 102, "the documented AD layout");
 
 /* Keys of the envelope and record maps. */
 enum { ENV_VERSION = 0, ENV_EPOCH = 1, ENV_NONCE = 2, ENV_CIPHERTEXT = 3, ENV_FIELDS = 4 };
-enum { REC_KIND = 0, REC_TS = 1, REC_DATA = 2, REC_FIELDS = 3 };
+enum { REC_KIND = 0, REC_TS = 1, REC_DATA = 2, REC_FIELDS = 3, REC_ROTATION = 3 };
 
 /* Encoded size of an unsigned integer, as the shortest-form writer emits it. */
 static size_t uint_size(uint64_t v)
@@ -57,9 +57,11 @@ static void write_bin_header(zks_buf *b, size_t n)
     zks_buf_append(b, tmp, sizeof tmp - left);
 }
 
-static size_t record_size(uint64_t kind, uint64_t app_ts, size_t len)
+/* A record with `extra` bytes of rotation package (key 3), or none when 0. */
+static size_t record_size(uint64_t kind, uint64_t app_ts, size_t len, size_t extra)
 {
-    return 1 + 1 + uint_size(kind) + 1 + uint_size(app_ts) + 1 + bin_header_size(len) + len;
+    return 1 + 1 + uint_size(kind) + 1 + uint_size(app_ts) + 1 + bin_header_size(len) + len +
+           (extra ? 1 + bin_header_size(extra) + extra : 0);
 }
 
 static size_t envelope_size(uint32_t epoch, size_t ct_len)
@@ -72,7 +74,7 @@ size_t zks_blob_sealed_len(uint32_t epoch, uint64_t kind, uint64_t app_ts, size_
 {
     if (len > ZKS_CRYPTO_MAX_BLOB)
         return 0;
-    size_t n = envelope_size(epoch, record_size(kind, app_ts, len) + ZKS_BLOB_TAG_LEN);
+    size_t n = envelope_size(epoch, record_size(kind, app_ts, len, 0) + ZKS_BLOB_TAG_LEN);
     return n <= ZKS_CRYPTO_MAX_BLOB ? n : 0;
 }
 
@@ -94,14 +96,14 @@ void zks_blob_ad(uint8_t ad[ZKS_BLOB_AD_LEN], uint32_t epoch,
     memcpy(p, sender, ZKS_NODEID_LEN);
 }
 
-int zks_blob_seal_with_nonce(zks_buf *out, const zks_group *g,
-                             const uint8_t blob_id[ZKS_BLOB_ID_LEN],
-                             const uint8_t sender[ZKS_NODEID_LEN], uint64_t kind, uint64_t app_ts,
-                             const uint8_t *data, size_t len,
-                             const uint8_t nonce[ZKS_BLOB_NONCE_LEN])
+/* Seals a record {kind, app_ts, data} and, when `extra_len` > 0, key 3 holding `extra`. */
+static int seal_record(zks_buf *out, const zks_group *g, const uint8_t blob_id[ZKS_BLOB_ID_LEN],
+                       const uint8_t sender[ZKS_NODEID_LEN], uint64_t kind, uint64_t app_ts,
+                       const uint8_t *data, size_t len, const uint8_t *extra, size_t extra_len,
+                       const uint8_t nonce[ZKS_BLOB_NONCE_LEN])
 {
     if (out == NULL || g == NULL || blob_id == NULL || sender == NULL || nonce == NULL ||
-        (data == NULL && len != 0))
+        (data == NULL && len != 0) || (extra == NULL && extra_len != 0))
         return ZKS_EINVAL;
     if (out->err)
         return out->err;
@@ -109,10 +111,12 @@ int zks_blob_seal_with_nonce(zks_buf *out, const zks_group *g,
     if (rc != 0)
         return rc;
     uint32_t epoch = zks_group_epoch(g);
-    size_t env_len = zks_blob_sealed_len(epoch, kind, app_ts, len);
-    if (env_len == 0)
+    if (len > ZKS_CRYPTO_MAX_BLOB || extra_len > ZKS_CRYPTO_MAX_BLOB)
         return ZKS_ETOOBIG;
-    size_t rec_len = record_size(kind, app_ts, len);
+    size_t rec_len = record_size(kind, app_ts, len, extra_len);
+    size_t env_len = envelope_size(epoch, rec_len + ZKS_BLOB_TAG_LEN);
+    if (env_len > ZKS_CRYPTO_MAX_BLOB)
+        return ZKS_ETOOBIG;
     size_t ct_len = rec_len + ZKS_BLOB_TAG_LEN;
     size_t start = out->len;
     if ((rc = zks_buf_reserve(out, env_len)) != 0)
@@ -128,13 +132,17 @@ int zks_blob_seal_with_nonce(zks_buf *out, const zks_group *g,
     zks_mp_write_uint(out, ENV_CIPHERTEXT);
     write_bin_header(out, ct_len);
     size_t rec_at = out->len;
-    zks_mp_write_map(out, REC_FIELDS);
+    zks_mp_write_map(out, REC_FIELDS + (extra_len ? 1 : 0));
     zks_mp_write_uint(out, REC_KIND);
     zks_mp_write_uint(out, kind);
     zks_mp_write_uint(out, REC_TS);
     zks_mp_write_uint(out, app_ts);
     zks_mp_write_uint(out, REC_DATA);
     zks_mp_write_bin(out, data, len);
+    if (extra_len) {
+        zks_mp_write_uint(out, REC_ROTATION);
+        zks_mp_write_bin(out, extra, extra_len);
+    }
     zks_buf_extend(out, ZKS_BLOB_TAG_LEN);
     if ((rc = zks_buf_err(out)) != 0)
         goto fail;
@@ -162,6 +170,29 @@ fail:
         sodium_memzero(out->data + start, out->len - start);
     out->len = start;
     return rc;
+}
+
+int zks_blob_seal_with_nonce(zks_buf *out, const zks_group *g,
+                             const uint8_t blob_id[ZKS_BLOB_ID_LEN],
+                             const uint8_t sender[ZKS_NODEID_LEN], uint64_t kind, uint64_t app_ts,
+                             const uint8_t *data, size_t len,
+                             const uint8_t nonce[ZKS_BLOB_NONCE_LEN])
+{
+    return seal_record(out, g, blob_id, sender, kind, app_ts, data, len, NULL, 0, nonce);
+}
+
+int zks_blob_seal_rotation(zks_buf *out, const zks_group *g, const uint8_t blob_id[ZKS_BLOB_ID_LEN],
+                           const uint8_t sender[ZKS_NODEID_LEN], uint64_t app_ts,
+                           const uint8_t *package, size_t len)
+{
+    if (package == NULL || len == 0)
+        return ZKS_EINVAL;
+    int rc = zks_crypto_init();
+    if (rc != 0)
+        return rc;
+    uint8_t nonce[ZKS_BLOB_NONCE_LEN];
+    randombytes_buf(nonce, sizeof nonce);
+    return seal_record(out, g, blob_id, sender, 0, app_ts, NULL, 0, package, len, nonce);
 }
 
 int zks_blob_seal(zks_buf *out, const zks_group *g, const uint8_t blob_id[ZKS_BLOB_ID_LEN],
@@ -313,6 +344,11 @@ int zks_record_parse(zks_record *rec, const uint8_t *p, size_t len)
             break;
         case REC_DATA:
             rc = zks_mp_read_bin(&r, &got.data, &got.len, ZKS_CRYPTO_MAX_BLOB);
+            break;
+        case REC_ROTATION:
+            rc = zks_mp_read_bin(&r, &got.rotation, &got.rotation_len, ZKS_CRYPTO_MAX_BLOB);
+            if (rc == 0 && got.rotation_len == 0)
+                rc = ZKS_EMALFORMED;
             break;
         default:
             rc = zks_mp_skip(&r);

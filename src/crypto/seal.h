@@ -57,6 +57,10 @@ typedef struct zks_record {
     uint64_t app_ts; /* application timestamp, milliseconds */
     const uint8_t *data;
     size_t len;
+    /* Key 3: a group rotation package (crypto/rotation.h), or NULL. Such a
+     * record is the library's own and is never handed to the application. */
+    const uint8_t *rotation;
+    size_t rotation_len;
 } zks_record;
 
 /*
@@ -89,6 +93,15 @@ int zks_blob_seal_with_nonce(zks_buf *out, const zks_group *g,
                              const uint8_t sender[ZKS_NODEID_LEN], uint64_t kind, uint64_t app_ts,
                              const uint8_t *data, size_t len,
                              const uint8_t nonce[ZKS_BLOB_NONCE_LEN]);
+
+/*
+ * Seals a rotation record: kind 0, `app_ts`, no data, and the `len` bytes of
+ * `package` (crypto/rotation.h) under key 3, with a nonce from the system's
+ * generator. Errors as zks_blob_seal.
+ */
+int zks_blob_seal_rotation(zks_buf *out, const zks_group *g, const uint8_t blob_id[ZKS_BLOB_ID_LEN],
+                           const uint8_t sender[ZKS_NODEID_LEN], uint64_t app_ts,
+                           const uint8_t *package, size_t len);
 
 /*
  * Random nonces without a system call each. A source holds a 256-bit key
