@@ -29,8 +29,9 @@ static struct {
     uint64_t last; /* the cursor printed up to */
     uint64_t seen; /* the highest cursor announced */
     long printed;
-    int behind; /* the main thread has blobs to pull */
-} f = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0};
+    int behind;   /* the main thread has blobs to pull */
+    int rotating; /* the group secret was rotated: cursors start again (main thread) */
+} f = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 0, 0, 0, 0};
 
 static volatile sig_atomic_t stop;
 
@@ -61,7 +62,11 @@ static void on_event(const zks_event *ev, void *ctx)
     pthread_mutex_lock(&f.mu);
     if (ev->kind == ZKS_EVENT_CONNECTED) {
         f.behind = 1; /* blobs stored while we were away were announced to nobody here */
-    } else if (ev->kind == ZKS_EVENT_BLOB_AVAILABLE && f.c != NULL) {
+    } else if (ev->kind == ZKS_EVENT_GROUP_ROTATED) {
+        /* Raised inside the main thread's pull, which then starts the cursors again. */
+        f.rotating = 1;
+        f.behind = 1;
+    } else if (ev->kind == ZKS_EVENT_BLOB_AVAILABLE && f.c != NULL && !f.rotating) {
         if (ev->u.blob_available.cursor > f.seen)
             f.seen = ev->u.blob_available.cursor;
         zks_pull_result res;
@@ -145,6 +150,12 @@ int main(int argc, char **argv)
         }
         if (f.last == after)
             print_blobs(&res);
+        if (res.rotated) {
+            /* Moved to the group's new secret: its cursors start again. */
+            zks_client_last_cursor(&f.last, c);
+            f.seen = f.last;
+            f.rotating = 0;
+        }
         if (!res.has_more && f.last >= f.seen)
             f.behind = 0;
         zks_pull_result_free(&res);

@@ -65,6 +65,8 @@ int main(int argc, char **argv)
             printf("%" PRIu64 ": %.*s\n", res.blobs[i].cursor, (int)res.blobs[i].len,
                    (const char *)res.blobs[i].data);
         after = res.last;
+        if (res.rotated) /* moved to the group's new secret: its cursors start again */
+            zks_client_last_cursor(&after, c);
         int more = res.has_more;
         zks_pull_result_free(&res);
         if (!more)

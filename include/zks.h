@@ -62,7 +62,8 @@ extern "C" {
     XX(EREMOTE, -24, "the relay answered with an error")                                           \
     XX(ECRYPTO, -25, "cryptographic library failure")                                              \
     XX(EINTERNAL, -26, "internal error")                                                           \
-    XX(EREWOUND, -27, "the relay's cursors went back: it lost blobs")
+    XX(EREWOUND, -27, "the relay's cursors went back: it lost blobs")                              \
+    XX(EEXCLUDED, -28, "the group moved to a new secret without this device")
 
 typedef enum zks_err {
     ZKS_OK = 0,
@@ -611,7 +612,10 @@ typedef struct zks_pull_result {
     int has_more;        /* more blobs follow: pull again after the last cursor */
     uint64_t max_cursor; /* the group's newest cursor at the relay (as far as known) */
     uint64_t last;       /* the highest cursor this pull covered (also for blobs not returned) */
-    void *storage;       /* private */
+    /* 1: this pull moved the device to the group's new secret (zks_client_rotate_group): the
+     * cursors that follow are the new group's, from 0; pull after zks_client_last_cursor(). */
+    int rotated;
+    void *storage; /* private */
 } zks_pull_result;
 
 /* Zeroes and frees what a pull returned; the struct is left empty. NULL is a no-op. */
@@ -641,7 +645,16 @@ typedef enum zks_event_kind {
     ZKS_EVENT_BLOB_PUSHED = 4,    /* the relay stored one of ours */
     ZKS_EVENT_ERROR = 5,
     ZKS_EVENT_STATUS_CHANGED = 6,
+    ZKS_EVENT_GROUP_ROTATED = 7, /* the device moved to the group's new secret */
 } zks_event_kind;
+
+/* A rotation of the group secret (zks_client_rotate_group, ZKS_EVENT_GROUP_ROTATED). */
+typedef struct zks_rotation_info {
+    uint32_t epoch;                      /* the new secret's key epoch */
+    uint8_t group_id[ZKS_GROUP_ID_SIZE]; /* the new group id */
+    uint8_t rotator[ZKS_NODE_ID_SIZE];   /* the device that rotated it */
+    uint64_t devices; /* devices the secret was sealed for, the rotator's own included */
+} zks_rotation_info;
 
 /* An event, copied out to the receiver: it owns nothing. */
 typedef struct zks_event {
@@ -681,6 +694,7 @@ typedef struct zks_event {
         struct {
             zks_status status;
         } status_changed;
+        zks_rotation_info group_rotated;
     } u;
 } zks_event;
 
@@ -956,6 +970,30 @@ int zks_client_devices(zks_device_list *out, zks_client *c);
  * itself included. Blocking. Errors as pull.
  */
 int zks_client_revoke_device(zks_client *c, const uint8_t device[ZKS_NODE_ID_SIZE]);
+
+/*
+ * Rotates the group secret (docs/CLIENT.md, "Rotating the group secret"):
+ * makes a new random secret at the next key epoch, seals it for every
+ * device the primary relay lists as not revoked (this one included, 1000 at
+ * most), each with its own NodeId, signs that with this device's key, and
+ * pushes it to the group as a rotation record. Then this device moves to the
+ * new group: its own pushes stored after the record and its outbox are
+ * sealed anew for it, and its sessions open again under the new group id,
+ * whose cursors start at 0. Every other device listed moves when a pull
+ * comes upon the record (zks_pull_result.rotated, and a GroupRotated event);
+ * a device left out, a revoked one, never learns the new secret.
+ * Revoke the device first (zks_client_revoke_device), then rotate.
+ * `out` (may be NULL) describes the rotation. Blocking.
+ * Errors: ZKS_EAGAIN (not connected, or another rotation under way; when
+ * the record could not reach the relay it stays in the outbox, and this
+ * device moves when it pulls the record, as the others do), ZKS_EEXIST
+ * (another device's rotation was stored first: every device, this one
+ * included, moves to that one at its next pull, and this one's record is
+ * never taken), ZKS_ETOOBIG (over 1000 devices), ZKS_ENOENT (no group
+ * key), ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_ESTORE, ZKS_ENOMEM, ZKS_ECRYPTO,
+ * ZKS_ECLOSED.
+ */
+int zks_client_rotate_group(zks_rotation_info *out, zks_client *c);
 
 /*
  * Deletes a blob at the primary relay. Without `force` the relay removes it

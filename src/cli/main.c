@@ -895,6 +895,52 @@ static int cmd_group_invite(struct cli *g, int argc, char **argv)
     return EXIT_OK;
 }
 
+/* zks group rotate */
+static int cmd_group_rotate(struct cli *g, int argc, char **argv)
+{
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'}, CLI_HELP_OPT, {0}};
+    bool json = g->json;
+    int status;
+    if (cli_parse_opts("group rotate", argc, argv, opts, cli_json_each, &json, &status) != 0)
+        return status;
+    if (optind != argc) {
+        cli_error("group rotate: unexpected argument '%s'", argv[optind]);
+        return EXIT_USAGE;
+    }
+    zks_client *c;
+    int rc = cli_open_client(g, &c, NULL);
+    if (rc != EXIT_OK)
+        return rc;
+    zks_connection_info info;
+    zks_rotation_info rot;
+    rc = connect_client(c, &info);
+    if (rc == EXIT_OK) {
+        int err = zks_client_rotate_group(&rot, c);
+        if (err == ZKS_EEXIST) {
+            cli_error("group rotate: another device rotated the group first; this device "
+                      "moves to that rotation at its next pull");
+            rc = EXIT_FAIL;
+        } else {
+            rc = err ? cli_fail("group rotate", err) : EXIT_OK;
+        }
+    }
+    zks_client_free(c);
+    if (rc != EXIT_OK)
+        return rc;
+    char gid[2 * ZKS_GROUP_ID_SIZE + 1];
+    cli_hex(gid, rot.group_id, ZKS_GROUP_ID_SIZE);
+    if (json)
+        printf("{\"group_id\":\"%s\",\"epoch\":%u,\"devices\":%llu}\n", gid, rot.epoch,
+               (unsigned long long)rot.devices);
+    else
+        printf("Rotated the group secret: group %s, key epoch %u, sealed for %llu device%s\n"
+               "(this one included). Revoked devices cannot read what is pushed from now on;\n"
+               "the others move to the new secret when they next pull. Invites made before\n"
+               "no longer work: make new ones with 'zks group invite'.\n",
+               gid, rot.epoch, (unsigned long long)rot.devices, rot.devices == 1 ? "" : "s");
+    return EXIT_OK;
+}
+
 static const struct cli_command group_commands[] = {
     {"create", "--relay ADDR [--passphrase] | --api-key KEY [--discovery URL]",
      "make a new group and print its invite",
@@ -929,6 +975,10 @@ static const struct cli_command group_commands[] = {
      "  --code        a short code instead, valid 10 minutes, once (needs the relay)\n"
      "  --qr-png FILE  --no-qr  --json\n",
      cmd_group_invite},
+    {"rotate", "", "give the group a new secret, sealed for its devices not revoked",
+     "  after 'zks revoke': a revoked device cannot read what is pushed from then on\n"
+     "  --json        print {\"group_id\", \"epoch\", \"devices\"}\n",
+     cmd_group_rotate},
 };
 
 int cli_run_subcommand(const char *parent, const struct cli_command *table, size_t n, struct cli *g,
@@ -1246,8 +1296,14 @@ static int pull_batch(zks_client *c, uint64_t *after, const struct pull_opts *o,
         for (size_t i = 0; i < pl.count; i++)
             print_blob(&pl.blobs[i], o);
         fflush(stdout);
-        if (pl.last > *after)
+        if (pl.rotated) {
+            /* Moved to the group's new secret: its cursors start again. */
+            fprintf(stderr, "zks: the group secret was rotated: going on in the new group\n");
+            zks_client_last_cursor(after, c);
+            start = *after;
+        } else if (pl.last > *after) {
             *after = pl.last;
+        }
         bool more = pl.has_more;
         if (bar && more && pl.max_cursor - start > 1000) {
             progress(start, *after, pl.max_cursor);
@@ -1409,6 +1465,20 @@ static void print_event(const zks_event *ev, bool json)
         else
             printf("status: %s\n", zks_status_name(ev->u.status_changed.status.kind));
         break;
+    case ZKS_EVENT_GROUP_ROTATED: {
+        char gid[2 * ZKS_GROUP_ID_SIZE + 1];
+        zks_node_id_to_text(a, ev->u.group_rotated.rotator);
+        cli_hex(gid, ev->u.group_rotated.group_id, ZKS_GROUP_ID_SIZE);
+        if (json)
+            printf("{\"event\":\"%s\",\"group_id\":\"%s\",\"epoch\":%u,\"rotator\":\"%s\","
+                   "\"devices\":%llu}\n",
+                   name, gid, ev->u.group_rotated.epoch, a,
+                   (unsigned long long)ev->u.group_rotated.devices);
+        else
+            printf("group secret rotated by %.12s: group %.16s, key epoch %u\n", a, gid,
+                   ev->u.group_rotated.epoch);
+        break;
+    }
     }
     fflush(stdout);
 }
@@ -1650,7 +1720,10 @@ static int cmd_revoke(struct cli *g, int argc, char **argv)
     }
     zks_client_free(c);
     if (rc == EXIT_OK)
-        printf("Revoked %s\n", argv[optind]);
+        printf("Revoked %s\n"
+               "It still holds the group secret: run 'zks group rotate' so that it cannot\n"
+               "read what the group pushes from now on.\n",
+               argv[optind]);
     return rc;
 }
 
@@ -1716,7 +1789,8 @@ static int cmd_relay(struct cli *g, int argc, char **argv)
 static const struct cli_command commands[] = {
     {"init", "[--name NAME]", "make this device's key and state in the home directory",
      "  --name NAME   the name other devices see (default \"zks\")\n  --json\n", cmd_init},
-    {"group", "<create|join|invite> ...", "create a group, join one, or show its invite",
+    {"group", "<create|join|invite|rotate> ...",
+     "create a group, join one, show its invite, rotate its secret",
      "  run 'zks group SUBCOMMAND --help'\n", cmd_group},
     {"push", "[DATA | --file FILE]", "encrypt and push one blob (queued if offline)",
      "  DATA          the bytes to push, as given\n"

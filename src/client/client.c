@@ -35,7 +35,7 @@ void zks__set_remote_error(uint32_t code)
 /* ---- helpers shared with the I/O thread -------------------------------------------------------
  */
 
-static void req_free(zks__req *r)
+void zks__req_free(zks__req *r)
 {
     if (r->env) {
         sodium_memzero(r->env, r->env_len);
@@ -57,7 +57,7 @@ void zks__req_finish(zks_client *c, zks__req *r, int rc)
         pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     if (gone)
-        req_free(r);
+        zks__req_free(r);
 }
 
 void zks__set_status(zks_client *c, zks_status_kind kind, uint32_t attempt)
@@ -110,9 +110,10 @@ void zks__state_unlock(zks_client *c)
 void zks__set_primary(zks_client *c, const uint8_t relay_id[32])
 {
     uint64_t cursor = 0;
-    if (c->group) {
+    zks_group_key *g = c->group;
+    if (g) {
         zks__state_lock(c, true);
-        (void)zks__state_cursor_get(c->st, zks_group_id(c->group->g), relay_id, &cursor);
+        (void)zks__state_cursor_get(c->st, zks_group_id(g->g), relay_id, &cursor);
         zks__state_unlock(c);
     }
     pthread_mutex_lock(&c->mu);
@@ -141,7 +142,7 @@ static bool on_io_thread(zks_client *c)
 
 /* Whether the calling thread must not block on the I/O thread: it is that thread, or it runs
  * an event handler (which the I/O thread may be waiting to call). */
-static bool may_not_block(zks_client *c)
+bool zks__may_not_block(zks_client *c)
 {
     return on_io_thread(c) || zks__hub_in_handler();
 }
@@ -164,7 +165,7 @@ static int submit_nowait(zks_client *c, zks__req *r)
     pthread_mutex_lock(&c->mu);
     if (c->closed) {
         pthread_mutex_unlock(&c->mu);
-        req_free(r);
+        zks__req_free(r);
         return ZKS_ECLOSED;
     }
     enqueue_locked(c, r);
@@ -178,7 +179,7 @@ static int submit_nowait(zks_client *c, zks__req *r)
  * (ZKS_ECLOSED included, whether the request was never queued or the I/O
  * thread ended it while stopping) the caller owns `r` again and frees it.
  */
-static int submit_wait(zks_client *c, zks__req *r)
+int zks__submit_wait(zks_client *c, zks__req *r)
 {
     pthread_mutex_lock(&c->mu);
     if (c->closed) {
@@ -246,13 +247,21 @@ static int load_identity(zks_client *c, const zks_config *cfg)
     if ((rc = zks_nonce_source_init(&c->nonces)) != 0)
         return rc;
 
-    if (cfg->group) {
-        if ((rc = zks_group_key_copy(&c->group, cfg->group)) != 0 ||
-            (rc = zks__state_group_save(c->st, c->group)) != 0)
+    zks_group_key *g = NULL, *prev = NULL;
+    if (cfg->group && !zks__rotated_away(c, cfg->group)) {
+        if ((rc = zks_group_key_copy(&g, cfg->group)) != 0)
+            return rc;
+        c->group = g;
+        if ((rc = zks__state_group_save(c->st, g, NULL)) != 0)
             return rc;
     } else {
-        rc = zks__state_group_load(c->st, &c->group);
+        /* The configured group was rotated on this state directory: the stored one follows
+         * it (docs/CLIENT.md, "Rotating the group secret"). */
+        rc = zks__state_group_load(c->st, &g, &prev);
         if (rc != 0 && rc != ZKS_ENOENT)
+            return rc;
+        c->group = g;
+        if (prev && (rc = zks__rotation_finish(c, prev)) != 0)
             return rc;
     }
 
@@ -271,10 +280,9 @@ static int load_identity(zks_client *c, const zks_config *cfg)
     }
     if (rc != 0)
         return rc;
-    if (c->group && c->cfg.nrelays) {
+    if (g && c->cfg.nrelays) {
         memcpy(c->cursor_relay, c->cfg.relays[0].id, 32);
-        rc = zks__state_cursor_get(c->st, zks_group_id(c->group->g), c->cursor_relay,
-                                   &c->last_cursor);
+        rc = zks__state_cursor_get(c->st, zks_group_id(g->g), c->cursor_relay, &c->last_cursor);
     }
     return rc;
 }
@@ -285,6 +293,9 @@ static void release(zks_client *c)
     zks__hub_close(c->hub);
     c->hub = NULL;
     zks_group_key_free(c->group);
+    for (size_t i = 0; i < c->nretired; i++)
+        zks_group_key_free(c->retired[i]);
+    free(c->retired);
     zks_node_key_free(c->key);
     zks_nonce_source_wipe(&c->nonces);
     zks__state_close(c->st);
@@ -378,7 +389,7 @@ int zks_client_close(zks_client *c)
 {
     if (c == NULL)
         return ZKS_EINVAL;
-    if (may_not_block(c))
+    if (zks__may_not_block(c))
         return ZKS_EINVAL;
     zks__req *stop = zks__req_new(ZKS__REQ_STOP);
     pthread_mutex_lock(&c->mu);
@@ -457,7 +468,7 @@ int zks_client_connect(zks_connection_info *out, zks_client *c)
     if (out == NULL)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
-    if (c == NULL || may_not_block(c))
+    if (c == NULL || zks__may_not_block(c))
         return ZKS_EINVAL;
     if (is_closed(c))
         return ZKS_ECLOSED;
@@ -466,33 +477,33 @@ int zks_client_connect(zks_connection_info *out, zks_client *c)
         return ZKS_ENOMEM;
     int rc = discover(c, r);
     if (rc != 0) {
-        req_free(r);
+        zks__req_free(r);
         return rc;
     }
-    rc = submit_wait(c, r);
+    rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
     if (rc == 0)
         *out = r->info;
-    req_free(r);
+    zks__req_free(r);
     return rc;
 }
 
 int zks_client_disconnect(zks_client *c)
 {
-    if (c == NULL || may_not_block(c))
+    if (c == NULL || zks__may_not_block(c))
         return ZKS_EINVAL;
     zks__req *r = zks__req_new(ZKS__REQ_DISCONNECT);
     if (r == NULL)
         return ZKS_ENOMEM;
-    int rc = submit_wait(c, r);
+    int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
-    req_free(r);
+    zks__req_free(r);
     return rc;
 }
 
-static uint64_t wall_ms(void)
+uint64_t zks__wall_ms(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
@@ -500,7 +511,7 @@ static uint64_t wall_ms(void)
 }
 
 /* A fresh blob id: the handle's random prefix, then the next count. */
-static void next_blob_id(zks_client *c, uint8_t id[ZKS_BLOB_ID_SIZE])
+void zks__next_blob_id(zks_client *c, uint8_t id[ZKS_BLOB_ID_SIZE])
 {
     uint64_t n = atomic_fetch_add(&c->blob_id_seq, 1) + 1;
     memcpy(id, c->blob_id_prefix, sizeof c->blob_id_prefix);
@@ -516,7 +527,8 @@ static void next_blob_id(zks_client *c, uint8_t id[ZKS_BLOB_ID_SIZE])
 static int push_store(zks__req **out, zks_client *c, const void *data, size_t len)
 {
     *out = NULL;
-    if (c == NULL || data == NULL || len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE || may_not_block(c))
+    if (c == NULL || data == NULL || len == 0 || len > ZKS_BLOB_MAX_DATA_SIZE ||
+        zks__may_not_block(c))
         return ZKS_EINVAL;
     int ready = group_ready(c);
     if (ready != 0)
@@ -524,29 +536,41 @@ static int push_store(zks__req **out, zks_client *c, const void *data, size_t le
     zks__req *r = zks__req_new(ZKS__REQ_PUSH);
     if (r == NULL)
         return ZKS_ENOMEM;
-    next_blob_id(c, r->id);
-    zks_buf env;
-    zks_buf_init(&env, ZKS_CRYPTO_MAX_BLOB);
-    uint8_t nonce[ZKS_BLOB_NONCE_LEN];
-    zks_nonce_source_take(&c->nonces, nonce);
-    int rc = zks_blob_seal_with_nonce(&env, c->group->g, r->id, c->device_id, 0, wall_ms(), data,
-                                      len, nonce);
-    if (rc != 0) {
-        zks_buf_free(&env);
-        free(r);
-        return rc;
-    }
-    r->env = env.data;
-    r->env_len = env.len;
+    zks__next_blob_id(c, r->id);
     r->ttl = c->cfg.ttl_s;
-    /* Durable before anything is sent: a crash from here on loses nothing. */
-    zks__state_lock(c, false);
-    rc = zks__state_outbox_add(c->st, &r->seq, zks_group_id(c->group->g), r->id, r->env, r->env_len,
-                               r->ttl);
-    zks__state_unlock(c);
-    if (rc != 0) {
-        req_free(r);
-        return rc;
+    uint64_t now = zks__wall_ms();
+    for (;;) {
+        zks_group_key *g = c->group;
+        zks_buf env;
+        zks_buf_init(&env, ZKS_CRYPTO_MAX_BLOB);
+        uint8_t nonce[ZKS_BLOB_NONCE_LEN];
+        zks_nonce_source_take(&c->nonces, nonce);
+        int rc =
+            zks_blob_seal_with_nonce(&env, g->g, r->id, c->device_id, 0, now, data, len, nonce);
+        if (rc != 0) {
+            zks_buf_free(&env);
+            free(r);
+            return rc;
+        }
+        r->env = env.data;
+        r->env_len = env.len;
+        /* Durable before anything is sent: a crash from here on loses nothing. A rotation
+         * replaces the group under this lock: sealed for the one it replaced, seal again. */
+        zks__state_lock(c, false);
+        bool current = c->group == g;
+        if (current)
+            rc = zks__state_outbox_add(c->st, &r->seq, zks_group_id(g->g), r->id, r->env,
+                                       r->env_len, r->ttl);
+        zks__state_unlock(c);
+        if (current && rc == 0)
+            break;
+        sodium_memzero(r->env, r->env_len);
+        free(r->env);
+        r->env = NULL;
+        if (rc != 0) {
+            zks__req_free(r);
+            return rc;
+        }
     }
     *out = r;
     return 0;
@@ -563,7 +587,7 @@ int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_
         return rc;
     memcpy(out->blob_id, r->id, ZKS_BLOB_ID_SIZE);
     r->wait = true;
-    rc = submit_wait(c, r);
+    rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc; /* out->blob_id is set; the blob stays queued */
     if (rc == ZKS_ECLOSED)
@@ -572,7 +596,7 @@ int zks_client_push(zks_push_result *out, zks_client *c, const void *data, size_
         out->cursor = r->cursor;
         out->pending = r->cursor == 0;
     }
-    req_free(r);
+    zks__req_free(r);
     return rc;
 }
 
@@ -611,9 +635,13 @@ void zks_pull_result_free(zks_pull_result *res)
     memset(res, 0, sizeof *res);
 }
 
-/* Opens `n` stored blobs into `out` (its has_more and max_cursor are the caller's). */
-static int open_blobs(zks_pull_result *out, zks_client *c, const struct zks_msg_blob *blobs,
-                      size_t n)
+/*
+ * Opens `n` stored blobs of group `g` into `out` (its has_more and
+ * max_cursor are the caller's). A rotation record stops it: `rs` gets the
+ * record, out->last stays below it, and has_more is set.
+ */
+static int open_blobs(zks_pull_result *out, zks_client *c, const zks_group_key *g,
+                      const struct zks_msg_blob *blobs, size_t n, zks__rotation_seen *rs)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++)
@@ -629,6 +657,7 @@ static int open_blobs(zks_pull_result *out, zks_client *c, const struct zks_msg_
     size_t used = 0;
     zks_buf plain;
     zks_buf_init(&plain, ZKS_CRYPTO_MAX_BLOB);
+    int rc = 0;
     for (size_t i = 0; i < n; i++) {
         const struct zks_msg_blob *b = &blobs[i];
         if (b->cursor > out->last)
@@ -636,8 +665,24 @@ static int open_blobs(zks_pull_result *out, zks_client *c, const struct zks_msg_
         if (b->kind != ZKS_MSG_KIND_BLOB)
             continue; /* large-content records are not blob data */
         zks_record rec;
-        int orc = zks_blob_open(&rec, &plain, c->group->g, b->blob_id, b->sender, b->envelope.p,
+        int orc = zks_blob_open(&rec, &plain, g->g, b->blob_id, b->sender, b->envelope.p,
                                 b->envelope.len);
+        if (orc == 0 && rec.rotation != NULL) {
+            /* The library's own: taken by the caller, never handed to the application. */
+            if ((rs->package = malloc(rec.rotation_len)) == NULL) {
+                rc = ZKS_ENOMEM;
+                break;
+            }
+            memcpy(rs->package, rec.rotation, rec.rotation_len);
+            rs->len = rec.rotation_len;
+            rs->found = true;
+            rs->cursor = b->cursor;
+            memcpy(rs->sender, b->sender, 32);
+            memcpy(rs->blob_id, b->blob_id, ZKS_BLOB_ID_SIZE);
+            out->last = b->cursor - 1;
+            out->has_more = 1;
+            break;
+        }
         if (orc != 0 || rec.kind != 0 || rec.len > total - used) {
             char id[2 * ZKS_BLOB_ID_SIZE + 1];
             sodium_bin2hex(id, sizeof id, b->blob_id, ZKS_BLOB_ID_SIZE);
@@ -663,11 +708,12 @@ static int open_blobs(zks_pull_result *out, zks_client *c, const struct zks_msg_
     if (plain.data)
         sodium_memzero(plain.data, plain.cap);
     zks_buf_free(&plain);
-    return 0;
+    return rc;
 }
 
-/* Opens every blob of a PULL_RESPONSE body into `out`. */
-static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, size_t len)
+/* Opens every blob of a PULL_RESPONSE body of group `g` into `out`. */
+static int open_pull(zks_pull_result *out, zks_client *c, const zks_group_key *g,
+                     const uint8_t *body, size_t len, zks__rotation_seen *rs)
 {
     zks_msg m;
     int rc = zks_msg_decode(&m, body, len);
@@ -680,7 +726,7 @@ static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, s
     const struct zks_msg_pull_response *p = &m.u.pull_response;
     out->has_more = p->has_more;
     out->max_cursor = p->max_cursor;
-    rc = open_blobs(out, c, p->blobs, p->nblobs);
+    rc = open_blobs(out, c, g, p->blobs, p->nblobs, rs);
     zks_msg_clear(&m);
     return rc;
 }
@@ -693,19 +739,20 @@ static int open_pull(zks_pull_result *out, zks_client *c, const uint8_t *body, s
  * has_more is set while the client has heard of later blobs (a NOTIFY, its
  * own PUSH_ACK): anything stored after those is announced to it in turn.
  */
-static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint8_t relay_id[32])
+static int pull_inline(zks_pull_result *out, zks_client *c, const zks_group_key *g, uint64_t after,
+                       uint8_t relay_id[32], zks__rotation_seen *rs)
 {
     struct zks_msg_blob *v;
     uint64_t known_max;
     size_t n = zks__inline_take(&c->inl, after, ZKS__INLINE_MAX_BLOBS, &v, relay_id, &known_max);
     if (n == 0)
         return 0;
-    int rc = open_blobs(out, c, v, n);
+    int rc = open_blobs(out, c, g, v, n, rs);
     zks__inline_blobs_free(v, n);
     if (rc != 0)
         return rc;
     out->max_cursor = known_max > out->last ? known_max : out->last;
-    out->has_more = out->last < known_max;
+    out->has_more = out->last < known_max || rs->found;
     return 1;
 }
 
@@ -714,11 +761,18 @@ static int pull_inline(zks_pull_result *out, zks_client *c, uint64_t after, uint
  * is kept in the handle; only the first confirmation of a round wakes the
  * I/O thread, which sends whatever is kept when its timer fires.
  */
-static void confirm_later(zks_client *c, const uint8_t relay_id[32], uint64_t after)
+static void confirm_later(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                          uint64_t after)
 {
     pthread_mutex_lock(&c->mu);
-    if (memcmp(c->confirm_relay, relay_id, 32) != 0 || after > c->confirm_after) {
+    if (g != c->group) {
+        pthread_mutex_unlock(&c->mu);
+        return; /* a group a rotation replaced: its cursors no longer matter */
+    }
+    if (memcmp(c->confirm_relay, relay_id, 32) != 0 || c->confirm_group != g ||
+        after > c->confirm_after) {
         memcpy(c->confirm_relay, relay_id, 32);
+        c->confirm_group = g;
         c->confirm_after = after;
     }
     bool told = c->confirm_armed;
@@ -735,26 +789,29 @@ static void confirm_later(zks_client *c, const uint8_t relay_id[32], uint64_t af
     pthread_mutex_unlock(&c->mu);
 }
 
-/* Raises the cursor zks_client_last_cursor shows, when `relay_id` is the primary's. */
-static void show_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_t cursor)
+/* Raises the cursor zks_client_last_cursor shows, when `relay_id` is the primary's (of `g`). */
+static void show_last_cursor(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                             uint64_t cursor)
 {
     pthread_mutex_lock(&c->mu);
-    if (memcmp(c->cursor_relay, relay_id, 32) == 0 && cursor > c->last_cursor)
+    if (g == c->group && memcmp(c->cursor_relay, relay_id, 32) == 0 && cursor > c->last_cursor)
         c->last_cursor = cursor;
     pthread_mutex_unlock(&c->mu);
 }
 
-/* A pull covered relay `relay_id`'s cursors up to `last`: the persisted last cursor follows. */
-static void raise_last_cursor(zks_client *c, const uint8_t relay_id[32], uint64_t last)
+/* A pull covered relay `relay_id`'s cursors of group `g` up to `last`: the persisted last
+ * cursor follows. */
+static void raise_last_cursor(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                              uint64_t last)
 {
     if (last == 0)
         return;
     uint64_t now = 0;
     zks__state_lock(c, on_io_thread(c));
-    int rc = zks__state_cursor_raise(c->st, zks_group_id(c->group->g), relay_id, last, &now);
+    int rc = zks__state_cursor_raise(c->st, zks_group_id(g->g), relay_id, last, &now);
     zks__state_unlock(c);
     if (rc == 0)
-        show_last_cursor(c, relay_id, now);
+        show_last_cursor(c, g, relay_id, now);
 }
 
 /*
@@ -775,24 +832,28 @@ static uint64_t delivered(const zks_client *c, uint64_t after, const zks_pull_re
  * whatever thread, waits for a disk flush, and the state never lags behind
  * what the relay was told.
  */
-static void inline_answered(zks_client *c, const uint8_t relay_id[32], uint64_t last)
+static void inline_answered(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                            uint64_t last)
 {
     if (last == 0)
         return;
-    show_last_cursor(c, relay_id, last);
-    confirm_later(c, relay_id, last);
+    show_last_cursor(c, g, relay_id, last);
+    confirm_later(c, g, relay_id, last);
 }
 
 uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32])
 {
     pthread_mutex_lock(&c->mu);
     uint64_t after = c->confirm_after;
+    const zks_group_key *g = c->confirm_group;
     memcpy(relay_id, c->confirm_relay, 32);
     c->confirm_after = 0;
     c->confirm_armed = false;
+    if (g != c->group)
+        after = 0; /* counted in a group a rotation replaced */
     pthread_mutex_unlock(&c->mu);
-    if (after > 0 && c->group != NULL)
-        raise_last_cursor(c, relay_id, after);
+    if (after > 0 && g != NULL)
+        raise_last_cursor(c, g, relay_id, after);
     return after;
 }
 
@@ -821,8 +882,10 @@ static int cmp_blob_id(const void *a, const void *b)
  * blob (docs/STORAGE.md, "Delivered to all"). Best effort: a row that stays
  * is still deduplicated while the relay holds the blob.
  */
-static void outbox_drop_pulled(zks_client *c, const zks_pull_result *res)
+static void outbox_drop_pulled(zks_client *c, const zks_group_key *g, const zks_pull_result *res)
 {
+    if (atomic_load(&c->switching))
+        return; /* a rotation is moving the outbox: every row goes with it */
     uint8_t(*own)[ZKS_BLOB_ID_SIZE] = NULL;
     size_t nown = 0;
     for (size_t i = 0; i < res->count; i++) {
@@ -838,7 +901,7 @@ static void outbox_drop_pulled(zks_client *c, const zks_pull_result *res)
     zks__outbox_row *rows = NULL;
     size_t n = 0;
     zks__state_lock(c, on_io_thread(c));
-    int rc = zks__state_outbox_list(c->st, zks_group_id(c->group->g), &rows, &n);
+    int rc = zks__state_outbox_list(c->st, zks_group_id(g->g), &rows, &n);
     int64_t *seqs = rc == 0 && n > 0 ? malloc(n * sizeof *seqs) : NULL;
     size_t nseqs = 0;
     for (size_t j = 0; seqs && j < n; j++)
@@ -853,12 +916,38 @@ static void outbox_drop_pulled(zks_client *c, const zks_pull_result *res)
     free(own);
 }
 
+/*
+ * A pull of group `g` stopped at the rotation record `rs` of relay
+ * `relay_id`: takes it (rotate.c). On a move the result says so and its
+ * cursors, the old group's, are dropped; a record passed over counts as
+ * covered; after a transient failure it stays ahead, to be taken at the
+ * next pull, whose error this returns when nothing came before the record.
+ */
+static int rotation_reached(zks_pull_result *out, zks_client *c, zks_group_key *g,
+                            const zks__rotation_seen *rs, const uint8_t relay_id[32])
+{
+    int rc = zks__rotation_take(c, g, rs, relay_id);
+    if (rc == 0) {
+        out->rotated = 1;
+        out->last = 0;
+        out->max_cursor = 0;
+        return 0;
+    }
+    if (rc == ZKS_EEXCLUDED || rc == ZKS_EAUTH) {
+        out->last = rs->cursor;
+        if (!c->cfg.app_confirms) /* which confirms by pulling after the record */
+            raise_last_cursor(c, g, relay_id, rs->cursor);
+        return 0;
+    }
+    return out->count ? 0 : rc;
+}
+
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
 {
     if (out == NULL)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
-    if (c == NULL || may_not_block(c))
+    if (c == NULL || zks__may_not_block(c))
         return ZKS_EINVAL;
     int ready = group_ready(c);
     if (ready != 0)
@@ -867,22 +956,27 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
     if (r == NULL)
         return ZKS_ENOMEM;
     r->after = after_cursor;
-    int rc = pull_inline(out, c, after_cursor, r->relay_id);
+    zks_group_key *g = c->group;
+    zks__rotation_seen rs = {0};
+    int rc = pull_inline(out, c, g, after_cursor, r->relay_id, &rs);
     if (rc == 1) {
         rc = 0;
-        inline_answered(c, r->relay_id, delivered(c, after_cursor, out));
+        inline_answered(c, g, r->relay_id, delivered(c, after_cursor, out));
     } else if (rc == 0) {
-        rc = submit_wait(c, r);
+        rc = zks__submit_wait(c, r);
         if (rc == ZKS_ETIMEDOUT)
             return rc;
         if (rc == 0)
-            rc = open_pull(out, c, r->body, r->body_len);
+            rc = open_pull(out, c, g, r->body, r->body_len, &rs);
         if (rc == 0) {
-            outbox_drop_pulled(c, out);
-            raise_last_cursor(c, r->relay_id, delivered(c, after_cursor, out));
+            outbox_drop_pulled(c, g, out);
+            raise_last_cursor(c, g, r->relay_id, delivered(c, after_cursor, out));
         }
     }
-    req_free(r);
+    if (rc == 0 && rs.found)
+        rc = rotation_reached(out, c, g, &rs, r->relay_id);
+    zks__rotation_seen_free(&rs);
+    zks__req_free(r);
     if (rc != 0)
         zks_pull_result_free(out);
     return rc;
@@ -899,14 +993,22 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
     if (ready != 0)
         return ready;
     uint8_t relay_id[32];
-    int rc = pull_inline(out, c, after_cursor, relay_id);
-    if (rc == 0)
+    zks_group_key *g = c->group;
+    zks__rotation_seen rs = {0};
+    int rc = pull_inline(out, c, g, after_cursor, relay_id, &rs);
+    /* A rotation record is taken by zks_client_pull, which may block: what came before it is
+     * answered here, the record itself is not. */
+    bool rotation_first = rs.found && out->count == 0;
+    zks__rotation_seen_free(&rs);
+    if (rc == 0 || rotation_first) {
+        zks_pull_result_free(out);
         return ZKS_EAGAIN;
+    }
     if (rc < 0) {
         zks_pull_result_free(out);
         return rc;
     }
-    inline_answered(c, relay_id, delivered(c, after_cursor, out));
+    inline_answered(c, g, relay_id, delivered(c, after_cursor, out));
     return 0;
 }
 
@@ -923,8 +1025,9 @@ int zks_client_confirm(zks_client *c, uint64_t cursor)
     pthread_mutex_unlock(&c->mu);
     if (cursor == 0)
         return 0;
-    raise_last_cursor(c, relay_id, cursor);
-    confirm_later(c, relay_id, cursor);
+    zks_group_key *g = c->group;
+    raise_last_cursor(c, g, relay_id, cursor);
+    confirm_later(c, g, relay_id, cursor);
     return 0;
 }
 
@@ -1015,7 +1118,8 @@ int zks_client_group_id(uint8_t out[ZKS_GROUP_ID_SIZE], zks_client *c)
     int ready = group_ready(c);
     if (ready != 0)
         return ready;
-    memcpy(out, zks_group_id(c->group->g), ZKS_GROUP_ID_SIZE);
+    zks_group_key *g = c->group;
+    memcpy(out, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
     return 0;
 }
 
@@ -1028,10 +1132,11 @@ int zks_client_outbox_count(uint64_t *out, zks_client *c)
         return ZKS_EINVAL;
     if (is_closed(c))
         return ZKS_ECLOSED;
-    if (c->group == NULL)
+    zks_group_key *g = c->group;
+    if (g == NULL)
         return 0;
     zks__state_lock(c, false);
-    int rc = zks__state_outbox_count(c->st, zks_group_id(c->group->g), out);
+    int rc = zks__state_outbox_count(c->st, zks_group_id(g->g), out);
     zks__state_unlock(c);
     return rc;
 }
@@ -1089,36 +1194,36 @@ int zks_client_devices(zks_device_list *out, zks_client *c)
     if (out == NULL)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
-    if (c == NULL || may_not_block(c))
+    if (c == NULL || zks__may_not_block(c))
         return ZKS_EINVAL;
     zks__req *r = zks__req_new(ZKS__REQ_DEVICES);
     if (r == NULL)
         return ZKS_ENOMEM;
-    int rc = submit_wait(c, r);
+    int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
     if (rc == 0) {
         *out = r->devices;
         memset(&r->devices, 0, sizeof r->devices);
     }
-    req_free(r);
+    zks__req_free(r);
     return rc;
 }
 
 static int simple_call(zks_client *c, enum zks__req_type type, const uint8_t *id, size_t id_len,
                        bool force)
 {
-    if (c == NULL || id == NULL || may_not_block(c))
+    if (c == NULL || id == NULL || zks__may_not_block(c))
         return ZKS_EINVAL;
     zks__req *r = zks__req_new(type);
     if (r == NULL)
         return ZKS_ENOMEM;
     memcpy(r->id, id, id_len);
     r->force = force;
-    int rc = submit_wait(c, r);
+    int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
-    req_free(r);
+    zks__req_free(r);
     return rc;
 }
 
@@ -1135,7 +1240,7 @@ int zks_client_delete_blob(zks_client *c, const uint8_t blob_id[ZKS_BLOB_ID_SIZE
 int zks__invite_code_put(zks_client *c, const uint8_t id[ZKS_MSG_CODE_ID_LEN], uint8_t *sealed,
                          size_t len, uint8_t relay_id[32])
 {
-    if (may_not_block(c)) {
+    if (zks__may_not_block(c)) {
         free(sealed);
         return ZKS_EINVAL;
     }
@@ -1147,11 +1252,11 @@ int zks__invite_code_put(zks_client *c, const uint8_t id[ZKS_MSG_CODE_ID_LEN], u
     memcpy(r->id, id, ZKS_MSG_CODE_ID_LEN);
     r->env = sealed;
     r->env_len = len;
-    int rc = submit_wait(c, r);
+    int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
     memcpy(relay_id, r->relay_id, 32);
-    req_free(r);
+    zks__req_free(r);
     return rc;
 }
 

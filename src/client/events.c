@@ -426,6 +426,8 @@ const char *zks_event_name(zks_event_kind kind)
         return "error";
     case ZKS_EVENT_STATUS_CHANGED:
         return "status_changed";
+    case ZKS_EVENT_GROUP_ROTATED:
+        return "group_rotated";
     }
     return "unknown";
 }

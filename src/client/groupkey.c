@@ -84,6 +84,22 @@ int zks_group_key_from_secret(zks_group_key **out, const uint8_t secret[ZKS_GROU
     return wrap(out, g, NULL);
 }
 
+int zks__group_key_wrap(zks_group_key **out, zks_group *g)
+{
+    return wrap(out, g, NULL);
+}
+
+int zks__group_key_at_epoch(zks_group_key **out, const uint8_t secret[ZKS_GROUP_SECRET_SIZE],
+                            uint32_t epoch)
+{
+    *out = NULL;
+    zks_group *g;
+    int rc = zks_group_from_secret(&g, secret, epoch);
+    if (rc != 0)
+        return rc;
+    return wrap(out, g, NULL);
+}
+
 int zks_group_key_copy(zks_group_key **out, const zks_group_key *key)
 {
     if (out == NULL)

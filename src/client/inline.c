@@ -75,6 +75,14 @@ void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32])
     pthread_mutex_unlock(&ic->mu);
 }
 
+void zks__inline_clear(zks__inline *ic)
+{
+    pthread_mutex_lock(&ic->mu);
+    drop_first(ic, ic->n);
+    ic->known_max = 0;
+    pthread_mutex_unlock(&ic->mu);
+}
+
 void zks__inline_rewound(zks__inline *ic, const uint8_t relay_id[32])
 {
     pthread_mutex_lock(&ic->mu);

@@ -9,6 +9,7 @@
  *   client.c   the public calls and the hand-off to the I/O thread
  *   loop.c     the I/O thread: connections, sessions, requests, the outbox
  *   discovery.c asking a discovery service for relays (HTTP, libcurl)
+ *   rotate.c   group secret rotation: making it, taking it, moving the outbox
  */
 #ifndef ZKS_CLIENT_INTERNAL_H
 #define ZKS_CLIENT_INTERNAL_H
@@ -114,6 +115,12 @@ struct zks_group_key {
     zks_pwhash_params pw;
 };
 
+/* A key for the group `g` (taken over, also on failure); no passphrase. */
+int zks__group_key_wrap(zks_group_key **out, zks_group *g);
+/* A key for a random-secret group at `epoch` (a rotated group). */
+int zks__group_key_at_epoch(zks_group_key **out, const uint8_t secret[ZKS_GROUP_SECRET_SIZE],
+                            uint32_t epoch);
+
 /* ---- config ------------------------------------------------------------------------------ */
 
 struct zks_config {
@@ -165,9 +172,13 @@ void zks__state_close(zks__state *st);
 /* The device key of the state directory: loaded, or made and stored on first use. */
 int zks__state_device_key(zks__state *st, zks_node_key **out);
 
-/* The stored group (ZKS_ENOENT when none), and storing one. */
-int zks__state_group_load(zks__state *st, zks_group_key **out);
-int zks__state_group_save(zks__state *st, const zks_group_key *k);
+/*
+ * The stored group (ZKS_ENOENT when none) and, with `prev`, the group a
+ * rotation replaces while the outbox has not moved over yet (NULL when
+ * none); storing them (`prev` may be NULL).
+ */
+int zks__state_group_load(zks__state *st, zks_group_key **out, zks_group_key **prev);
+int zks__state_group_save(zks__state *st, const zks_group_key *k, const zks_group_key *prev);
 
 /* Small settings (device name). *out NUL-terminated; ZKS_ENOENT when unset. */
 int zks__state_meta_get(zks__state *st, const char *key, char *out, size_t cap);
@@ -190,6 +201,22 @@ int zks__state_cursor_lower(zks__state *st, const uint8_t group_id[32], const ui
 /* Durably appends a sealed blob to the outbox; *seq is its position. */
 int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[32],
                           const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl);
+/* Appends a sealed blob to the outbox unless a row holds its blob id already. */
+int zks__state_outbox_add_missing(zks__state *st, const uint8_t group_id[32],
+                                  const uint8_t blob_id[16], const uint8_t *env, size_t len,
+                                  uint32_t ttl);
+/*
+ * Seals an outbox envelope anew for another group: *out (malloc'd) for
+ * `env` of blob `blob_id`. 0 or an error, which stops the move.
+ */
+typedef int (*zks__reseal_fn)(void *ctx, const uint8_t blob_id[16], const uint8_t *env, size_t len,
+                              uint8_t **out, size_t *out_len);
+/*
+ * Moves every outbox row of group `from` to group `to`, its envelope sealed
+ * anew by `reseal`, keeping its place in the order; in one transaction.
+ */
+int zks__state_outbox_move(zks__state *st, const uint8_t from[32], const uint8_t to[32],
+                           zks__reseal_fn reseal, void *ctx);
 /* Every row of the group's outbox in order (*rows malloc'd). */
 int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outbox_row **rows,
                            size_t *n);
@@ -240,6 +267,7 @@ enum zks__req_type {
     ZKS__REQ_INVITE_PUT, /* an invite code: code id in `id`, sealed invite in `env` */
     ZKS__REQ_STOP,
     ZKS__REQ_CONFIRM, /* tell the primary relay, later, that the device holds up to `after` */
+    ZKS__REQ_REJOIN,  /* the group was rotated: sessions again, under the new group */
 };
 
 /*
@@ -265,6 +293,8 @@ void zks__inline_init(zks__inline *ic);
 void zks__inline_free(zks__inline *ic);
 /* The primary relay is `relay_id`: a different one than before empties the cache. */
 void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32]);
+/* Forgets every blob (a rotation: their cursors are the old group's). */
+void zks__inline_clear(zks__inline *ic);
 /* Relay `relay_id` lost history: if the cache holds its cursors, it forgets them all. */
 void zks__inline_rewound(zks__inline *ic, const uint8_t relay_id[32]);
 /* A cursor the primary relay assigned (one of our pushes): only raises known_max. */
@@ -333,6 +363,7 @@ struct zks_client {
      * confirm_armed: the I/O thread has been told and will send it. */
     uint64_t confirm_after;
     uint8_t confirm_relay[32];
+    const zks_group_key *confirm_group; /* whose cursors confirm_after counts */
     bool confirm_armed;
 
     /* Immutable after zks_client_new, but for cfg's relay list, which a
@@ -345,7 +376,15 @@ struct zks_client {
     zks__state *st;
     pthread_mutex_t st_mu; /* serialises use of `st` */
     zks_node_key *key;
-    zks_group_key *group; /* NULL without a group */
+    /* The group: NULL without one. A rotation replaces it (rotate.c), under st_mu,
+     * so a reader takes it once and uses that; replaced keys stay in `retired`
+     * (guarded by mu) until the handle is freed. */
+    zks_group_key *_Atomic group;
+    zks_group_key **retired;
+    size_t nretired;
+    /* A rotation is moving the outbox (rotate.c): rows the relay acknowledges stay in
+     * the state until the I/O thread has rejoined under the new group. */
+    atomic_bool switching;
     uint8_t device_id[32];
     char name[ZKS_DEVICE_NAME_SIZE];
     zks__hub *hub;
@@ -375,6 +414,21 @@ struct zks_client {
 void zks__state_lock(zks_client *c, bool io_thread);
 void zks__state_unlock(zks_client *c);
 
+/* Frees a request and what it holds (an envelope is zeroed first). */
+void zks__req_free(zks__req *r);
+/*
+ * Queues `r` for the I/O thread and waits for it. On ZKS_ETIMEDOUT the
+ * request is abandoned and freed by the I/O thread; otherwise the caller
+ * frees it.
+ */
+int zks__submit_wait(zks_client *c, zks__req *r);
+/* Whether the calling thread must not block (the I/O thread, an event handler). */
+bool zks__may_not_block(zks_client *c);
+/* A fresh blob id of this handle. */
+void zks__next_blob_id(zks_client *c, uint8_t id[ZKS_BLOB_ID_SIZE]);
+/* Wall-clock milliseconds since the Unix epoch. */
+uint64_t zks__wall_ms(void);
+
 /* Completes `r` with `rc` (the caller's side wakes up). Takes the client mutex. */
 void zks__req_finish(zks_client *c, zks__req *r, int rc);
 
@@ -390,9 +444,44 @@ void zks__set_primary(zks_client *c, const uint8_t relay_id[32]);
 /*
  * Ends a confirmation round: takes the cursor inline answers have reached
  * (0: none) and its relay, and writes it to the state, before the relay is
- * told. Any thread.
+ * told. 0 too when that cursor was the group's a rotation replaced. Any
+ * thread.
  */
 uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32]);
+
+/* ---- rotation (rotate.c) ----------------------------------------------------------------- */
+
+/* A rotation record a pull came upon: the pull stopped before it. */
+typedef struct zks__rotation_seen {
+    bool found;
+    uint64_t cursor;
+    uint8_t sender[32];
+    uint8_t blob_id[ZKS_BLOB_ID_SIZE];
+    uint8_t *package; /* malloc'd */
+    size_t len;
+} zks__rotation_seen;
+
+void zks__rotation_seen_free(zks__rotation_seen *rs);
+
+/*
+ * Takes the rotation record `rs` of group `from`, found at relay `relay_id`:
+ * opens its package and moves the device to the new group (rotate.c). 0:
+ * moved (or another thread moved it first); ZKS_EEXCLUDED: the record left
+ * this device out, and ZKS_EAUTH: not a valid rotation (both reported by an
+ * Error event; the record is passed over); any other error is transient and
+ * the record is to be taken again later. Blocking; not on the I/O thread.
+ */
+int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_seen *rs,
+                       const uint8_t relay_id[32]);
+
+/* Whether this state directory rotated away from group `k` (its group is k's successor). */
+bool zks__rotated_away(zks_client *c, const zks_group_key *k);
+
+/*
+ * At start: the state holds `prev`, the group a rotation replaced, because
+ * the outbox had not moved over yet. Moves it and forgets `prev` (freed).
+ */
+int zks__rotation_finish(zks_client *c, zks_group_key *prev);
 /*
  * Relay `relay_id` went back to `relay_max` (its stored cursor already
  * lowered): its inline cache, a confirmation above that not yet sent and the

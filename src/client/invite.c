@@ -31,6 +31,7 @@ enum {
     K_MEMLIMIT = 5,
     K_SALT = 6,
     K_RELAYS = 7,
+    K_EPOCH = 8, /* written when not 0: a group that was rotated */
 };
 
 enum { KIND_SECRET = 0, KIND_PASSPHRASE = 1 };
@@ -38,6 +39,7 @@ enum { KIND_SECRET = 0, KIND_PASSPHRASE = 1 };
 struct parsed {
     zks_invite_info info;
     uint8_t secret[ZKS_GROUP_SECRET_SIZE];
+    uint32_t epoch;
 };
 
 static void checksum(uint8_t out[INVITE_CHECK_LEN], const uint8_t *p, size_t len)
@@ -68,7 +70,8 @@ int zks_invite_encode(char *out, size_t cap, const zks_group_key *key, const cha
     }
     zks_buf b;
     zks_buf_init(&b, INVITE_MAX_PAYLOAD);
-    zks_mp_write_map(&b, key->has_pw ? 7 : 5);
+    uint32_t epoch = zks_group_epoch(key->g);
+    zks_mp_write_map(&b, (key->has_pw ? 7 : 5) + (epoch ? 1 : 0));
     zks_mp_write_uint(&b, K_VERSION);
     zks_mp_write_uint(&b, INVITE_VERSION);
     zks_mp_write_uint(&b, K_KIND);
@@ -90,6 +93,10 @@ int zks_invite_encode(char *out, size_t cap, const zks_group_key *key, const cha
     zks_mp_write_array(&b, (uint32_t)n);
     for (size_t i = 0; i < n; i++)
         zks_mp_write_str(&b, relays[i], strlen(relays[i]));
+    if (epoch) {
+        zks_mp_write_uint(&b, K_EPOCH);
+        zks_mp_write_uint(&b, epoch);
+    }
     uint8_t *sum = zks_buf_extend(&b, INVITE_CHECK_LEN);
     int rc = zks_buf_err(&b);
     if (rc == 0) {
@@ -118,7 +125,7 @@ static int read_map(struct parsed *p, const uint8_t *data, size_t len)
     if (zks_mp_read_map(&r, &nfields, 32) != 0)
         return r.err;
     uint32_t seen = 0;
-    uint64_t version = 0, kind = UINT64_MAX, ops = 0, mem = 0;
+    uint64_t version = 0, kind = UINT64_MAX, ops = 0, mem = 0, epoch = 0;
     for (uint32_t i = 0; i < nfields; i++) {
         uint64_t k;
         if (zks_mp_read_uint(&r, &k) != 0)
@@ -170,6 +177,9 @@ static int read_map(struct parsed *p, const uint8_t *data, size_t len)
                 p->info.nrelays = n;
             break;
         }
+        case K_EPOCH:
+            rc = zks_mp_read_uint(&r, &epoch);
+            break;
         default:
             rc = zks_mp_skip(&r); /* a later version's field */
             break;
@@ -185,6 +195,9 @@ static int read_map(struct parsed *p, const uint8_t *data, size_t len)
         return ZKS_EUNSUPPORTED;
     if (!(seen & (1u << K_KIND)) || !(seen & (1u << K_GROUP_ID)))
         return ZKS_EMALFORMED;
+    if (epoch > UINT32_MAX || (epoch && kind != KIND_SECRET))
+        return ZKS_EMALFORMED; /* only a random secret is rotated */
+    p->epoch = (uint32_t)epoch;
     if (kind == KIND_SECRET) {
         if (!(seen & (1u << K_SECRET)))
             return ZKS_EMALFORMED;
@@ -273,7 +286,7 @@ int zks_group_key_from_invite(zks_group_key **out, const char *invite, const cha
             rc = zks_group_key_from_passphrase(&k, passphrase, p.info.opslimit, p.info.memlimit,
                                                p.info.salt);
     } else {
-        rc = zks_group_key_from_secret(&k, p.secret);
+        rc = zks__group_key_at_epoch(&k, p.secret, p.epoch);
     }
     if (rc == 0 && sodium_memcmp(zks_group_id(k->g), p.info.group_id, ZKS_GROUP_ID_SIZE) != 0)
         rc = ZKS_EAUTH; /* a wrong passphrase, or an invite whose secret was altered */

@@ -64,6 +64,7 @@ struct relay {
     bool hello_expired;
     struct op *ops;
     zks_connection_info info;
+    const zks_group_key *group; /* the group its HELLO named */
     uint32_t wire;              /* a refusal the relay announced (ERROR frame or close code) */
     char why[ZKS_MESSAGE_SIZE]; /* its text */
 };
@@ -262,6 +263,10 @@ static void on_flush_retry(uv_timer_t *t);
 static void flush_acked(struct zks__io *io)
 {
     if (io->nacked == 0 || uv_is_active((uv_handle_t *)&io->flush_timer))
+        return;
+    /* A rotation is moving the outbox: rows the old group acknowledged move too, and go to
+     * the new group (rotate.c). */
+    if (atomic_load(&io->c->switching))
         return;
     zks_client *c = io->c;
     zks__state_lock(c, true);
@@ -551,18 +556,20 @@ static void send_hello(struct zks__io *io, struct relay *r)
     uint8_t auth[ZKS_MSG_MAX_AUTH];
     zks_msg m;
     zks_msg_init(&m, ZKS_MSG_HELLO);
+    const zks_group_key *g = c->group;
+    r->group = g;
     int rc = zks_conn_exporter(r->conn, exporter);
     if (rc == 0)
-        rc = zks_proof_sign(m.u.hello.proof, c->group->g, exporter, sizeof exporter, c->device_id);
+        rc = zks_proof_sign(m.u.hello.proof, g->g, exporter, sizeof exporter, c->device_id);
     sodium_memzero(exporter, sizeof exporter);
     if (rc == 0) {
         uint64_t cursor = 0;
         zks__state_lock(c, true);
-        (void)zks__state_cursor_get(c->st, zks_group_id(c->group->g), r->spec.id, &cursor);
+        (void)zks__state_cursor_get(c->st, zks_group_id(g->g), r->spec.id, &cursor);
         zks__state_unlock(c);
         m.u.hello.version = ZKS_PROTOCOL_VERSION;
-        memcpy(m.u.hello.group_id, zks_group_id(c->group->g), ZKS_MSG_GROUP_ID_LEN);
-        memcpy(m.u.hello.group_pk, zks_group_auth_public(c->group->g), ZKS_MSG_GROUP_PK_LEN);
+        memcpy(m.u.hello.group_id, zks_group_id(g->g), ZKS_MSG_GROUP_ID_LEN);
+        memcpy(m.u.hello.group_pk, zks_group_auth_public(g->g), ZKS_MSG_GROUP_PK_LEN);
         m.u.hello.device_name = zks_msg_cstr(c->name);
         m.u.hello.last_cursor = cursor;
         m.u.hello.client_time = now_ms();
@@ -615,9 +622,10 @@ static void on_connected(void *user, zks_conn *conn)
 static void check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_max)
 {
     zks_client *c = io->c;
-    if (c->group == NULL)
+    const zks_group_key *g = r->group;
+    if (g == NULL || g != c->group)
         return;
-    const uint8_t *gid = zks_group_id(c->group->g);
+    const uint8_t *gid = zks_group_id(g->g);
     uint64_t mine = 0;
     zks__state_lock(c, true);
     int rc = zks__state_cursor_get(c->st, gid, r->spec.id, &mine);
@@ -672,7 +680,9 @@ static void on_server_message(struct zks__io *io, struct relay *r, const zks_msg
     zks_client *c = io->c;
     switch (m->type) {
     case ZKS_MSG_NOTIFY: {
-        if (r->idx != io->primary || m->u.notify.kind != ZKS_MSG_KIND_BLOB)
+        /* A session of a group a rotation replaced ends soon (ZKS__REQ_REJOIN): what it
+         * announces is no longer this device's to pull. */
+        if (r->idx != io->primary || m->u.notify.kind != ZKS_MSG_KIND_BLOB || r->group != c->group)
             break;
         /* Kept before the event goes out, so a pull on the event finds it. */
         zks__inline_add(&c->inl, &m->u.notify);
@@ -767,7 +777,7 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
             ev.kind = ZKS_EVENT_BLOB_PUSHED;
             memcpy(ev.u.blob_pushed.id, e->blob_id, ZKS_BLOB_ID_SIZE);
             ev.u.blob_pushed.cursor = m->u.push_ack.cursor;
-            if (r->idx == io->primary)
+            if (r->idx == io->primary && r->group == c->group)
                 zks__inline_seen(&c->inl, m->u.push_ack.cursor);
             zks__hub_emit(c->hub, &ev);
             if (e->waiter) {
@@ -1292,26 +1302,116 @@ static void do_disconnect(struct zks__io *io, zks__req *q)
     maybe_finish_disconnect(io);
 }
 
+/* The outbox entry of row `seq`, or NULL. */
+static struct entry *entry_find(struct zks__io *io, int64_t seq)
+{
+    for (struct entry *x = io->tail; x && x->seq >= seq; x = x->prev)
+        if (x->seq == seq)
+            return x;
+    return NULL;
+}
+
 static void do_push(struct zks__io *io, zks__req *q)
 {
-    struct entry *e = calloc(1, sizeof *e);
+    /* A rejoin after a rotation reloaded the outbox, which may hold this row already. */
+    struct entry *e = entry_find(io, q->seq);
+    if (e == NULL && (e = calloc(1, sizeof *e)) != NULL) {
+        e->seq = q->seq;
+        memcpy(e->blob_id, q->id, ZKS_BLOB_ID_SIZE);
+        e->ttl = q->ttl;
+        e->env = q->env;
+        e->env_len = q->env_len;
+        q->env = NULL;
+        entry_insert(io, e);
+    }
     if (e == NULL) {
         /* The row is on disk: the next start sends it. */
         zks__req_finish(io->c, q, 0);
         return;
     }
-    e->seq = q->seq;
-    memcpy(e->blob_id, q->id, ZKS_BLOB_ID_SIZE);
-    e->ttl = q->ttl;
-    e->env = q->env;
-    e->env_len = q->env_len;
-    q->env = NULL;
-    entry_insert(io, e);
-    if (q->wait && io->primary >= 0 && !io->paused)
+    if (q->wait && io->primary >= 0 && !io->paused && e->waiter == NULL)
         e->waiter = q;
     else
         zks__req_finish(io->c, q, 0); /* pending, or an async push nobody waits for */
     pump(io);
+}
+
+/* Reads the current group's outbox rows into the in-memory view (empty before). */
+static int load_outbox(struct zks__io *io, bool io_thread)
+{
+    zks_client *c = io->c;
+    const zks_group_key *g = c->group;
+    if (g == NULL)
+        return 0;
+    zks__outbox_row *rows;
+    size_t n;
+    zks__state_lock(c, io_thread);
+    int rc = zks__state_outbox_list(c->st, zks_group_id(g->g), &rows, &n);
+    zks__state_unlock(c);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        struct entry *e = calloc(1, sizeof *e);
+        if (e == NULL) {
+            rc = ZKS_ENOMEM;
+            break;
+        }
+        e->seq = rows[i].seq;
+        memcpy(e->blob_id, rows[i].blob_id, ZKS_BLOB_ID_SIZE);
+        e->ttl = rows[i].ttl;
+        entry_insert(io, e);
+    }
+    free(rows);
+    return rc;
+}
+
+/*
+ * The group was rotated (rotate.c): the state's outbox now holds the new
+ * group's rows, sealed for it. The sessions, opened under the old group, end;
+ * the outbox is read again; and the client connects again, under the new
+ * group, if it was connected or trying to be: then the request completes as
+ * a connect would.
+ */
+static void do_rejoin(struct zks__io *io, zks__req *q)
+{
+    zks_client *c = io->c;
+    bool wanted = io->phase != P_OFF;
+    io->phase = P_OFF;
+    io->primary = -1;
+    io->dial_idx = -1;
+    io->inflight = 0;
+    uv_timer_stop(&io->reconnect_timer);
+    push_waiters_pending(io, 0);
+    for (size_t i = 0; i < io->nrelays; i++) {
+        struct relay *r = &io->relays[i];
+        if (r->conn == NULL)
+            continue;
+        r->st = R_CLOSING;
+        uv_timer_stop(&r->hello_timer);
+        zks_conn_close(r->conn, ZKS_NET_CODE_NO_ERROR, "the group secret was rotated");
+    }
+    if (wanted)
+        emit_disconnected(c, "the group secret was rotated");
+    /* Acknowledged by the old group: the rows moved to the new one and go again. */
+    io->nacked = 0;
+    while (io->head)
+        entry_unlink(io, io->head);
+    int rc = load_outbox(io, true);
+    if (rc != 0)
+        ZKS_LOGW("client: cannot read the outbox again: %s; the next start sends it",
+                 zks_strerror(rc));
+    atomic_store(&c->switching, false);
+    if (!wanted) {
+        zks__req_finish(c, q, 0);
+        set_status(io, ZKS_STATUS_DISCONNECTED, 0);
+        return;
+    }
+    /* The caller waits as for a connect; each relay is dialled afresh once its closing
+     * connection has ended. */
+    q->next = io->connect_waiters;
+    io->connect_waiters = q;
+    io->phase = c->cfg.auto_reconnect ? P_RECONNECTING : P_CONNECTING;
+    io->attempt = 1;
+    set_status(io, ZKS_STATUS_RECONNECTING, 1);
+    start_round(io, 0);
 }
 
 static void stop_all(struct zks__io *io);
@@ -1356,6 +1456,9 @@ static void on_async(uv_async_t *h)
             break;
         case ZKS__REQ_CONFIRM:
             confirm_arm(io, q);
+            break;
+        case ZKS__REQ_REJOIN:
+            do_rejoin(io, q);
             break;
         }
     }
@@ -1432,30 +1535,9 @@ int zks__io_init(zks_client *c)
         io->relays[i].hello_stream = -1;
     }
     c->io = io;
-    int rc = 0;
-    if (c->group) {
-        zks__outbox_row *rows;
-        size_t n;
-        zks__state_lock(c, false);
-        rc = zks__state_outbox_list(c->st, zks_group_id(c->group->g), &rows, &n);
-        zks__state_unlock(c);
-        if (rc != 0)
-            goto fail;
-        for (size_t i = 0; i < n; i++) {
-            struct entry *e = calloc(1, sizeof *e);
-            if (e == NULL) {
-                rc = ZKS_ENOMEM;
-                break;
-            }
-            e->seq = rows[i].seq;
-            memcpy(e->blob_id, rows[i].blob_id, ZKS_BLOB_ID_SIZE);
-            e->ttl = rows[i].ttl;
-            entry_insert(io, e);
-        }
-        free(rows);
-        if (rc != 0)
-            goto fail;
-    }
+    int rc = load_outbox(io, false);
+    if (rc != 0)
+        goto fail;
     if (uv_loop_init(&c->loop) != 0) {
         rc = ZKS_EIO;
         goto fail;

@@ -28,7 +28,7 @@
 #include "common/log.h"
 
 #define GROUP_FILE_TAG "zks-group-v1"
-#define GROUP_FILE_MAX 256
+#define GROUP_FILE_MAX 512
 
 /*
  * Every statement state.db runs after opening, prepared once for the life of
@@ -53,6 +53,10 @@
       "UPDATE cursors SET cursor=?3 WHERE group_id=?1 AND relay_id=?2 AND cursor>?3")              \
     X(OUTBOX_ADD, "INSERT INTO outbox(group_id, blob_id, envelope, ttl, created) "                 \
                   "VALUES(?, ?, ?, ?, ?)")                                                         \
+    X(OUTBOX_ADD_MISSING,                                                                          \
+      "INSERT OR IGNORE INTO outbox(group_id, blob_id, envelope, ttl, created) "                   \
+      "VALUES(?, ?, ?, ?, ?)")                                                                     \
+    X(OUTBOX_MOVE, "UPDATE outbox SET group_id=?, envelope=? WHERE seq=?")                         \
     X(OUTBOX_LIST, "SELECT seq, blob_id, ttl FROM outbox WHERE group_id=? ORDER BY seq")           \
     X(OUTBOX_ENVELOPE, "SELECT envelope FROM outbox WHERE seq=?")                                  \
     X(OUTBOX_DELETE, "DELETE FROM outbox WHERE seq=?")                                             \
@@ -101,6 +105,7 @@ struct zks__state {
     sqlite3_stmt *stmt[ST__COUNT];
     int busy_ms;                    /* the busy timeout last set; -1 before the first */
     zks_group_key *mem_group;       /* the group of an in-memory state */
+    zks_group_key *mem_prev;        /* and the group a rotation replaces, or NULL */
     struct mem_outbox mem;          /* the outbox of an in-memory state */
     struct mem_cursor *mem_cursors; /* the cursors of an in-memory state */
     size_t nmem_cursors;
@@ -245,6 +250,7 @@ void zks__state_close(zks__state *st)
     if (st->db)
         sqlite3_close(st->db);
     zks_group_key_free(st->mem_group);
+    zks_group_key_free(st->mem_prev);
     for (size_t i = st->mem.head; i < st->mem.n; i++)
         free(st->mem.rows[i].env);
     free(st->mem.rows);
@@ -285,16 +291,22 @@ int zks__state_device_key(zks__state *st, zks_node_key **out)
 
 /* ---- group file ---------------------------------------------------------------------------- */
 
-int zks__state_group_save(zks__state *st, const zks_group_key *k)
+int zks__state_group_save(zks__state *st, const zks_group_key *k, const zks_group_key *prev)
 {
     if (st->dir == NULL) {
-        zks_group_key *copy;
+        zks_group_key *copy = NULL, *pcopy = NULL;
         int rc = zks_group_key_copy(&copy, k);
-        if (rc == 0) {
-            zks_group_key_free(st->mem_group);
-            st->mem_group = copy;
+        if (rc == 0 && prev)
+            rc = zks_group_key_copy(&pcopy, prev);
+        if (rc != 0) {
+            zks_group_key_free(copy);
+            return rc;
         }
-        return rc;
+        zks_group_key_free(st->mem_group);
+        zks_group_key_free(st->mem_prev);
+        st->mem_group = copy;
+        st->mem_prev = pcopy;
+        return 0;
     }
     char text[GROUP_FILE_MAX];
     char hex[65];
@@ -306,11 +318,23 @@ int zks__state_group_save(zks__state *st, const zks_group_key *k)
         n += snprintf(text + n, sizeof text - (size_t)n, "argon2id %" PRIu32 " %" PRIu64 " %s\n",
                       k->pw.opslimit, k->pw.memlimit, salt);
     }
+    if (zks_group_epoch(k->g) > 0)
+        n += snprintf(text + n, sizeof text - (size_t)n, "epoch %" PRIu32 "\n",
+                      zks_group_epoch(k->g));
+    if (prev) {
+        sodium_bin2hex(hex, sizeof hex, zks_group_secret(prev->g), ZKS_GROUP_SECRET_SIZE);
+        n += snprintf(text + n, sizeof text - (size_t)n, "previous %s %" PRIu32 "\n", hex,
+                      zks_group_epoch(prev->g));
+    }
     sodium_memzero(hex, sizeof hex);
     char path[4200], tmp[4300];
     int rc = path_of(path, sizeof path, st, "group.key");
     if (rc != 0)
         goto out;
+    if (n < 0 || (size_t)n >= sizeof text) {
+        rc = ZKS_EINTERNAL;
+        goto out;
+    }
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
@@ -343,53 +367,104 @@ out:
     return rc;
 }
 
-static int parse_group(zks_group_key **out, char *text)
+/* 64 hex digits of a secret from `hex`; 0 or ZKS_EMALFORMED. */
+static int parse_secret(uint8_t secret[ZKS_GROUP_SECRET_SIZE], const char *hex)
 {
-    char *save = NULL;
-    char *line = strtok_r(text, "\n", &save);
-    uint8_t secret[ZKS_GROUP_SECRET_SIZE];
-    char tag[16], hex[80];
-    if (line == NULL || sscanf(line, "%15s %79s", tag, hex) != 2 ||
-        strcmp(tag, GROUP_FILE_TAG) != 0 || strlen(hex) != 64 ||
-        sodium_hex2bin(secret, sizeof secret, hex, 64, NULL, NULL, NULL) != 0) {
-        sodium_memzero(hex, sizeof hex);
+    if (strlen(hex) != 64 ||
+        sodium_hex2bin(secret, ZKS_GROUP_SECRET_SIZE, hex, 64, NULL, NULL, NULL) != 0)
         return ZKS_EMALFORMED;
-    }
-    sodium_memzero(hex, sizeof hex);
-    int rc = zks_group_key_from_secret(out, secret);
-    sodium_memzero(secret, sizeof secret);
-    if (rc != 0)
-        return rc;
-    line = strtok_r(NULL, "\n", &save);
-    if (line) {
-        zks_pwhash_params pw;
-        char salt[40];
-        unsigned long long mem;
-        unsigned ops;
-        if (sscanf(line, "argon2id %u %llu %39s", &ops, &mem, salt) != 3 || strlen(salt) != 32 ||
-            sodium_hex2bin(pw.salt, sizeof pw.salt, salt, 32, NULL, NULL, NULL) != 0) {
-            zks_group_key_free(*out);
-            *out = NULL;
-            return ZKS_EMALFORMED;
-        }
-        pw.opslimit = ops;
-        pw.memlimit = mem;
-        if (zks_pwhash_params_check(&pw) != 0) {
-            zks_group_key_free(*out);
-            *out = NULL;
-            return ZKS_EMALFORMED;
-        }
-        (*out)->has_pw = true;
-        (*out)->pw = pw;
-    }
     return 0;
 }
 
-int zks__state_group_load(zks__state *st, zks_group_key **out)
+/*
+ * The group file: the secret's line, then optional lines for a passphrase
+ * group's Argon2id parameters, the key epoch of a rotated group, and the
+ * group a rotation replaces until the outbox has moved over (previous).
+ */
+static int parse_group(zks_group_key **out, zks_group_key **prev, char *text)
 {
     *out = NULL;
-    if (st->dir == NULL)
-        return st->mem_group ? zks_group_key_copy(out, st->mem_group) : ZKS_ENOENT;
+    if (prev)
+        *prev = NULL;
+    char *save = NULL;
+    char *line = strtok_r(text, "\n", &save);
+    uint8_t secret[ZKS_GROUP_SECRET_SIZE], psecret[ZKS_GROUP_SECRET_SIZE];
+    char tag[16], hex[80];
+    if (line == NULL || sscanf(line, "%15s %79s", tag, hex) != 2 ||
+        strcmp(tag, GROUP_FILE_TAG) != 0 || parse_secret(secret, hex) != 0) {
+        sodium_memzero(hex, sizeof hex);
+        return ZKS_EMALFORMED;
+    }
+    bool has_pw = false, has_prev = false;
+    zks_pwhash_params pw;
+    unsigned long epoch = 0, pepoch = 0;
+    int rc = 0;
+    while (rc == 0 && (line = strtok_r(NULL, "\n", &save)) != NULL) {
+        char salt[40];
+        unsigned long long mem;
+        unsigned ops;
+        char extra;
+        if (strncmp(line, "argon2id ", 9) == 0 && !has_pw) {
+            if (sscanf(line, "argon2id %u %llu %39s %c", &ops, &mem, salt, &extra) != 3 ||
+                strlen(salt) != 32 ||
+                sodium_hex2bin(pw.salt, sizeof pw.salt, salt, 32, NULL, NULL, NULL) != 0) {
+                rc = ZKS_EMALFORMED;
+                break;
+            }
+            pw.opslimit = ops;
+            pw.memlimit = mem;
+            if (zks_pwhash_params_check(&pw) != 0)
+                rc = ZKS_EMALFORMED;
+            has_pw = true;
+        } else if (strncmp(line, "epoch ", 6) == 0 && epoch == 0) {
+            if (sscanf(line, "epoch %lu %c", &epoch, &extra) != 1 || epoch == 0 ||
+                epoch > UINT32_MAX)
+                rc = ZKS_EMALFORMED;
+        } else if (strncmp(line, "previous ", 9) == 0 && !has_prev) {
+            if (sscanf(line, "previous %79s %lu %c", hex, &pepoch, &extra) != 2 ||
+                parse_secret(psecret, hex) != 0 || pepoch >= UINT32_MAX)
+                rc = ZKS_EMALFORMED;
+            has_prev = true;
+        } else {
+            rc = ZKS_EMALFORMED;
+        }
+    }
+    sodium_memzero(hex, sizeof hex);
+    /* A passphrase group is never rotated: its epoch is 0. */
+    if (rc == 0 && has_pw && (epoch || has_prev))
+        rc = ZKS_EMALFORMED;
+    if (rc == 0)
+        rc = zks__group_key_at_epoch(out, secret, (uint32_t)epoch);
+    if (rc == 0 && has_pw) {
+        (*out)->has_pw = true;
+        (*out)->pw = pw;
+    }
+    if (rc == 0 && has_prev && prev)
+        rc = zks__group_key_at_epoch(prev, psecret, (uint32_t)pepoch);
+    sodium_memzero(secret, sizeof secret);
+    sodium_memzero(psecret, sizeof psecret);
+    if (rc != 0) {
+        zks_group_key_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int zks__state_group_load(zks__state *st, zks_group_key **out, zks_group_key **prev)
+{
+    *out = NULL;
+    if (prev)
+        *prev = NULL;
+    if (st->dir == NULL) {
+        if (st->mem_group == NULL)
+            return ZKS_ENOENT;
+        int rc = zks_group_key_copy(out, st->mem_group);
+        if (rc == 0 && prev && st->mem_prev && (rc = zks_group_key_copy(prev, st->mem_prev)) != 0) {
+            zks_group_key_free(*out);
+            *out = NULL;
+        }
+        return rc;
+    }
     char path[4200];
     int rc = path_of(path, sizeof path, st, "group.key");
     if (rc != 0)
@@ -415,7 +490,7 @@ int zks__state_group_load(zks__state *st, zks_group_key **out)
     if (n < 0)
         return ZKS_EIO;
     text[n] = '\0';
-    rc = parse_group(out, text);
+    rc = parse_group(out, prev, text);
     sodium_memzero(text, sizeof text);
     return rc;
 }
@@ -673,6 +748,18 @@ static int mem_list(const struct mem_outbox *m, const uint8_t group_id[32], zks_
     return 0;
 }
 
+/* Binds a new row's values to the insert `id`. */
+static void bind_row(zks__state *st, enum stmt_id id, const uint8_t group_id[32],
+                     const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl)
+{
+    sqlite3_stmt *s = st->stmt[id];
+    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 2, blob_id, 16, SQLITE_STATIC);
+    sqlite3_bind_blob(s, 3, env, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, ttl);
+    sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
+}
+
 int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[32],
                           const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl)
 {
@@ -680,16 +767,77 @@ int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[3
     if (st->dir == NULL)
         return mem_add(&st->mem, seq, group_id, blob_id, env, len, ttl);
     /* One statement in autocommit: one commit, synced (synchronous=FULL) before it returns. */
-    sqlite3_stmt *s = st->stmt[ST_OUTBOX_ADD];
-    sqlite3_bind_blob(s, 1, group_id, 32, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 2, blob_id, 16, SQLITE_STATIC);
-    sqlite3_bind_blob(s, 3, env, (int)len, SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, ttl);
-    sqlite3_bind_int64(s, 5, (sqlite3_int64)time(NULL));
+    bind_row(st, ST_OUTBOX_ADD, group_id, blob_id, env, len, ttl);
     int rc = run(st, ST_OUTBOX_ADD, "outbox");
     if (rc == 0)
         *seq = sqlite3_last_insert_rowid(st->db);
     return rc;
+}
+
+int zks__state_outbox_add_missing(zks__state *st, const uint8_t group_id[32],
+                                  const uint8_t blob_id[16], const uint8_t *env, size_t len,
+                                  uint32_t ttl)
+{
+    if (st->dir == NULL) {
+        for (size_t i = st->mem.head; i < st->mem.n; i++)
+            if (st->mem.rows[i].env && memcmp(st->mem.rows[i].blob_id, blob_id, 16) == 0)
+                return 0;
+        int64_t seq;
+        return mem_add(&st->mem, &seq, group_id, blob_id, env, len, ttl);
+    }
+    bind_row(st, ST_OUTBOX_ADD_MISSING, group_id, blob_id, env, len, ttl);
+    return run(st, ST_OUTBOX_ADD_MISSING, "outbox");
+}
+
+int zks__state_outbox_move(zks__state *st, const uint8_t from[32], const uint8_t to[32],
+                           zks__reseal_fn reseal, void *ctx)
+{
+    zks__outbox_row *rows = NULL;
+    size_t n = 0;
+    int rc = zks__state_outbox_list(st, from, &rows, &n);
+    if (rc != 0 || n == 0)
+        return rc;
+    /* Every row in one transaction: after a crash all have moved, or none. */
+    if (st->dir != NULL && (rc = tx_begin(st)) != 0) {
+        free(rows);
+        return rc;
+    }
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        uint8_t *env = NULL, *next = NULL;
+        size_t len = 0, next_len = 0;
+        rc = zks__state_outbox_envelope(st, rows[i].seq, &env, &len);
+        if (rc == 0)
+            rc = reseal(ctx, rows[i].blob_id, env, len, &next, &next_len);
+        if (rc == 0 && next == NULL) {
+            /* Nothing to move: the row leaves the outbox. */
+            if (st->dir == NULL) {
+                mem_delete(&st->mem, rows[i].seq);
+            } else {
+                sqlite3_bind_int64(st->stmt[ST_OUTBOX_DELETE], 1, rows[i].seq);
+                rc = run(st, ST_OUTBOX_DELETE, "outbox");
+            }
+        } else if (rc == 0 && st->dir == NULL) {
+            struct mem_row *r = mem_find(&st->mem, rows[i].seq);
+            free(r->env);
+            r->env = next;
+            r->len = next_len;
+            memcpy(r->group_id, to, 32);
+            next = NULL;
+        } else if (rc == 0) {
+            sqlite3_stmt *s = st->stmt[ST_OUTBOX_MOVE];
+            sqlite3_bind_blob(s, 1, to, 32, SQLITE_STATIC);
+            sqlite3_bind_blob(s, 2, next, (int)next_len, SQLITE_STATIC);
+            sqlite3_bind_int64(s, 3, rows[i].seq);
+            rc = run(st, ST_OUTBOX_MOVE, "outbox");
+        }
+        if (env) {
+            sodium_memzero(env, len);
+            free(env);
+        }
+        free(next);
+    }
+    free(rows);
+    return st->dir != NULL ? tx_end(st, rc) : rc;
 }
 
 int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outbox_row **rows,

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The zks command end to end against a real relay on 127.0.0.1:
 # init, group create (random and passphrase), join from a second home,
-# push, pull, watch, status, devices, revoke, and the documented exit codes;
+# push, pull, watch, status, devices, revoke, group rotate, and the documented exit codes;
 # with the follow_sync example, a device that takes blobs in its event
 # handler and starts again where it stopped.
 #
@@ -222,6 +222,19 @@ expect 0 $CA pull
 grep -q "hello from alice" "$TMP/out" || fail "the device that joined with a code got nothing"
 expect 6 $CA group join --code "$CODE" --relay "$ADDR"
 grep -q "no such code" "$TMP/err" || fail "a used code was not refused plainly"
+
+# With bob revoked, alice gives the group a new secret; carol moves to it when
+# she pulls, and goes on syncing there.
+expect 0 $A --json group rotate
+grep -q '"epoch":1' "$TMP/out" || fail "group rotate did not make key epoch 1"
+NEWGID=$(sed -n 's/.*"group_id":"\([0-9a-f]*\)".*/\1/p' "$TMP/out")
+[ ${#NEWGID} -eq 64 ] || fail "group rotate printed no group id"
+expect 0 $A push "after the rotation"
+expect 0 $CA pull
+grep -q "after the rotation" "$TMP/out" || fail "carol did not move to the rotated group"
+grep -q "secret was rotated" "$TMP/err" || fail "pull did not say the group was rotated"
+expect 0 $CA --json status --offline
+grep -q "$NEWGID" "$TMP/out" || fail "status does not show the rotated group"
 
 # An enterprise relay: the organisation makes an issuer key, the relay trusts
 # it, and a device gets in only once it shows a credential issued to it.

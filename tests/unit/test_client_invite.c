@@ -10,6 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "client/internal.h"
 #include "zks.h"
 
 static const char *relay_a = "wldvl7orkf3dnsre6rvih5xjseeryfp3jxr7zwt5vfwfmro7yyjq@127.0.0.1:4433";
@@ -52,6 +53,35 @@ static void test_random_group_roundtrip(void **state)
     zks_group_key *k3;
     assert_int_equal(zks_group_key_from_invite(&k3, inv, NULL), 0);
     zks_group_key_free(k3);
+    zks_group_key_free(k2);
+    zks_group_key_free(k);
+}
+
+/* A rotated group's invite carries its key epoch, so a device that joins opens its blobs. */
+static void test_rotated_group_invite(void **state)
+{
+    (void)state;
+    uint8_t secret[ZKS_GROUP_SECRET_SIZE];
+    memset(secret, 5, sizeof secret);
+    zks_group_key *k;
+    assert_int_equal(zks__group_key_at_epoch(&k, secret, 3), 0);
+    const char *relays[] = {relay_a};
+    char inv[ZKS_INVITE_TEXT_MAX];
+    assert_int_equal(zks_invite_encode(inv, sizeof inv, k, relays, 1), 0);
+    zks_group_key *k2;
+    assert_int_equal(zks_group_key_from_invite(&k2, inv, NULL), 0);
+    assert_int_equal(zks_group_epoch(k2->g), 3);
+    assert_memory_equal(zks_group_id(k2->g), zks_group_id(k->g), ZKS_GROUP_ID_SIZE);
+    zks_group_key_free(k2);
+    zks_group_key_free(k);
+
+    /* At epoch 0 the invite is as before: no epoch field. */
+    char inv0[ZKS_INVITE_TEXT_MAX];
+    assert_int_equal(zks__group_key_at_epoch(&k, secret, 0), 0);
+    assert_int_equal(zks_invite_encode(inv0, sizeof inv0, k, relays, 1), 0);
+    assert_true(strlen(inv0) < strlen(inv));
+    assert_int_equal(zks_group_key_from_invite(&k2, inv0, NULL), 0);
+    assert_int_equal(zks_group_epoch(k2->g), 0);
     zks_group_key_free(k2);
     zks_group_key_free(k);
 }
@@ -214,9 +244,12 @@ static void test_offline_client_in_memory(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random_group_roundtrip),   cmocka_unit_test(test_passphrase_group),
-        cmocka_unit_test(test_refused_invites),          cmocka_unit_test(test_node_ids_and_names),
+        cmocka_unit_test(test_random_group_roundtrip),
+        cmocka_unit_test(test_passphrase_group),
+        cmocka_unit_test(test_refused_invites),
+        cmocka_unit_test(test_node_ids_and_names),
         cmocka_unit_test(test_offline_client_in_memory),
+        cmocka_unit_test(test_rotated_group_invite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -225,6 +226,161 @@ static void test_cursors(void **state)
     assert_int_equal(c, 0);
 }
 
+/* A key at `epoch` whose secret is 32 bytes of `fill`. */
+static zks_group_key *key_of(uint8_t fill, uint32_t epoch)
+{
+    uint8_t secret[32];
+    memset(secret, fill, sizeof secret);
+    zks_group_key *k;
+    assert_int_equal(zks__group_key_at_epoch(&k, secret, epoch), 0);
+    return k;
+}
+
+static void assert_same_group(const zks_group_key *a, const zks_group_key *b)
+{
+    uint8_t ia[32], ib[32];
+    assert_int_equal(zks_group_key_id(ia, a), 0);
+    assert_int_equal(zks_group_key_id(ib, b), 0);
+    assert_memory_equal(ia, ib, 32);
+    assert_int_equal(zks_group_epoch(a->g), zks_group_epoch(b->g));
+}
+
+/* The group file keeps a rotated group's epoch, and the group it replaced until told not to. */
+static void test_group_file(void **state)
+{
+    zks__state *st = ((fixture *)*state)->st;
+    zks_group_key *got, *prev;
+    assert_int_equal(zks__state_group_load(st, &got, &prev), ZKS_ENOENT);
+    zks_group_key *k0 = key_of(1, 0), *k1 = key_of(2, 1);
+    assert_int_equal(zks__state_group_save(st, k0, NULL), 0);
+    assert_int_equal(zks__state_group_load(st, &got, &prev), 0);
+    assert_same_group(got, k0);
+    assert_null(prev);
+    zks_group_key_free(got);
+    assert_int_equal(zks__state_group_save(st, k1, k0), 0);
+    assert_int_equal(zks__state_group_load(st, &got, &prev), 0);
+    assert_same_group(got, k1);
+    assert_non_null(prev);
+    assert_same_group(prev, k0);
+    zks_group_key_free(got);
+    zks_group_key_free(prev);
+    assert_int_equal(zks__state_group_save(st, k1, NULL), 0);
+    assert_int_equal(zks__state_group_load(st, &got, NULL), 0);
+    assert_same_group(got, k1);
+    zks_group_key_free(got);
+    zks_group_key_free(k0);
+    zks_group_key_free(k1);
+}
+
+/* Damaged group files are refused, not half read. */
+static void test_group_file_refused(void **state)
+{
+    fixture *f = *state;
+    static const char *const bad[] = {
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\nepoch 0\n",
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\nepoch x\n",
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\nepoch 1 "
+        "2\n",
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\nepoch "
+        "4294967296\n",
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\nprevious "
+        "01 0\n",
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\nwhat 1\n",
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\nepoch 1\n"
+        "epoch 2\n",
+        "zks-group-v1 0101010101010101010101010101010101010101010101010101010101010101\n"
+        "argon2id 3 67108864 00000000000000000000000000000000\nepoch 1\n",
+    };
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/st/group.key", f->dir);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        FILE *fp = fopen(path, "w");
+        assert_non_null(fp);
+        fputs(bad[i], fp);
+        fclose(fp);
+        assert_int_equal(chmod(path, 0600), 0);
+        zks_group_key *got = (zks_group_key *)1, *prev = (zks_group_key *)1;
+        assert_int_equal(zks__state_group_load(f->st, &got, &prev), ZKS_EMALFORMED);
+        assert_null(got);
+        assert_null(prev);
+    }
+}
+
+/* Seals a row anew as its bytes reversed; drops the rows whose first byte is 0xdd. */
+static int reverse(void *ctx, const uint8_t blob_id[16], const uint8_t *env, size_t len,
+                   uint8_t **out, size_t *out_len)
+{
+    (void)blob_id;
+    int *calls = ctx;
+    (*calls)++;
+    *out = NULL;
+    *out_len = 0;
+    if (env[0] == 0xdd)
+        return 0;
+    if (env[0] == 0xee)
+        return ZKS_ECRYPTO;
+    *out = malloc(len);
+    for (size_t i = 0; i < len; i++)
+        (*out)[i] = env[len - 1 - i];
+    *out_len = len;
+    return 0;
+}
+
+static void test_outbox_move(void **state)
+{
+    zks__state *st = ((fixture *)*state)->st;
+    int64_t a = add(st, G1, 0xaa, 3);
+    int64_t other = add(st, G2, 0xbb, 2);
+    int64_t dropped = add(st, G1, 0xdd, 2);
+    int64_t b = add(st, G1, 0xcc, 4);
+    /* The last bytes differ from the first, so a reversed envelope is seen to be moved. */
+    uint8_t env[2] = {0xcc, 0x01};
+    uint8_t id[16] = {0x77};
+    int64_t c;
+    assert_int_equal(zks__state_outbox_add(st, &c, G1, id, env, 2, 0), 0);
+    int calls = 0;
+    assert_int_equal(zks__state_outbox_move(st, G1, G2, reverse, &calls), 0);
+    assert_int_equal(calls, 4);
+    assert_int_equal(count(st, G1), 0);
+    assert_int_equal(count(st, G2), 4);
+    zks__outbox_row *rows;
+    size_t n;
+    assert_int_equal(zks__state_outbox_list(st, G2, &rows, &n), 0);
+    assert_int_equal(n, 4);
+    /* Each keeps its place in the order. */
+    assert_int_equal(rows[0].seq, a);
+    assert_int_equal(rows[1].seq, other);
+    assert_int_equal(rows[2].seq, b);
+    assert_int_equal(rows[3].seq, c);
+    free(rows);
+    uint8_t *e;
+    size_t len;
+    assert_int_equal(zks__state_outbox_envelope(st, c, &e, &len), 0);
+    assert_int_equal(len, 2);
+    assert_int_equal(e[0], 0x01);
+    assert_int_equal(e[1], 0xcc);
+    free(e);
+    assert_int_equal(zks__state_outbox_envelope(st, dropped, &e, &len), ZKS_ENOENT);
+
+    /* A blob id already held is not added twice. */
+    assert_int_equal(zks__state_outbox_add_missing(st, G1, id, env, 2, 0), 0);
+    assert_int_equal(count(st, G1), 0);
+    uint8_t id2[16] = {0x78};
+    assert_int_equal(zks__state_outbox_add_missing(st, G1, id2, env, 2, 0), 0);
+    assert_int_equal(count(st, G1), 1);
+
+    /* A failure moves nothing for a state directory (one transaction); an in-memory state,
+     * which has no crash to survive, keeps the rows moved before it, and a later move takes
+     * the rest. */
+    uint8_t bad[1] = {0xee};
+    uint8_t id3[16] = {0x79};
+    int64_t d;
+    assert_int_equal(zks__state_outbox_add(st, &d, G1, id3, bad, 1, 0), 0);
+    calls = 0;
+    assert_int_equal(zks__state_outbox_move(st, G1, G2, reverse, &calls), ZKS_ECRYPTO);
+    assert_int_equal(count(st, G1), ((fixture *)*state)->dir[0] ? 2 : 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +392,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_churn_behind_an_old_row, setup_dir, teardown),
         cmocka_unit_test_setup_teardown(test_cursors, setup_mem, teardown),
         cmocka_unit_test_setup_teardown(test_cursors, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_group_file, setup_mem, teardown),
+        cmocka_unit_test_setup_teardown(test_group_file, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_group_file_refused, setup_dir, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_move, setup_mem, teardown),
+        cmocka_unit_test_setup_teardown(test_outbox_move, setup_dir, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,528 @@
+/*
+ * Group secret rotation (docs/CLIENT.md, "Rotating the group secret").
+ *
+ * A rotation record, pushed to the old group, carries the new secret sealed
+ * for each device that stays (crypto/rotation.h). A device that comes upon
+ * it in a pull, and the device that made it, move to the new group:
+ *
+ *   1. the pushes of its own the relay stored after the record (made before
+ *      the device knew of it) are added back to its outbox;
+ *   2. the state's group file names the new group and, until step 3 is done,
+ *      the old one (a start in between finishes the move);
+ *   3. every outbox row of the old group is sealed anew for the new group,
+ *      in one transaction, and the handle's group is replaced under the
+ *      state lock, so a push seals for one group or the other, never loses
+ *      its row to the move;
+ *   4. the I/O thread ends the old group's sessions, reads the outbox again
+ *      and connects under the new group (ZKS__REQ_REJOIN).
+ *
+ * From step 1 to step 4 the outbox keeps the rows the relay acknowledges
+ * (c->switching): they move too and go to the new group. The relay drops
+ * what it holds twice by blob id. Blobs of other devices stored after the
+ * record are not delivered from the old group: each device moves its own,
+ * so they come again in the new group, and a revoked device's never do.
+ */
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/internal.h"
+#include "common/log.h"
+#include "crypto/rotation.h"
+#include "crypto/seal.h"
+#include "proto/msg.h"
+
+/* At most this many PULL rounds (1000 blobs each) after the record. */
+#define DRAIN_MAX_ROUNDS 10000
+
+void zks__rotation_seen_free(zks__rotation_seen *rs)
+{
+    free(rs->package);
+    memset(rs, 0, sizeof *rs);
+}
+
+/* The state's note that it rotated away from group `gid`. */
+static void away_key(char out[80], const uint8_t gid[32])
+{
+    char hex[65];
+    sodium_bin2hex(hex, sizeof hex, gid, 32);
+    snprintf(out, 80, "rotated_from/%s", hex);
+}
+
+bool zks__rotated_away(zks_client *c, const zks_group_key *k)
+{
+    char key[80], value[8];
+    away_key(key, zks_group_id(k->g));
+    zks__state_lock(c, false);
+    int rc = zks__state_meta_get(c->st, key, value, sizeof value);
+    zks__state_unlock(c);
+    return rc == 0;
+}
+
+struct reseal_ctx {
+    zks_client *c;
+    const zks_group_key *from, *to;
+};
+
+/* An outbox envelope of group `from`, sealed anew for `to` (same blob id, sender, record). */
+static int reseal(void *arg, const uint8_t blob_id[16], const uint8_t *env, size_t len,
+                  uint8_t **out, size_t *out_len)
+{
+    struct reseal_ctx *x = arg;
+    zks_client *c = x->c;
+    *out = NULL;
+    *out_len = 0;
+    zks_buf plain, next;
+    zks_buf_init(&plain, ZKS_CRYPTO_MAX_BLOB);
+    zks_buf_init(&next, ZKS_CRYPTO_MAX_BLOB);
+    zks_record rec;
+    int rc = zks_blob_open(&rec, &plain, x->from->g, blob_id, c->device_id, env, len);
+    if (rc == 0 && rec.rotation == NULL) {
+        uint8_t nonce[ZKS_BLOB_NONCE_LEN];
+        zks_nonce_source_take(&c->nonces, nonce);
+        rc = zks_blob_seal_with_nonce(&next, x->to->g, blob_id, c->device_id, rec.kind, rec.app_ts,
+                                      rec.data, rec.len, nonce);
+        if (rc == 0) {
+            *out = next.data;
+            *out_len = next.len;
+            next.data = NULL;
+        }
+    } else if (zks_blob_open(&rec, &plain, x->to->g, blob_id, c->device_id, env, len) == 0 &&
+               rec.rotation == NULL) {
+        /* Sealed for the new group already. */
+        rc = zks__dup_bytes(out, env, len);
+        *out_len = *out ? len : 0;
+    } else {
+        /* A rotation record (a rotation of the old group goes nowhere now) or a row that
+         * opens for neither group: it leaves the outbox. */
+        char id[2 * ZKS_BLOB_ID_SIZE + 1];
+        sodium_bin2hex(id, sizeof id, blob_id, ZKS_BLOB_ID_SIZE);
+        ZKS_LOGW("client: outbox blob %s is not moved to the rotated group: %s", id,
+                 rc == 0 ? "a rotation record" : "it does not open");
+        rc = 0;
+    }
+    if (plain.data)
+        sodium_memzero(plain.data, plain.cap);
+    zks_buf_free(&plain);
+    zks_buf_free(&next);
+    return rc;
+}
+
+/*
+ * Moves the outbox from `from` to `to` and notes the rotation in the state;
+ * with the state lock held. The group file then names `to` alone.
+ */
+static int move_outbox(zks_client *c, const zks_group_key *from, const zks_group_key *to)
+{
+    struct reseal_ctx x = {c, from, to};
+    int rc = zks__state_outbox_move(c->st, zks_group_id(from->g), zks_group_id(to->g), reseal, &x);
+    if (rc != 0)
+        return rc;
+    char key[80];
+    away_key(key, zks_group_id(from->g));
+    if ((rc = zks__state_meta_set(c->st, key, "1")) != 0)
+        return rc;
+    return zks__state_group_save(c->st, to, NULL);
+}
+
+int zks__rotation_finish(zks_client *c, zks_group_key *prev)
+{
+    zks__state_lock(c, false);
+    int rc = move_outbox(c, prev, c->group);
+    zks__state_unlock(c);
+    if (rc != 0)
+        ZKS_LOGE("client: cannot finish moving the outbox to the rotated group: %s",
+                 zks_strerror(rc));
+    zks_group_key_free(prev);
+    return rc;
+}
+
+/*
+ * One page of the group's blobs after `after` at the primary relay, which
+ * must be `relay_id` (cursors are per relay): *m decoded, to clear; *req to
+ * free after it, on success only.
+ */
+static int pull_page(zks_client *c, const uint8_t relay_id[32], uint64_t after, zks_msg *m,
+                     zks__req **req)
+{
+    zks__req *r = zks__req_new(ZKS__REQ_PULL);
+    if (r == NULL)
+        return ZKS_ENOMEM;
+    r->after = after;
+    int rc = zks__submit_wait(c, r);
+    if (rc == ZKS_ETIMEDOUT)
+        return rc;
+    if (rc == 0 && memcmp(r->relay_id, relay_id, 32) != 0)
+        rc = ZKS_EAGAIN; /* another relay is the primary now: its cursors differ */
+    if (rc == 0 && zks_msg_decode(m, r->body, r->body_len) != 0)
+        rc = ZKS_EPROTO;
+    if (rc == 0 && m->type != ZKS_MSG_PULL_RESPONSE) {
+        zks_msg_clear(m);
+        rc = ZKS_EPROTO;
+    }
+    if (rc != 0) {
+        zks__req_free(r);
+        return rc;
+    }
+    *req = r;
+    return 0;
+}
+
+/*
+ * Step 1: this device's pushes the primary relay `relay_id` stored after
+ * cursor `at` go back into the outbox (of group `from`, which the move then
+ * seals for the new group).
+ */
+static int drain(zks_client *c, const zks_group_key *from, const uint8_t relay_id[32], uint64_t at)
+{
+    uint64_t after = at;
+    for (int round = 0; round < DRAIN_MAX_ROUNDS; round++) {
+        zks_msg m;
+        zks__req *r;
+        int rc = pull_page(c, relay_id, after, &m, &r);
+        if (rc != 0)
+            return rc;
+        const struct zks_msg_pull_response *p = &m.u.pull_response;
+        uint64_t last = after;
+        zks__state_lock(c, false);
+        for (size_t i = 0; rc == 0 && i < p->nblobs; i++) {
+            const struct zks_msg_blob *b = &p->blobs[i];
+            if (b->cursor > last)
+                last = b->cursor;
+            if (b->kind == ZKS_MSG_KIND_BLOB && memcmp(b->sender, c->device_id, 32) == 0)
+                rc = zks__state_outbox_add_missing(c->st, zks_group_id(from->g), b->blob_id,
+                                                   b->envelope.p, b->envelope.len, c->cfg.ttl_s);
+        }
+        zks__state_unlock(c);
+        bool more = p->has_more && last > after;
+        zks_msg_clear(&m);
+        zks__req_free(r);
+        if (rc != 0 || !more)
+            return rc;
+        after = last;
+    }
+    return 0;
+}
+
+/*
+ * Whether a valid rotation record of another device lies between `after`
+ * (what this device has taken) and its own record at `at`: the devices move
+ * at the first record, so that one wins. *found is set.
+ */
+static int earlier_rotation(zks_client *c, const zks_group_key *from, const uint8_t relay_id[32],
+                            uint64_t after, uint64_t at, bool *found)
+{
+    *found = false;
+    zks_buf plain;
+    zks_buf_init(&plain, ZKS_CRYPTO_MAX_BLOB);
+    int rc = 0;
+    for (int round = 0; round < DRAIN_MAX_ROUNDS && !*found && after + 1 < at; round++) {
+        zks_msg m;
+        zks__req *r;
+        if ((rc = pull_page(c, relay_id, after, &m, &r)) != 0)
+            break;
+        const struct zks_msg_pull_response *p = &m.u.pull_response;
+        uint64_t last = after;
+        for (size_t i = 0; i < p->nblobs && !*found; i++) {
+            const struct zks_msg_blob *b = &p->blobs[i];
+            if (b->cursor > last)
+                last = b->cursor;
+            zks_record rec;
+            if (b->cursor >= at || b->kind != ZKS_MSG_KIND_BLOB ||
+                memcmp(b->sender, c->device_id, 32) == 0 ||
+                zks_blob_open(&rec, &plain, from->g, b->blob_id, b->sender, b->envelope.p,
+                              b->envelope.len) != 0 ||
+                rec.rotation == NULL)
+                continue;
+            zks_rotation *rot = malloc(sizeof *rot);
+            zks_group *g = NULL;
+            if (rot && zks_rotation_parse(rot, rec.rotation, rec.rotation_len) == 0 &&
+                memcmp(rot->rotator, b->sender, 32) == 0) {
+                int orc = zks_rotation_open(&g, rot, from->g, c->key);
+                *found = orc == 0 || orc == ZKS_ENOENT;
+            }
+            zks_group_free(g);
+            free(rot);
+        }
+        bool more = p->has_more && last > after;
+        zks_msg_clear(&m);
+        zks__req_free(r);
+        if (!more)
+            break;
+        after = last;
+    }
+    if (plain.data)
+        sodium_memzero(plain.data, plain.cap);
+    zks_buf_free(&plain);
+    return rc;
+}
+
+/* Emits GroupRotated. */
+static void emit_rotated(zks_client *c, const zks_rotation_info *info)
+{
+    zks_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.kind = ZKS_EVENT_GROUP_ROTATED;
+    ev.u.group_rotated = *info;
+    zks__hub_emit(c->hub, &ev);
+}
+
+/*
+ * Moves the device from group `from` to `to` (taken over), whose rotation
+ * record is at cursor `at` of relay `relay_id` (steps 1 to 4 above). 0 also
+ * when another thread moved it first.
+ */
+static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
+                        const uint8_t relay_id[32], uint64_t at, const zks_rotation_info *info)
+{
+    zks_group_key **retired = NULL;
+    pthread_mutex_lock(&c->mu);
+    bool moved = c->group != from;
+    bool busy = atomic_load(&c->switching);
+    if (!moved && !busy) {
+        atomic_store(&c->switching, true);
+        /* Room to retire `from` is taken now: nothing may fail once the outbox has moved. */
+        retired = realloc(c->retired, (c->nretired + 1) * sizeof *retired);
+        if (retired != NULL)
+            c->retired = retired;
+        else
+            atomic_store(&c->switching, false);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (moved || busy || retired == NULL) {
+        zks_group_key_free(to);
+        return moved ? 0 : busy ? ZKS_EAGAIN : ZKS_ENOMEM;
+    }
+
+    int rc = drain(c, from, relay_id, at);
+    if (rc == 0) {
+        zks__state_lock(c, false);
+        rc = zks__state_group_save(c->st, to, from);
+        if (rc == 0 && (rc = move_outbox(c, from, to)) != 0)
+            (void)zks__state_group_save(c->st, from, NULL);
+        if (rc == 0) {
+            uint64_t cursor = 0;
+            pthread_mutex_lock(&c->mu);
+            c->retired[c->nretired++] = from;
+            c->group = to;
+            c->confirm_after = 0;
+            c->confirm_group = NULL;
+            (void)zks__state_cursor_get(c->st, zks_group_id(to->g), c->cursor_relay, &cursor);
+            c->last_cursor = cursor;
+            pthread_mutex_unlock(&c->mu);
+        }
+        zks__state_unlock(c);
+    }
+    if (rc != 0) {
+        atomic_store(&c->switching, false);
+        zks_group_key_free(to);
+        ZKS_LOGW("client: cannot move to the rotated group yet: %s", zks_strerror(rc));
+        return rc;
+    }
+    zks__inline_clear(&c->inl);
+    char gid[2 * ZKS_GROUP_ID_SIZE + 1];
+    sodium_bin2hex(gid, sizeof gid, info->group_id, ZKS_GROUP_ID_SIZE);
+    ZKS_LOGI("client: moved to the rotated group %.16s (key epoch %" PRIu32 ")", gid, info->epoch);
+    /* Before any session of the new group announces a blob: an application that keeps a
+     * cursor of its own hears of the new group's cursors first. */
+    emit_rotated(c, info);
+
+    zks__req *q = zks__req_new(ZKS__REQ_REJOIN);
+    int qrc = q ? zks__submit_wait(c, q) : ZKS_ENOMEM;
+    if (qrc != ZKS_ETIMEDOUT)
+        free(q);
+    if (qrc != 0 && qrc != ZKS_ETIMEDOUT) {
+        /* Closed, or no memory: the next start reads the moved outbox. */
+        atomic_store(&c->switching, false);
+    }
+    return 0;
+}
+
+int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_seen *rs,
+                       const uint8_t relay_id[32])
+{
+    char id[2 * ZKS_BLOB_ID_SIZE + 1];
+    sodium_bin2hex(id, sizeof id, rs->blob_id, ZKS_BLOB_ID_SIZE);
+    zks_rotation *rot = malloc(sizeof *rot);
+    if (rot == NULL)
+        return ZKS_ENOMEM;
+    int rc = zks_rotation_parse(rot, rs->package, rs->len);
+    if (rc == 0 && memcmp(rot->rotator, rs->sender, 32) != 0)
+        rc = ZKS_EAUTH; /* signed by another device than the one that pushed it */
+    else if (rc != 0)
+        rc = ZKS_EAUTH;
+    zks_group *g = NULL;
+    if (rc == 0)
+        rc = zks_rotation_open(&g, rot, from->g, c->key);
+    char who[ZKS_NODE_ID_TEXT_SIZE];
+    zks_nodeid_to_text(who, rs->sender);
+    if (rc == ZKS_ENOENT) {
+        ZKS_LOGW("client: device %.12s rotated the group secret without this device", who);
+        zks__emit_error(c, ZKS_EEXCLUDED, 0, rs->blob_id,
+                        "device %.12s rotated the group secret at cursor %llu without this "
+                        "device: join again with a new invite",
+                        who, (unsigned long long)rs->cursor);
+        free(rot);
+        return ZKS_EEXCLUDED;
+    }
+    if (rc == ZKS_EAUTH) {
+        ZKS_LOGW("client: blob %s at cursor %llu is not a valid group rotation", id,
+                 (unsigned long long)rs->cursor);
+        zks__emit_error(c, ZKS_EAUTH, 0, rs->blob_id,
+                        "blob %s at cursor %llu is not a valid group rotation and was passed "
+                        "over",
+                        id, (unsigned long long)rs->cursor);
+        free(rot);
+        return ZKS_EAUTH;
+    }
+    zks_rotation_info info;
+    memset(&info, 0, sizeof info);
+    if (rc == 0) {
+        info.epoch = rot->epoch;
+        memcpy(info.group_id, rot->group_id, sizeof info.group_id);
+        memcpy(info.rotator, rot->rotator, sizeof info.rotator);
+        info.devices = rot->n;
+    }
+    free(rot);
+    zks_group_key *to = NULL;
+    if (rc == 0)
+        rc = zks__group_key_wrap(&to, g);
+    if (rc != 0)
+        return rc;
+    return group_switch(c, from, to, relay_id, rs->cursor, &info);
+}
+
+/* This device and every device of `list` not revoked, each once, in *out (malloc'd). */
+static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, const zks_client *c,
+                      const zks_device_list *list)
+{
+    *n = 0;
+    *out = malloc((list->count + 1) * sizeof **out);
+    if (*out == NULL)
+        return ZKS_ENOMEM;
+    memcpy((*out)[(*n)++], c->device_id, ZKS_NODE_ID_SIZE);
+    for (size_t i = 0; i < list->count; i++) {
+        const zks_device *d = &list->devices[i];
+        if (d->revoked || memcmp(d->id, c->device_id, ZKS_NODE_ID_SIZE) == 0)
+            continue;
+        bool seen = false;
+        for (size_t j = 0; j < *n && !seen; j++)
+            seen = memcmp((*out)[j], d->id, ZKS_NODE_ID_SIZE) == 0;
+        if (!seen)
+            memcpy((*out)[(*n)++], d->id, ZKS_NODE_ID_SIZE);
+    }
+    if (*n > ZKS_ROTATION_MAX_RECIPIENTS) {
+        free(*out);
+        *out = NULL;
+        return ZKS_ETOOBIG;
+    }
+    return 0;
+}
+
+/* The rotation record: the new group `to` sealed for `ids`, in an envelope of group `from`. */
+static int rotation_record(zks_buf *env, zks_client *c, const zks_group_key *from,
+                           const zks_group_key *to, const uint8_t (*ids)[ZKS_NODE_ID_SIZE],
+                           size_t n, const uint8_t blob_id[ZKS_BLOB_ID_SIZE])
+{
+    zks_buf pkg;
+    zks_buf_init(&pkg, ZKS_CRYPTO_MAX_BLOB);
+    int rc = zks_rotation_seal(&pkg, from->g, to->g, c->key, ids, n);
+    if (rc == 0)
+        rc = zks_blob_seal_rotation(env, from->g, blob_id, c->device_id, zks__wall_ms(), pkg.data,
+                                    pkg.len);
+    zks_buf_free(&pkg);
+    return rc;
+}
+
+int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
+{
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (c == NULL || zks__may_not_block(c))
+        return ZKS_EINVAL;
+    zks_group_key *from = c->group;
+    if (from == NULL)
+        return ZKS_ENOENT;
+    if (atomic_load(&c->switching))
+        return ZKS_EAGAIN;
+    if (zks_group_epoch(from->g) == UINT32_MAX)
+        return ZKS_ETOOBIG;
+    zks_device_list list;
+    int rc = zks_client_devices(&list, c);
+    if (rc != 0)
+        return rc;
+    uint8_t(*ids)[ZKS_NODE_ID_SIZE] = NULL;
+    size_t n = 0;
+    rc = recipients(&ids, &n, c, &list);
+    zks_device_list_free(&list);
+    if (rc != 0)
+        return rc;
+
+    uint8_t secret[ZKS_GROUP_SECRET_SIZE];
+    randombytes_buf(secret, sizeof secret);
+    zks_group_key *to = NULL;
+    rc = zks__group_key_at_epoch(&to, secret, zks_group_epoch(from->g) + 1);
+    sodium_memzero(secret, sizeof secret);
+    zks__req *r = rc == 0 ? zks__req_new(ZKS__REQ_PUSH) : NULL;
+    if (rc == 0 && r == NULL)
+        rc = ZKS_ENOMEM;
+    zks_buf env;
+    zks_buf_init(&env, ZKS_CRYPTO_MAX_BLOB);
+    if (rc == 0) {
+        zks__next_blob_id(c, r->id);
+        r->ttl = c->cfg.ttl_s;
+        rc = rotation_record(&env, c, from, to, (const uint8_t(*)[ZKS_NODE_ID_SIZE])ids, n, r->id);
+    }
+    free(ids);
+    if (rc == 0) {
+        r->env = env.data;
+        r->env_len = env.len;
+        env.data = NULL;
+        zks__state_lock(c, false);
+        if (c->group != from)
+            rc = ZKS_EAGAIN; /* another rotation came first */
+        else
+            rc = zks__state_outbox_add(c->st, &r->seq, zks_group_id(from->g), r->id, r->env,
+                                       r->env_len, r->ttl);
+        zks__state_unlock(c);
+    }
+    zks_buf_free(&env);
+    zks_rotation_info info = {.epoch = to ? zks_group_epoch(to->g) : 0, .devices = n};
+    if (rc == 0) {
+        memcpy(info.group_id, zks_group_id(to->g), sizeof info.group_id);
+        memcpy(info.rotator, c->device_id, sizeof info.rotator);
+        r->wait = true;
+        rc = zks__submit_wait(c, r);
+        if (rc == ZKS_ETIMEDOUT) {
+            zks_group_key_free(to);
+            return rc; /* the record stays queued: this device moves when it pulls it */
+        }
+        if (rc == 0 && r->cursor == 0)
+            rc = ZKS_EAGAIN; /* queued while not connected: likewise */
+    }
+    uint64_t at = r ? r->cursor : 0;
+    if (r)
+        zks__req_free(r);
+    uint8_t relay_id[32];
+    pthread_mutex_lock(&c->mu);
+    memcpy(relay_id, c->cursor_relay, sizeof relay_id);
+    uint64_t taken = c->last_cursor;
+    pthread_mutex_unlock(&c->mu);
+    /* Another device's rotation stored first wins: every device moves at the first record
+     * it comes upon, this one too, at its next pull. */
+    bool lost = false;
+    if (rc == 0 && (rc = earlier_rotation(c, from, relay_id, taken, at, &lost)) == 0 && lost)
+        rc = ZKS_EEXIST;
+    if (rc != 0) {
+        zks_group_key_free(to);
+        return rc;
+    }
+    ZKS_LOGI("client: rotated the group secret for %zu devices (key epoch %" PRIu32 ")", n,
+             info.epoch);
+    rc = group_switch(c, from, to, relay_id, at, &info);
+    if (rc == 0 && out)
+        *out = info;
+    return rc;
+}

@@ -1,0 +1,433 @@
+/*
+ * Group secret rotation against a real relay: the devices not revoked move to
+ * the new secret and keep syncing; a device left out (a revoked one's key on
+ * a fresh identity) reads nothing pushed after the rotation; pushes a device
+ * made before it knew of the rotation reach the new group; of two rotations
+ * the first stored wins, for every device; a restart keeps
+ * the new group, also when the application configures the old one; and a
+ * move cut short by a crash is finished at the next start.
+ */
+#include "integration/test_client_harness.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+static h_relay relay;
+
+static int setup(void **state)
+{
+    (void)state;
+    /* Every rotation is a new group at the relay. */
+    static const char *const extra[] = {"--new-groups-per-ip-per-hour", "1000", NULL};
+    (void)h_relay_start;
+    h_relay_start_with(&relay, 0, extra);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    h_relay_stop(&relay, SIGTERM);
+    return 0;
+}
+
+static zks_client *connected(const char *dir, const zks_group_key *g)
+{
+    zks_client *c = h_client(dir, g, &relay);
+    zks_connection_info info;
+    assert_int_equal(zks_client_connect(&info, c), 0);
+    return c;
+}
+
+/* A pulled blob: its data as a string and its id. */
+struct seen {
+    char data[64][32];
+    uint8_t ids[64][ZKS_BLOB_ID_SIZE];
+    size_t n;
+    int rotated;
+};
+
+/*
+ * Pulls `c` until the relay has nothing more (bounded), from its last
+ * cursor, following a rotation; adds what came to `s`.
+ */
+static int pull_all(zks_client *c, struct seen *s)
+{
+    uint64_t after;
+    assert_int_equal(zks_client_last_cursor(&after, c), 0);
+    for (int round = 0; round < 50; round++) {
+        zks_pull_result pr;
+        int rc = zks_client_pull(&pr, c, after);
+        if (rc != 0)
+            return rc;
+        for (size_t i = 0; i < pr.count && s->n < 64; i++) {
+            snprintf(s->data[s->n], sizeof s->data[0], "%.*s", (int)pr.blobs[i].len,
+                     (const char *)pr.blobs[i].data);
+            memcpy(s->ids[s->n], pr.blobs[i].id, ZKS_BLOB_ID_SIZE);
+            s->n++;
+        }
+        s->rotated += pr.rotated;
+        bool more = pr.has_more;
+        if (pr.rotated)
+            assert_int_equal(zks_client_last_cursor(&after, c), 0);
+        else
+            after = pr.last > after ? pr.last : after;
+        zks_pull_result_free(&pr);
+        if (!more)
+            return 0;
+    }
+    return -1;
+}
+
+static int has(const struct seen *s, const char *data)
+{
+    int n = 0;
+    for (size_t i = 0; i < s->n; i++)
+        n += strcmp(s->data[i], data) == 0;
+    return n;
+}
+
+static void push_text(zks_client *c, const char *text, zks_push_result *out)
+{
+    zks_push_result pr;
+    assert_int_equal(zks_client_push(&pr, c, text, strlen(text)), 0);
+    assert_int_equal(pr.pending, 0);
+    if (out)
+        *out = pr;
+}
+
+static int is_error(const zks_event *ev, const void *arg)
+{
+    return ev->u.error.err == *(const int *)arg;
+}
+
+static void test_revoked_device_is_left_out(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *b = connected(NULL, g), *c = connected(NULL, g);
+    zks_receiver *ra, *rb;
+    assert_int_equal(zks_client_subscribe(&ra, a), 0);
+    assert_int_equal(zks_client_subscribe(&rb, b), 0);
+    uint8_t old_gid[32], idc[32];
+    assert_int_equal(zks_client_group_id(old_gid, a), 0);
+    assert_int_equal(zks_client_device_id(idc, c), 0);
+    push_text(a, "before", NULL);
+
+    /* c is lost: revoked, then the group gets a new secret. */
+    assert_int_equal(zks_client_revoke_device(a, idc), 0);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.epoch, 1);
+    assert_int_equal(info.devices, 2);
+    uint8_t ida[32], gid[32];
+    zks_client_device_id(ida, a);
+    assert_memory_equal(info.rotator, ida, 32);
+    assert_memory_not_equal(info.group_id, old_gid, 32);
+    assert_int_equal(zks_client_group_id(gid, a), 0);
+    assert_memory_equal(gid, info.group_id, 32);
+    zks_event ev;
+    assert_int_equal(h_wait_event(ra, &ev, ZKS_EVENT_GROUP_ROTATED, NULL, NULL, 10000), 0);
+    assert_memory_equal(ev.u.group_rotated.group_id, gid, 32);
+    push_text(a, "after-a", NULL);
+
+    /* b hears of "before" and of the record. An inline pull (as from an event handler)
+     * answers what came before the record and never takes the record itself: that is
+     * left to zks_client_pull. */
+    assert_int_equal(h_wait_event(rb, &ev, ZKS_EVENT_BLOB_AVAILABLE, NULL, NULL, 10000), 0);
+    assert_int_equal(h_wait_event(rb, &ev, ZKS_EVENT_BLOB_AVAILABLE, NULL, NULL, 10000), 0);
+    zks_pull_result pr;
+    assert_int_equal(zks_client_pull_inline(&pr, b, 0), 0);
+    assert_int_equal(pr.count, 1);
+    assert_int_equal(pr.has_more, 1);
+    assert_int_equal(pr.rotated, 0);
+    uint64_t after = pr.last;
+    zks_pull_result_free(&pr);
+    assert_int_equal(zks_client_pull_inline(&pr, b, after), ZKS_EAGAIN);
+    struct seen sb = {0};
+    assert_int_equal(pull_all(b, &sb), 0);
+    assert_int_equal(sb.rotated, 1);
+    assert_int_equal(has(&sb, "after-a"), 1);
+    assert_int_equal(sb.n, 1); /* the record itself is never handed over */
+    assert_int_equal(zks_client_group_id(gid, b), 0);
+    assert_memory_equal(gid, info.group_id, 32);
+    assert_int_equal(h_wait_event(rb, &ev, ZKS_EVENT_GROUP_ROTATED, NULL, NULL, 10000), 0);
+    assert_memory_equal(ev.u.group_rotated.rotator, ida, 32);
+    assert_int_equal(ev.u.group_rotated.epoch, 1);
+
+    /* They sync on under the new secret, both ways. */
+    push_text(b, "after-b", NULL);
+    struct seen sa = {0};
+    assert_int_equal(pull_all(a, &sa), 0);
+    assert_int_equal(has(&sa, "after-b"), 1);
+
+    /* The revoked device kept the old secret and comes back under a fresh identity: it
+     * reads what came before, is told it was left out, and never sees the new blobs. */
+    zks_client *thief = connected(NULL, g);
+    zks_receiver *rt;
+    assert_int_equal(zks_client_subscribe(&rt, thief), 0);
+    struct seen st = {0};
+    assert_int_equal(pull_all(thief, &st), 0);
+    assert_int_equal(st.rotated, 0);
+    assert_int_equal(has(&st, "before"), 1);
+    assert_int_equal(has(&st, "after-a"), 0);
+    assert_int_equal(has(&st, "after-b"), 0);
+    int excluded = ZKS_EEXCLUDED;
+    assert_int_equal(h_wait_event(rt, &ev, ZKS_EVENT_ERROR, is_error, &excluded, 10000), 0);
+    assert_int_equal(zks_client_group_id(gid, thief), 0);
+    assert_memory_equal(gid, old_gid, 32);
+    /* Its pulls go past the record: it is not offered again. */
+    st.n = 0;
+    assert_int_equal(pull_all(thief, &st), 0);
+    assert_int_equal(st.n, 0);
+
+    zks_receiver_free(ra);
+    zks_receiver_free(rb);
+    zks_receiver_free(rt);
+    zks_client_free(thief);
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_client_free(c);
+    zks_group_key_free(g);
+}
+
+static void test_pushes_before_the_move_reach_the_new_group(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *b = connected(NULL, g), *e = connected(NULL, g);
+    push_text(b, "b0", NULL);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+
+    /* b has not pulled yet: it pushes to the old group, which stores it after the record,
+     * and queues one more while offline, which goes there too when it connects again. */
+    zks_push_result p1, p2;
+    push_text(b, "b1", &p1);
+    assert_int_equal(zks_client_disconnect(b), 0);
+    assert_int_equal(zks_client_push(&p2, b, "b2", 2), 0);
+    assert_int_equal(p2.pending, 1);
+    zks_connection_info ci;
+    assert_int_equal(zks_client_connect(&ci, b), 0);
+
+    /* e moves first: from the old group it takes what came before the record only. */
+    struct seen se = {0};
+    assert_int_equal(pull_all(e, &se), 0);
+    assert_int_equal(se.rotated, 1);
+    assert_int_equal(has(&se, "b0"), 1);
+    assert_int_equal(has(&se, "b1"), 0);
+    assert_int_equal(has(&se, "b2"), 0);
+
+    /* b moves: its own pushes stored after the record go again, to the new group. */
+    struct seen sb = {0};
+    assert_int_equal(pull_all(b, &sb), 0);
+    assert_int_equal(sb.rotated, 1);
+    uint64_t queued = 1;
+    for (int i = 0; i < 200 && queued; i++) {
+        assert_int_equal(zks_client_outbox_count(&queued, b), 0);
+        if (queued)
+            usleep(20000);
+    }
+    assert_int_equal(queued, 0);
+
+    /* Every other device gets them once, under their first ids. */
+    struct seen sa = {0};
+    assert_int_equal(pull_all(a, &sa), 0);
+    assert_int_equal(has(&sa, "b1"), 1);
+    assert_int_equal(has(&sa, "b2"), 1);
+    assert_int_equal(pull_all(e, &se), 0);
+    assert_int_equal(has(&se, "b1"), 1);
+    assert_int_equal(has(&se, "b2"), 1);
+    for (size_t i = 0; i < se.n; i++) {
+        if (strcmp(se.data[i], "b1") == 0)
+            assert_memory_equal(se.ids[i], p1.blob_id, ZKS_BLOB_ID_SIZE);
+        if (strcmp(se.data[i], "b2") == 0)
+            assert_memory_equal(se.ids[i], p2.blob_id, ZKS_BLOB_ID_SIZE);
+    }
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_client_free(e);
+    zks_group_key_free(g);
+}
+
+/* Two devices rotate one after the other without pulling between: the first record wins. */
+static void test_first_rotation_wins(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *b = connected(NULL, g), *e = connected(NULL, g);
+    zks_rotation_info ia, ib;
+    assert_int_equal(zks_client_rotate_group(&ia, a), 0);
+    /* b has not pulled a's record: its own comes after it, and does not take effect. */
+    assert_int_equal(zks_client_rotate_group(&ib, b), ZKS_EEXIST);
+    uint8_t gid[32], old_gid[32];
+    assert_int_equal(zks_group_key_id(old_gid, g), 0);
+    assert_int_equal(zks_client_group_id(gid, b), 0);
+    assert_memory_equal(gid, old_gid, 32);
+    push_text(a, "in a's group", NULL);
+    zks_client *devs[2] = {b, e};
+    for (int i = 0; i < 2; i++) {
+        struct seen s = {0};
+        assert_int_equal(pull_all(devs[i], &s), 0);
+        assert_int_equal(s.rotated, 1);
+        assert_int_equal(has(&s, "in a's group"), 1);
+        assert_int_equal(zks_client_group_id(gid, devs[i]), 0);
+        assert_memory_equal(gid, ia.group_id, 32);
+    }
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_client_free(e);
+    zks_group_key_free(g);
+}
+
+static void test_restart_keeps_the_new_group(void **state)
+{
+    (void)state;
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "rotated");
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(dir, g);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.devices, 1);
+    push_text(a, "kept", NULL);
+    char invite[ZKS_INVITE_TEXT_MAX];
+    assert_int_equal(zks_client_invite(invite, sizeof invite, a), 0);
+    zks_client_free(a);
+
+    /* The application still configures the group it was given first: the state
+     * directory knows it was rotated away from and keeps the new one. */
+    a = h_client(dir, g, &relay);
+    uint8_t gid[32];
+    assert_int_equal(zks_client_group_id(gid, a), 0);
+    assert_memory_equal(gid, info.group_id, 32);
+    zks_client_free(a);
+    a = h_client(dir, NULL, &relay);
+    assert_int_equal(zks_client_group_id(gid, a), 0);
+    assert_memory_equal(gid, info.group_id, 32);
+    zks_client_free(a);
+
+    /* An invite made after the rotation carries the key epoch: a new device joins. */
+    zks_group_key *joined;
+    assert_int_equal(zks_group_key_from_invite(&joined, invite, NULL), 0);
+    zks_client *n = connected(NULL, joined);
+    struct seen s = {0};
+    assert_int_equal(pull_all(n, &s), 0);
+    assert_int_equal(has(&s, "kept"), 1);
+    zks_client_free(n);
+    zks_group_key_free(joined);
+    zks_group_key_free(g);
+}
+
+/* Writes `text` to DIR/group.key, mode 0600. */
+static void write_group_file(const char *dir, const char *text)
+{
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/group.key", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, 0600), 0);
+}
+
+static void test_move_cut_short_is_finished_at_start(void **state)
+{
+    (void)state;
+    /* Pushes queued offline under the old group, then a crash after the group file named
+     * the new group (and the old one as previous) but before the outbox moved. */
+    uint8_t s0[32], s1[32];
+    memset(s0, 0x11, sizeof s0);
+    memset(s1, 0x22, sizeof s1);
+    zks_group_key *g0;
+    assert_int_equal(zks_group_key_from_secret(&g0, s0), 0);
+    char dir[PATH_MAX];
+    h_tmpdir(dir, "cut-short");
+    zks_client *a = h_client(dir, g0, &relay);
+    zks_push_result p1, p2;
+    assert_int_equal(zks_client_push_async(&p1, a, "q1", 2), 0);
+    assert_int_equal(zks_client_push_async(&p2, a, "q2", 2), 0);
+    zks_client_free(a);
+    char text[512], h0[65], h1[65];
+    for (int i = 0; i < 32; i++) {
+        snprintf(h0 + 2 * i, 3, "%02x", s0[i]);
+        snprintf(h1 + 2 * i, 3, "%02x", s1[i]);
+    }
+    snprintf(text, sizeof text, "zks-group-v1 %s\nepoch 1\nprevious %s 0\n", h1, h0);
+    write_group_file(dir, text);
+
+    a = h_client(dir, NULL, &relay);
+    uint64_t queued = 0;
+    assert_int_equal(zks_client_outbox_count(&queued, a), 0);
+    assert_int_equal(queued, 2);
+    /* The group file forgets the old group once the move is done. */
+    char path[PATH_MAX + 16], got[512] = {0};
+    snprintf(path, sizeof path, "%s/group.key", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    size_t n = fread(got, 1, sizeof got - 1, f);
+    fclose(f);
+    assert_true(n > 0);
+    assert_null(strstr(got, "previous"));
+    assert_non_null(strstr(got, "epoch 1"));
+
+    /* The queued pushes reach the new group, which a device joining it reads. */
+    zks_connection_info ci;
+    assert_int_equal(zks_client_connect(&ci, a), 0);
+    char invite[ZKS_INVITE_TEXT_MAX];
+    assert_int_equal(zks_client_invite(invite, sizeof invite, a), 0);
+    zks_group_key *g1;
+    assert_int_equal(zks_group_key_from_invite(&g1, invite, NULL), 0);
+    zks_client *b = connected(NULL, g1);
+    struct seen s = {0};
+    for (int i = 0; i < 100 && s.n < 2; i++) {
+        assert_int_equal(pull_all(b, &s), 0);
+        if (s.n < 2)
+            usleep(50000);
+    }
+    assert_int_equal(has(&s, "q1"), 1);
+    assert_int_equal(has(&s, "q2"), 1);
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(g1);
+    zks_group_key_free(g0);
+}
+
+static void test_rotate_needs_a_session(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = h_client(NULL, g, &relay);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), ZKS_EAGAIN);
+    assert_int_equal(info.epoch, 0);
+    assert_int_equal(zks_client_rotate_group(&info, NULL), ZKS_EINVAL);
+    zks_client_free(a);
+    zks_client *none = h_client(NULL, NULL, &relay);
+    assert_int_equal(zks_client_rotate_group(&info, none), ZKS_ENOENT);
+    zks_client_free(none);
+    zks_group_key_free(g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_revoked_device_is_left_out),
+        cmocka_unit_test(test_pushes_before_the_move_reach_the_new_group),
+        cmocka_unit_test(test_first_rotation_wins),
+        cmocka_unit_test(test_restart_keeps_the_new_group),
+        cmocka_unit_test(test_move_cut_short_is_finished_at_start),
+        cmocka_unit_test(test_rotate_needs_a_session),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
