@@ -654,6 +654,7 @@ typedef struct zks_rotation_info {
     uint8_t group_id[ZKS_GROUP_ID_SIZE]; /* the new group id */
     uint8_t rotator[ZKS_NODE_ID_SIZE];   /* the device that rotated it */
     uint64_t devices; /* devices the secret was sealed for, the rotator's own included */
+    int moved; /* this device is on the new secret (1 in the event; zks_client_rotate_group) */
 } zks_rotation_info;
 
 /* An event, copied out to the receiver: it owns nothing. */
@@ -848,9 +849,14 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
  * device pushed that the relay's answer returns leaves the outbox if it is
  * still there (its acknowledgement was lost). Free the result with
  * zks_pull_result_free. Blocking.
+ * A pull never hands over a rotation record: one behind other blobs ends
+ * the pull before it; one that comes first moves the device to the group's
+ * new secret and the result says `rotated` (zks_client_rotate_group).
  * Errors: ZKS_EAGAIN (not connected), ZKS_ENOENT (no group key),
  * ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_EPROTO (a malformed response),
- * ZKS_ECONNRESET (the session ended first), ZKS_ENOMEM, ZKS_ECLOSED.
+ * ZKS_ECONNRESET (the session ended first), ZKS_ESTORE (a move to a rotated
+ * group could not be stored; the next pull tries again), ZKS_ENOMEM,
+ * ZKS_ECLOSED.
  */
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
 
@@ -976,21 +982,22 @@ int zks_client_revoke_device(zks_client *c, const uint8_t device[ZKS_NODE_ID_SIZ
  * makes a new random secret at the next key epoch, seals it for every
  * device the primary relay lists as not revoked (this one included, 1000 at
  * most), each with its own NodeId, signs that with this device's key, and
- * pushes it to the group as a rotation record. Then this device moves to the
- * new group: its own pushes stored after the record and its outbox are
- * sealed anew for it, and its sessions open again under the new group id,
- * whose cursors start at 0. Every other device listed moves when a pull
- * comes upon the record (zks_pull_result.rotated, and a GroupRotated event);
- * a device left out, a revoked one, never learns the new secret.
- * Revoke the device first (zks_client_revoke_device), then rotate.
- * `out` (may be NULL) describes the rotation. Blocking.
- * Errors: ZKS_EAGAIN (not connected, or another rotation under way; when
- * the record could not reach the relay it stays in the outbox, and this
- * device moves when it pulls the record, as the others do), ZKS_EEXIST
- * (another device's rotation was stored first: every device, this one
- * included, moves to that one at its next pull, and this one's record is
- * never taken), ZKS_ETOOBIG (over 1000 devices), ZKS_ENOENT (no group
- * key), ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_ESTORE, ZKS_ENOMEM, ZKS_ECRYPTO,
+ * pushes it to the group as a rotation record. Every device listed moves to
+ * the new group when a pull comes upon the record: its own pushes stored
+ * after the record and its outbox are sealed anew for it, its sessions open
+ * again under the new group id, whose cursors start at 0, and the pull says
+ * so (zks_pull_result.rotated, and a GroupRotated event). A device left
+ * out, a revoked one, never learns the new secret. Revoke the device first
+ * (zks_client_revoke_device), then rotate.
+ * This device moves at once when it has taken every blob stored before its
+ * record (out->moved = 1); otherwise, so that its application misses none
+ * of them, at its next pull, like the others (out->moved = 0). `out` (may be
+ * NULL) describes the rotation. Blocking.
+ * Errors: ZKS_EAGAIN (not connected, or another rotation under way; if the
+ * record could not reach the relay it stays in the outbox and is sent, and
+ * the device moves when it pulls it), ZKS_ETOOBIG (over 1000 devices, or no
+ * key epoch left), ZKS_ENOENT (no group key), ZKS_ETIMEDOUT, ZKS_EREMOTE,
+ * ZKS_EPROTO, ZKS_ECONNRESET, ZKS_ESTORE, ZKS_ENOMEM, ZKS_ECRYPTO,
  * ZKS_ECLOSED.
  */
 int zks_client_rotate_group(zks_rotation_info *out, zks_client *c);

@@ -916,28 +916,25 @@ static int cmd_group_rotate(struct cli *g, int argc, char **argv)
     rc = connect_client(c, &info);
     if (rc == EXIT_OK) {
         int err = zks_client_rotate_group(&rot, c);
-        if (err == ZKS_EEXIST) {
-            cli_error("group rotate: another device rotated the group first; this device "
-                      "moves to that rotation at its next pull");
-            rc = EXIT_FAIL;
-        } else {
-            rc = err ? cli_fail("group rotate", err) : EXIT_OK;
-        }
+        rc = err ? cli_fail("group rotate", err) : EXIT_OK;
     }
     zks_client_free(c);
     if (rc != EXIT_OK)
         return rc;
     char gid[2 * ZKS_GROUP_ID_SIZE + 1];
     cli_hex(gid, rot.group_id, ZKS_GROUP_ID_SIZE);
-    if (json)
-        printf("{\"group_id\":\"%s\",\"epoch\":%u,\"devices\":%llu}\n", gid, rot.epoch,
-               (unsigned long long)rot.devices);
-    else
-        printf("Rotated the group secret: group %s, key epoch %u, sealed for %llu device%s\n"
-               "(this one included). Revoked devices cannot read what is pushed from now on;\n"
-               "the others move to the new secret when they next pull. Invites made before\n"
-               "no longer work: make new ones with 'zks group invite'.\n",
-               gid, rot.epoch, (unsigned long long)rot.devices, rot.devices == 1 ? "" : "s");
+    if (json) {
+        printf("{\"group_id\":\"%s\",\"epoch\":%u,\"devices\":%llu,\"moved\":%s}\n", gid, rot.epoch,
+               (unsigned long long)rot.devices, rot.moved ? "true" : "false");
+        return EXIT_OK;
+    }
+    printf("Rotated the group secret: group %s, key epoch %u, sealed for %llu device%s\n"
+           "(this one included). Revoked devices cannot read what is pushed from now on;\n"
+           "the others move to the new secret when they next pull. Invites made before\n"
+           "no longer work: make new ones with 'zks group invite'.\n",
+           gid, rot.epoch, (unsigned long long)rot.devices, rot.devices == 1 ? "" : "s");
+    if (!rot.moved)
+        printf("This device has blobs to pull first: it moves at its next 'zks pull'.\n");
     return EXIT_OK;
 }
 
@@ -977,7 +974,7 @@ static const struct cli_command group_commands[] = {
      cmd_group_invite},
     {"rotate", "", "give the group a new secret, sealed for its devices not revoked",
      "  after 'zks revoke': a revoked device cannot read what is pushed from then on\n"
-     "  --json        print {\"group_id\", \"epoch\", \"devices\"}\n",
+     "  --json        print {\"group_id\", \"epoch\", \"devices\", \"moved\"}\n",
      cmd_group_rotate},
 };
 

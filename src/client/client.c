@@ -258,8 +258,17 @@ static int load_identity(zks_client *c, const zks_config *cfg)
         /* The configured group was rotated on this state directory: the stored one follows
          * it (docs/CLIENT.md, "Rotating the group secret"). */
         rc = zks__state_group_load(c->st, &g, &prev);
-        if (rc != 0 && rc != ZKS_ENOENT)
+        if (rc == ZKS_ENOENT && cfg->group) {
+            /* The group file is gone: the configured group is all there is. */
+            ZKS_LOGW("client: the state was rotated away from the configured group but has no "
+                     "group file; taking the configured group");
+            if ((rc = zks_group_key_copy(&g, cfg->group)) == 0)
+                rc = zks__state_group_save(c->st, g, NULL);
+        }
+        if (rc != 0 && rc != ZKS_ENOENT) {
+            zks_group_key_free(g);
             return rc;
+        }
         c->group = g;
         if (prev && (rc = zks__rotation_finish(c, prev)) != 0)
             return rc;
@@ -356,6 +365,8 @@ int zks_client_new(zks_client **out, const zks_config *cfg)
         rc = zks__state_open(&c->st, cfg->state_dir, cfg->timeout_ms);
     if (rc == 0)
         rc = load_identity(c, cfg);
+    if (rc == 0)
+        zks__inline_clear(&c->inl, c->group);
     if (rc == 0)
         rc = zks__hub_new(&c->hub, cfg->event_queue, cfg->handler, cfg->handler_ctx);
     if (rc == 0)
@@ -676,6 +687,7 @@ static int open_blobs(zks_pull_result *out, zks_client *c, const zks_group_key *
             memcpy(rs->package, rec.rotation, rec.rotation_len);
             rs->len = rec.rotation_len;
             rs->found = true;
+            rs->first = i == 0;
             rs->cursor = b->cursor;
             memcpy(rs->sender, b->sender, 32);
             memcpy(rs->blob_id, b->blob_id, ZKS_BLOB_ID_SIZE);
@@ -744,7 +756,7 @@ static int pull_inline(zks_pull_result *out, zks_client *c, const zks_group_key 
 {
     struct zks_msg_blob *v;
     uint64_t known_max;
-    size_t n = zks__inline_take(&c->inl, after, ZKS__INLINE_MAX_BLOBS, &v, relay_id, &known_max);
+    size_t n = zks__inline_take(&c->inl, after, ZKS__INLINE_MAX_BLOBS, &v, relay_id, &known_max, g);
     if (n == 0)
         return 0;
     int rc = open_blobs(out, c, g, v, n, rs);
@@ -918,14 +930,18 @@ static void outbox_drop_pulled(zks_client *c, const zks_group_key *g, const zks_
 
 /*
  * A pull of group `g` stopped at the rotation record `rs` of relay
- * `relay_id`: takes it (rotate.c). On a move the result says so and its
- * cursors, the old group's, are dropped; a record passed over counts as
- * covered; after a transient failure it stays ahead, to be taken at the
- * next pull, whose error this returns when nothing came before the record.
+ * `relay_id`. Behind other blobs it is left for the next pull, so that a
+ * result never holds both groups' cursors (an application that confirms
+ * delivery confirms the old group's first). First in the pull, it is taken
+ * (rotate.c): on a move the result says so; a record passed over counts as
+ * covered; after a transient failure the pull fails, and the next one takes
+ * the record again.
  */
 static int rotation_reached(zks_pull_result *out, zks_client *c, zks_group_key *g,
                             const zks__rotation_seen *rs, const uint8_t relay_id[32])
 {
+    if (!rs->first)
+        return 0; /* out->last is below the record and has_more is set */
     int rc = zks__rotation_take(c, g, rs, relay_id);
     if (rc == 0) {
         out->rotated = 1;
@@ -939,7 +955,7 @@ static int rotation_reached(zks_pull_result *out, zks_client *c, zks_group_key *
             raise_last_cursor(c, g, relay_id, rs->cursor);
         return 0;
     }
-    return out->count ? 0 : rc;
+    return rc;
 }
 
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)

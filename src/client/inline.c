@@ -75,11 +75,12 @@ void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32])
     pthread_mutex_unlock(&ic->mu);
 }
 
-void zks__inline_clear(zks__inline *ic)
+void zks__inline_clear(zks__inline *ic, const void *group)
 {
     pthread_mutex_lock(&ic->mu);
     drop_first(ic, ic->n);
     ic->known_max = 0;
+    ic->group = group;
     pthread_mutex_unlock(&ic->mu);
 }
 
@@ -101,7 +102,7 @@ void zks__inline_seen(zks__inline *ic, uint64_t cursor)
     pthread_mutex_unlock(&ic->mu);
 }
 
-void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
+void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n, const void *group)
 {
     /* Announced either way; kept only when it came inline (else it is there to PULL). */
     uint8_t *env = NULL;
@@ -109,6 +110,12 @@ void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
         (env = malloc(n->envelope.len)) != NULL)
         memcpy(env, n->envelope.p, n->envelope.len);
     pthread_mutex_lock(&ic->mu);
+    if (group != ic->group) {
+        /* Another group's (a rotation replaced it meanwhile): its cursors are not ours. */
+        pthread_mutex_unlock(&ic->mu);
+        free(env);
+        return;
+    }
     if (n->cursor > ic->known_max)
         ic->known_max = n->cursor;
     if (env == NULL) {
@@ -147,10 +154,14 @@ void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n)
 }
 
 size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, struct zks_msg_blob **out,
-                        uint8_t relay_id[32], uint64_t *known_max)
+                        uint8_t relay_id[32], uint64_t *known_max, const void *group)
 {
     *out = NULL;
     pthread_mutex_lock(&ic->mu);
+    if (group != ic->group) {
+        pthread_mutex_unlock(&ic->mu);
+        return 0;
+    }
     const struct zks_msg_blob *live = ic->n ? ic->v + ic->start : NULL; /* no arithmetic on NULL */
     size_t first = 0;
     while (first < ic->n && live[first].cursor <= after)

@@ -287,28 +287,34 @@ typedef struct zks__inline {
     struct zks_msg_blob *v; /* v[start .. start + n): ascending cursors; envelopes owned here */
     size_t start, n, cap, bytes;
     uint64_t known_max; /* highest cursor heard of at that relay */
+    const void *group;  /* the group whose blobs these are (a zks_group_key), set by clear */
 } zks__inline;
 
 void zks__inline_init(zks__inline *ic);
 void zks__inline_free(zks__inline *ic);
 /* The primary relay is `relay_id`: a different one than before empties the cache. */
 void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32]);
-/* Forgets every blob (a rotation: their cursors are the old group's). */
-void zks__inline_clear(zks__inline *ic);
+/* Forgets every blob, and keeps only those of `group` from now on (a rotation). */
+void zks__inline_clear(zks__inline *ic, const void *group);
 /* Relay `relay_id` lost history: if the cache holds its cursors, it forgets them all. */
 void zks__inline_rewound(zks__inline *ic, const uint8_t relay_id[32]);
 /* A cursor the primary relay assigned (one of our pushes): only raises known_max. */
 void zks__inline_seen(zks__inline *ic, uint64_t cursor);
-/* A NOTIFY from the primary: raises known_max, and keeps the envelope it carried (copied). */
-void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n);
+/*
+ * A NOTIFY from the primary, of a session of `group`: raises known_max, and
+ * keeps the envelope it carried (copied). Ignored unless `group` is the
+ * cache's.
+ */
+void zks__inline_add(zks__inline *ic, const struct zks_msg_notify *n, const void *group);
 /*
  * Takes the blobs at cursors after+1, after+2, ... with no gap, at most `max`;
  * returns how many (0: the caller must PULL), in *out, to free with
  * zks__inline_blobs_free. Also drops everything up to them, and reports
- * the relay and the highest cursor known there.
+ * the relay and the highest cursor known there. 0 when the cache holds
+ * another group's blobs than `group`.
  */
 size_t zks__inline_take(zks__inline *ic, uint64_t after, size_t max, struct zks_msg_blob **out,
-                        uint8_t relay_id[32], uint64_t *known_max);
+                        uint8_t relay_id[32], uint64_t *known_max, const void *group);
 void zks__inline_blobs_free(struct zks_msg_blob *v, size_t n);
 
 /*
@@ -339,7 +345,7 @@ typedef struct zks__req {
     uint64_t cursor;
     uint8_t *body; /* pull: the PULL_RESPONSE body, malloc'd */
     size_t body_len;
-    uint8_t relay_id[32]; /* pull: which relay answered */
+    uint8_t relay_id[32]; /* pull: which relay answered; push: which acknowledged */
     zks_device_list devices;
 } zks__req;
 
@@ -454,6 +460,7 @@ uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32]);
 /* A rotation record a pull came upon: the pull stopped before it. */
 typedef struct zks__rotation_seen {
     bool found;
+    bool first; /* nothing came before it in the pull */
     uint64_t cursor;
     uint8_t sender[32];
     uint8_t blob_id[ZKS_BLOB_ID_SIZE];

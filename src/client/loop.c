@@ -685,7 +685,7 @@ static void on_server_message(struct zks__io *io, struct relay *r, const zks_msg
         if (r->idx != io->primary || m->u.notify.kind != ZKS_MSG_KIND_BLOB || r->group != c->group)
             break;
         /* Kept before the event goes out, so a pull on the event finds it. */
-        zks__inline_add(&c->inl, &m->u.notify);
+        zks__inline_add(&c->inl, &m->u.notify, r->group);
         zks_event ev;
         memset(&ev, 0, sizeof ev);
         ev.kind = ZKS_EVENT_BLOB_AVAILABLE;
@@ -749,6 +749,10 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
 {
     zks_client *c = io->c;
     zks__req *q = o->req;
+    if (o->type == OP_PUSH && o->entry == NULL) {
+        free(o); /* a push of a group a rotation replaced (do_rejoin): its row moved on */
+        return;
+    }
     if (m->type == ZKS_MSG_ERROR) {
         if (o->type == OP_PUSH) {
             push_refused(io, o, &m->u.error);
@@ -782,6 +786,7 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
             zks__hub_emit(c->hub, &ev);
             if (e->waiter) {
                 e->waiter->cursor = m->u.push_ack.cursor;
+                memcpy(e->waiter->relay_id, r->spec.id, 32); /* whose cursor it is */
                 zks__req_finish(c, e->waiter, 0);
                 e->waiter = NULL;
             }
@@ -1390,8 +1395,12 @@ static void do_rejoin(struct zks__io *io, zks__req *q)
     }
     if (wanted)
         emit_disconnected(c, "the group secret was rotated");
-    /* Acknowledged by the old group: the rows moved to the new one and go again. */
+    /* Acknowledged by the old group: the rows moved to the new one and go again. The
+     * pushes still in flight on the closing connections forget their entries. */
     io->nacked = 0;
+    for (size_t i = 0; i < io->nrelays; i++)
+        for (struct op *o = io->relays[i].ops; o; o = o->next)
+            o->entry = NULL;
     while (io->head)
         entry_unlink(io, io->head);
     int rc = load_outbox(io, true);

@@ -66,7 +66,19 @@ struct reseal_ctx {
     const zks_group_key *from, *to;
 };
 
-/* An outbox envelope of group `from`, sealed anew for `to` (same blob id, sender, record). */
+/* Whether opening failed because the envelope is not one of that group's blobs. */
+static bool not_its_blob(int rc)
+{
+    return rc == ZKS_EAUTH || rc == ZKS_EMALFORMED || rc == ZKS_ETRUNCATED ||
+           rc == ZKS_EUNSUPPORTED || rc == ZKS_ETOOBIG;
+}
+
+/*
+ * An outbox envelope of group `from`, sealed anew for `to` (same blob id,
+ * sender and record). One sealed for `to` already is kept as it is; a
+ * rotation record, or a row that is neither group's, leaves the outbox
+ * (*out NULL). Any other failure stops the move.
+ */
 static int reseal(void *arg, const uint8_t blob_id[16], const uint8_t *env, size_t len,
                   uint8_t **out, size_t *out_len)
 {
@@ -78,8 +90,11 @@ static int reseal(void *arg, const uint8_t blob_id[16], const uint8_t *env, size
     zks_buf_init(&plain, ZKS_CRYPTO_MAX_BLOB);
     zks_buf_init(&next, ZKS_CRYPTO_MAX_BLOB);
     zks_record rec;
+    const char *dropped = NULL;
     int rc = zks_blob_open(&rec, &plain, x->from->g, blob_id, c->device_id, env, len);
-    if (rc == 0 && rec.rotation == NULL) {
+    if (rc == 0 && rec.rotation != NULL) {
+        dropped = "a rotation record"; /* a rotation of the old group goes nowhere now */
+    } else if (rc == 0) {
         uint8_t nonce[ZKS_BLOB_NONCE_LEN];
         zks_nonce_source_take(&c->nonces, nonce);
         rc = zks_blob_seal_with_nonce(&next, x->to->g, blob_id, c->device_id, rec.kind, rec.app_ts,
@@ -89,19 +104,20 @@ static int reseal(void *arg, const uint8_t blob_id[16], const uint8_t *env, size
             *out_len = next.len;
             next.data = NULL;
         }
-    } else if (zks_blob_open(&rec, &plain, x->to->g, blob_id, c->device_id, env, len) == 0 &&
-               rec.rotation == NULL) {
-        /* Sealed for the new group already. */
-        rc = zks__dup_bytes(out, env, len);
-        *out_len = *out ? len : 0;
-    } else {
-        /* A rotation record (a rotation of the old group goes nowhere now) or a row that
-         * opens for neither group: it leaves the outbox. */
+    } else if (not_its_blob(rc)) {
+        rc = zks_blob_open(&rec, &plain, x->to->g, blob_id, c->device_id, env, len);
+        if (rc == 0 && rec.rotation == NULL) {
+            rc = zks__dup_bytes(out, env, len); /* sealed for the new group already */
+            *out_len = *out ? len : 0;
+        } else if (rc == 0 || not_its_blob(rc)) {
+            dropped = "it opens for neither group";
+            rc = 0;
+        }
+    }
+    if (dropped) {
         char id[2 * ZKS_BLOB_ID_SIZE + 1];
         sodium_bin2hex(id, sizeof id, blob_id, ZKS_BLOB_ID_SIZE);
-        ZKS_LOGW("client: outbox blob %s is not moved to the rotated group: %s", id,
-                 rc == 0 ? "a rotation record" : "it does not open");
-        rc = 0;
+        ZKS_LOGW("client: outbox blob %s is not moved to the rotated group: %s", id, dropped);
     }
     if (plain.data)
         sodium_memzero(plain.data, plain.cap);
@@ -111,8 +127,22 @@ static int reseal(void *arg, const uint8_t blob_id[16], const uint8_t *env, size
 }
 
 /*
- * Moves the outbox from `from` to `to` and notes the rotation in the state;
- * with the state lock held. The group file then names `to` alone.
+ * Notes in the state that it rotates away from `from`, so that a start that
+ * is configured with `from` (an application that configures the group it
+ * was first given every time) takes the stored group: written before the
+ * group file names the new group, so a crash at any point after leaves the
+ * move to be finished rather than undone. With the state lock held.
+ */
+static int note_away(zks_client *c, const zks_group_key *from)
+{
+    char key[80];
+    away_key(key, zks_group_id(from->g));
+    return zks__state_meta_set(c->st, key, "1");
+}
+
+/*
+ * Moves the outbox from `from` to `to` (steps 3 and the end of 2); with the
+ * state lock held. The group file then names `to` alone.
  */
 static int move_outbox(zks_client *c, const zks_group_key *from, const zks_group_key *to)
 {
@@ -120,17 +150,15 @@ static int move_outbox(zks_client *c, const zks_group_key *from, const zks_group
     int rc = zks__state_outbox_move(c->st, zks_group_id(from->g), zks_group_id(to->g), reseal, &x);
     if (rc != 0)
         return rc;
-    char key[80];
-    away_key(key, zks_group_id(from->g));
-    if ((rc = zks__state_meta_set(c->st, key, "1")) != 0)
-        return rc;
     return zks__state_group_save(c->st, to, NULL);
 }
 
 int zks__rotation_finish(zks_client *c, zks_group_key *prev)
 {
     zks__state_lock(c, false);
-    int rc = move_outbox(c, prev, c->group);
+    int rc = note_away(c, prev);
+    if (rc == 0)
+        rc = move_outbox(c, prev, c->group);
     zks__state_unlock(c);
     if (rc != 0)
         ZKS_LOGE("client: cannot finish moving the outbox to the rotated group: %s",
@@ -144,13 +172,14 @@ int zks__rotation_finish(zks_client *c, zks_group_key *prev)
  * must be `relay_id` (cursors are per relay): *m decoded, to clear; *req to
  * free after it, on success only.
  */
-static int pull_page(zks_client *c, const uint8_t relay_id[32], uint64_t after, zks_msg *m,
-                     zks__req **req)
+static int pull_page(zks_client *c, const uint8_t relay_id[32], uint64_t after, uint32_t limit,
+                     zks_msg *m, zks__req **req)
 {
     zks__req *r = zks__req_new(ZKS__REQ_PULL);
     if (r == NULL)
         return ZKS_ENOMEM;
     r->after = after;
+    r->limit = limit;
     int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
@@ -181,7 +210,7 @@ static int drain(zks_client *c, const zks_group_key *from, const uint8_t relay_i
     for (int round = 0; round < DRAIN_MAX_ROUNDS; round++) {
         zks_msg m;
         zks__req *r;
-        int rc = pull_page(c, relay_id, after, &m, &r);
+        int rc = pull_page(c, relay_id, after, 0, &m, &r);
         if (rc != 0)
             return rc;
         const struct zks_msg_pull_response *p = &m.u.pull_response;
@@ -207,56 +236,47 @@ static int drain(zks_client *c, const zks_group_key *from, const uint8_t relay_i
 }
 
 /*
- * Whether a valid rotation record of another device lies between `after`
- * (what this device has taken) and its own record at `at`: the devices move
- * at the first record, so that one wins. *found is set.
+ * Whether this device, which has taken the group's blobs up to `taken`, has
+ * them all up to its own rotation record at `at`: nothing lies between but
+ * its own pushes (no other device's blob, no other rotation record). Then it
+ * may move at once; otherwise its application has blobs to take first, and
+ * the device moves at its next pull, which also makes the first record win.
+ * One PULL after `taken`, which tells the relay nothing it did not know.
  */
-static int earlier_rotation(zks_client *c, const zks_group_key *from, const uint8_t relay_id[32],
-                            uint64_t after, uint64_t at, bool *found)
+static int caught_up(zks_client *c, const zks_group_key *from, const uint8_t relay_id[32],
+                     uint64_t taken, uint64_t at, bool *yes)
 {
-    *found = false;
+    *yes = at == taken + 1;
+    if (*yes || at <= taken || at - taken > 1000)
+        return 0;
+    zks_msg m;
+    zks__req *r;
+    int rc = pull_page(c, relay_id, taken, (uint32_t)(at - taken), &m, &r);
+    if (rc != 0)
+        return rc;
     zks_buf plain;
     zks_buf_init(&plain, ZKS_CRYPTO_MAX_BLOB);
-    int rc = 0;
-    for (int round = 0; round < DRAIN_MAX_ROUNDS && !*found && after + 1 < at; round++) {
-        zks_msg m;
-        zks__req *r;
-        if ((rc = pull_page(c, relay_id, after, &m, &r)) != 0)
-            break;
-        const struct zks_msg_pull_response *p = &m.u.pull_response;
-        uint64_t last = after;
-        for (size_t i = 0; i < p->nblobs && !*found; i++) {
-            const struct zks_msg_blob *b = &p->blobs[i];
-            if (b->cursor > last)
-                last = b->cursor;
-            zks_record rec;
-            if (b->cursor >= at || b->kind != ZKS_MSG_KIND_BLOB ||
-                memcmp(b->sender, c->device_id, 32) == 0 ||
-                zks_blob_open(&rec, &plain, from->g, b->blob_id, b->sender, b->envelope.p,
-                              b->envelope.len) != 0 ||
-                rec.rotation == NULL)
-                continue;
-            zks_rotation *rot = malloc(sizeof *rot);
-            zks_group *g = NULL;
-            if (rot && zks_rotation_parse(rot, rec.rotation, rec.rotation_len) == 0 &&
-                memcmp(rot->rotator, b->sender, 32) == 0) {
-                int orc = zks_rotation_open(&g, rot, from->g, c->key);
-                *found = orc == 0 || orc == ZKS_ENOENT;
-            }
-            zks_group_free(g);
-            free(rot);
-        }
-        bool more = p->has_more && last > after;
-        zks_msg_clear(&m);
-        zks__req_free(r);
-        if (!more)
-            break;
-        after = last;
+    const struct zks_msg_pull_response *p = &m.u.pull_response;
+    bool reached = false, others = false;
+    for (size_t i = 0; i < p->nblobs && !reached && !others; i++) {
+        const struct zks_msg_blob *b = &p->blobs[i];
+        zks_record rec;
+        if (b->cursor >= at)
+            reached = true;
+        else if (memcmp(b->sender, c->device_id, 32) != 0 || b->kind != ZKS_MSG_KIND_BLOB)
+            others = true;
+        else if (zks_blob_open(&rec, &plain, from->g, b->blob_id, b->sender, b->envelope.p,
+                               b->envelope.len) != 0 ||
+                 rec.rotation != NULL)
+            others = true; /* an earlier rotation record of its own (a call that failed) */
     }
+    *yes = reached && !others;
     if (plain.data)
         sodium_memzero(plain.data, plain.cap);
     zks_buf_free(&plain);
-    return rc;
+    zks_msg_clear(&m);
+    zks__req_free(r);
+    return 0;
 }
 
 /* Emits GroupRotated. */
@@ -266,6 +286,7 @@ static void emit_rotated(zks_client *c, const zks_rotation_info *info)
     memset(&ev, 0, sizeof ev);
     ev.kind = ZKS_EVENT_GROUP_ROTATED;
     ev.u.group_rotated = *info;
+    ev.u.group_rotated.moved = 1;
     zks__hub_emit(c->hub, &ev);
 }
 
@@ -277,21 +298,24 @@ static void emit_rotated(zks_client *c, const zks_rotation_info *info)
 static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
                         const uint8_t relay_id[32], uint64_t at, const zks_rotation_info *info)
 {
+    /* Everything that could fail for want of memory is had first: nothing may fail once the
+     * outbox has moved. */
+    zks__req *rejoin = zks__req_new(ZKS__REQ_REJOIN);
     zks_group_key **retired = NULL;
+    bool moved = false, busy = false;
     pthread_mutex_lock(&c->mu);
-    bool moved = c->group != from;
-    bool busy = atomic_load(&c->switching);
-    if (!moved && !busy) {
-        atomic_store(&c->switching, true);
-        /* Room to retire `from` is taken now: nothing may fail once the outbox has moved. */
+    moved = c->group != from;
+    busy = atomic_load(&c->switching);
+    if (!moved && !busy && rejoin != NULL) {
         retired = realloc(c->retired, (c->nretired + 1) * sizeof *retired);
-        if (retired != NULL)
+        if (retired != NULL) {
             c->retired = retired;
-        else
-            atomic_store(&c->switching, false);
+            atomic_store(&c->switching, true);
+        }
     }
     pthread_mutex_unlock(&c->mu);
     if (moved || busy || retired == NULL) {
+        free(rejoin);
         zks_group_key_free(to);
         return moved ? 0 : busy ? ZKS_EAGAIN : ZKS_ENOMEM;
     }
@@ -299,17 +323,19 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
     int rc = drain(c, from, relay_id, at);
     if (rc == 0) {
         zks__state_lock(c, false);
-        rc = zks__state_group_save(c->st, to, from);
-        if (rc == 0 && (rc = move_outbox(c, from, to)) != 0)
+        if ((rc = note_away(c, from)) == 0 && (rc = zks__state_group_save(c->st, to, from)) == 0 &&
+            (rc = move_outbox(c, from, to)) != 0)
             (void)zks__state_group_save(c->st, from, NULL);
         if (rc == 0) {
+            /* The inline cache takes the new group's blobs only, before a pull can see it. */
+            zks__inline_clear(&c->inl, to);
             uint64_t cursor = 0;
+            (void)zks__state_cursor_get(c->st, zks_group_id(to->g), c->cursor_relay, &cursor);
             pthread_mutex_lock(&c->mu);
             c->retired[c->nretired++] = from;
             c->group = to;
             c->confirm_after = 0;
             c->confirm_group = NULL;
-            (void)zks__state_cursor_get(c->st, zks_group_id(to->g), c->cursor_relay, &cursor);
             c->last_cursor = cursor;
             pthread_mutex_unlock(&c->mu);
         }
@@ -317,11 +343,11 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
     }
     if (rc != 0) {
         atomic_store(&c->switching, false);
+        free(rejoin);
         zks_group_key_free(to);
         ZKS_LOGW("client: cannot move to the rotated group yet: %s", zks_strerror(rc));
         return rc;
     }
-    zks__inline_clear(&c->inl);
     char gid[2 * ZKS_GROUP_ID_SIZE + 1];
     sodium_bin2hex(gid, sizeof gid, info->group_id, ZKS_GROUP_ID_SIZE);
     ZKS_LOGI("client: moved to the rotated group %.16s (key epoch %" PRIu32 ")", gid, info->epoch);
@@ -329,14 +355,12 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
      * cursor of its own hears of the new group's cursors first. */
     emit_rotated(c, info);
 
-    zks__req *q = zks__req_new(ZKS__REQ_REJOIN);
-    int qrc = q ? zks__submit_wait(c, q) : ZKS_ENOMEM;
+    /* The I/O thread clears `switching` once it has read the moved outbox. */
+    int qrc = zks__submit_wait(c, rejoin);
     if (qrc != ZKS_ETIMEDOUT)
-        free(q);
-    if (qrc != 0 && qrc != ZKS_ETIMEDOUT) {
-        /* Closed, or no memory: the next start reads the moved outbox. */
-        atomic_store(&c->switching, false);
-    }
+        free(rejoin);
+    if (qrc == ZKS_ECLOSED)
+        atomic_store(&c->switching, false); /* the next start reads the moved outbox */
     return 0;
 }
 
@@ -405,7 +429,9 @@ static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, const zks_cl
     memcpy((*out)[(*n)++], c->device_id, ZKS_NODE_ID_SIZE);
     for (size_t i = 0; i < list->count; i++) {
         const zks_device *d = &list->devices[i];
-        if (d->revoked || memcmp(d->id, c->device_id, ZKS_NODE_ID_SIZE) == 0)
+        /* A NodeId that is no usable key cannot have said HELLO: a relay's error, passed by. */
+        if (d->revoked || memcmp(d->id, c->device_id, ZKS_NODE_ID_SIZE) == 0 ||
+            !zks_nodeid_box_usable(d->id))
             continue;
         bool seen = false;
         for (size_t j = 0; j < *n && !seen; j++)
@@ -503,26 +529,38 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
             rc = ZKS_EAGAIN; /* queued while not connected: likewise */
     }
     uint64_t at = r ? r->cursor : 0;
-    if (r)
+    uint8_t relay_id_acked[32] = {0};
+    if (r) {
+        memcpy(relay_id_acked, r->relay_id, 32);
         zks__req_free(r);
+    }
     uint8_t relay_id[32];
     pthread_mutex_lock(&c->mu);
+    bool same = memcmp(relay_id_acked, c->cursor_relay, 32) == 0;
     memcpy(relay_id, c->cursor_relay, sizeof relay_id);
     uint64_t taken = c->last_cursor;
     pthread_mutex_unlock(&c->mu);
-    /* Another device's rotation stored first wins: every device moves at the first record
-     * it comes upon, this one too, at its next pull. */
-    bool lost = false;
-    if (rc == 0 && (rc = earlier_rotation(c, from, relay_id, taken, at, &lost)) == 0 && lost)
-        rc = ZKS_EEXIST;
-    if (rc != 0) {
+    if (rc == 0 && !same)
+        at = 0; /* acknowledged by a relay that is no longer the primary: move at a pull */
+    bool now = false;
+    if (rc == 0 && caught_up(c, from, relay_id, taken, at, &now) != 0)
+        now = false;
+    if (rc != 0 || !now) {
+        /* Stored (when rc is 0): this device moves when its next pull comes upon it. */
         zks_group_key_free(to);
+        if (rc == 0 && out)
+            *out = info;
         return rc;
     }
     ZKS_LOGI("client: rotated the group secret for %zu devices (key epoch %" PRIu32 ")", n,
              info.epoch);
+    info.moved = 1;
     rc = group_switch(c, from, to, relay_id, at, &info);
-    if (rc == 0 && out)
+    if (rc != 0) {
+        info.moved = 0; /* stored all the same: the next pull moves the device */
+        rc = 0;
+    }
+    if (out)
         *out = info;
     return rc;
 }

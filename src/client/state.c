@@ -789,6 +789,38 @@ int zks__state_outbox_add_missing(zks__state *st, const uint8_t group_id[32],
     return run(st, ST_OUTBOX_ADD_MISSING, "outbox");
 }
 
+/* The in-memory move: every envelope sealed anew first, then all applied, or none. */
+static int mem_move(zks__state *st, const zks__outbox_row *rows, size_t n, const uint8_t to[32],
+                    zks__reseal_fn reseal, void *ctx)
+{
+    uint8_t **next = calloc(n, sizeof *next);
+    size_t *next_len = calloc(n, sizeof *next_len);
+    int rc = next && next_len ? 0 : ZKS_ENOMEM;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const struct mem_row *r = mem_find(&st->mem, rows[i].seq);
+        rc = reseal(ctx, rows[i].blob_id, r->env, r->len, &next[i], &next_len[i]);
+    }
+    for (size_t i = 0; i < n && next; i++) {
+        if (rc != 0) {
+            free(next[i]);
+            continue;
+        }
+        struct mem_row *r = mem_find(&st->mem, rows[i].seq);
+        if (next[i] == NULL) {
+            mem_delete(&st->mem, rows[i].seq);
+            continue;
+        }
+        sodium_memzero(r->env, r->len);
+        free(r->env);
+        r->env = next[i];
+        r->len = next_len[i];
+        memcpy(r->group_id, to, 32);
+    }
+    free(next);
+    free(next_len);
+    return rc;
+}
+
 int zks__state_outbox_move(zks__state *st, const uint8_t from[32], const uint8_t to[32],
                            zks__reseal_fn reseal, void *ctx)
 {
@@ -797,8 +829,14 @@ int zks__state_outbox_move(zks__state *st, const uint8_t from[32], const uint8_t
     int rc = zks__state_outbox_list(st, from, &rows, &n);
     if (rc != 0 || n == 0)
         return rc;
-    /* Every row in one transaction: after a crash all have moved, or none. */
-    if (st->dir != NULL && (rc = tx_begin(st)) != 0) {
+    if (st->dir == NULL) {
+        rc = mem_move(st, rows, n, to, reseal, ctx);
+        free(rows);
+        return rc;
+    }
+    /* Every row in one transaction: after a crash all have moved, or none. Row by row, so
+     * that a large outbox is never all in memory at once. */
+    if ((rc = tx_begin(st)) != 0) {
         free(rows);
         return rc;
     }
@@ -810,19 +848,8 @@ int zks__state_outbox_move(zks__state *st, const uint8_t from[32], const uint8_t
             rc = reseal(ctx, rows[i].blob_id, env, len, &next, &next_len);
         if (rc == 0 && next == NULL) {
             /* Nothing to move: the row leaves the outbox. */
-            if (st->dir == NULL) {
-                mem_delete(&st->mem, rows[i].seq);
-            } else {
-                sqlite3_bind_int64(st->stmt[ST_OUTBOX_DELETE], 1, rows[i].seq);
-                rc = run(st, ST_OUTBOX_DELETE, "outbox");
-            }
-        } else if (rc == 0 && st->dir == NULL) {
-            struct mem_row *r = mem_find(&st->mem, rows[i].seq);
-            free(r->env);
-            r->env = next;
-            r->len = next_len;
-            memcpy(r->group_id, to, 32);
-            next = NULL;
+            sqlite3_bind_int64(st->stmt[ST_OUTBOX_DELETE], 1, rows[i].seq);
+            rc = run(st, ST_OUTBOX_DELETE, "outbox");
         } else if (rc == 0) {
             sqlite3_stmt *s = st->stmt[ST_OUTBOX_MOVE];
             sqlite3_bind_blob(s, 1, to, 32, SQLITE_STATIC);
@@ -837,7 +864,7 @@ int zks__state_outbox_move(zks__state *st, const uint8_t from[32], const uint8_t
         free(next);
     }
     free(rows);
-    return st->dir != NULL ? tx_end(st, rc) : rc;
+    return tx_end(st, rc);
 }
 
 int zks__state_outbox_list(zks__state *st, const uint8_t group_id[32], zks__outbox_row **rows,

@@ -166,6 +166,13 @@ int zks_nodeid_box_seal(uint8_t *out, const uint8_t *msg, size_t len,
     return crypto_box_seal(out, msg, len, x_pk) == 0 ? 0 : ZKS_ECRYPTO;
 }
 
+bool zks_nodeid_box_usable(const uint8_t id[ZKS_NODEID_LEN])
+{
+    uint8_t x_pk[crypto_box_PUBLICKEYBYTES];
+    return id != NULL && zks_crypto_init() == 0 &&
+           crypto_sign_ed25519_pk_to_curve25519(x_pk, id) == 0;
+}
+
 int zks_node_key_box_open(const zks_node_key *k, uint8_t *out, const uint8_t *box, size_t len)
 {
     if (k == NULL || out == NULL || box == NULL || len < ZKS_NODEID_BOX_OVERHEAD)

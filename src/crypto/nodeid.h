@@ -18,6 +18,7 @@
 #ifndef ZKS_CRYPTO_NODEID_H
 #define ZKS_CRYPTO_NODEID_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -104,6 +105,9 @@ ZKS_WARN_UNUSED int zks_nodeid_verify(const uint8_t id[ZKS_NODEID_LEN],
  */
 int zks_nodeid_box_seal(uint8_t *out, const uint8_t *msg, size_t len,
                         const uint8_t id[ZKS_NODEID_LEN]);
+
+/* Whether a box can be sealed for `id` (it is a usable Ed25519 public key). Any thread. */
+bool zks_nodeid_box_usable(const uint8_t id[ZKS_NODEID_LEN]);
 
 /*
  * Opens a box sealed for `k` (`len` bytes at `box`) into `out`

@@ -9,6 +9,7 @@
  */
 #include "integration/test_client_harness.h"
 
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -204,8 +205,14 @@ static void test_pushes_before_the_move_reach_the_new_group(void **state)
     assert_int_equal(zks_group_key_generate(&g), 0);
     zks_client *a = connected(NULL, g), *b = connected(NULL, g), *e = connected(NULL, g);
     push_text(b, "b0", NULL);
+    /* a has not taken b0 yet: it stays in the old group until its next pull gives it b0. */
     zks_rotation_info info;
     assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.moved, 0);
+    uint8_t gid[32], old_gid[32];
+    assert_int_equal(zks_group_key_id(old_gid, g), 0);
+    assert_int_equal(zks_client_group_id(gid, a), 0);
+    assert_memory_equal(gid, old_gid, 32);
 
     /* b has not pulled yet: it pushes to the old group, which stores it after the record,
      * and queues one more while offline, which goes there too when it connects again. */
@@ -237,9 +244,11 @@ static void test_pushes_before_the_move_reach_the_new_group(void **state)
     }
     assert_int_equal(queued, 0);
 
-    /* Every other device gets them once, under their first ids. */
+    /* Every other device gets them once, under their first ids; a gets b0 first. */
     struct seen sa = {0};
     assert_int_equal(pull_all(a, &sa), 0);
+    assert_int_equal(sa.rotated, 1);
+    assert_int_equal(has(&sa, "b0"), 1);
     assert_int_equal(has(&sa, "b1"), 1);
     assert_int_equal(has(&sa, "b2"), 1);
     assert_int_equal(pull_all(e, &se), 0);
@@ -266,8 +275,10 @@ static void test_first_rotation_wins(void **state)
     zks_client *a = connected(NULL, g), *b = connected(NULL, g), *e = connected(NULL, g);
     zks_rotation_info ia, ib;
     assert_int_equal(zks_client_rotate_group(&ia, a), 0);
-    /* b has not pulled a's record: its own comes after it, and does not take effect. */
-    assert_int_equal(zks_client_rotate_group(&ib, b), ZKS_EEXIST);
+    assert_int_equal(ia.moved, 1); /* nothing to take before its record */
+    /* b has not pulled a's record: its own comes after it, and b does not move to it. */
+    assert_int_equal(zks_client_rotate_group(&ib, b), 0);
+    assert_int_equal(ib.moved, 0);
     uint8_t gid[32], old_gid[32];
     assert_int_equal(zks_group_key_id(old_gid, g), 0);
     assert_int_equal(zks_client_group_id(gid, b), 0);
@@ -284,6 +295,172 @@ static void test_first_rotation_wins(void **state)
     }
     zks_client_free(a);
     zks_client_free(b);
+    zks_client_free(e);
+    zks_group_key_free(g);
+}
+
+/* A device whose first rotation was stored but not taken rotates again (say, its call timed
+ * out): the first record wins for it as for the others. */
+static void test_a_retry_follows_the_first_record(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    uint8_t seed[32];
+    memset(seed, 0x5a, sizeof seed);
+    zks_config *cfg = h_config(NULL, g, &relay);
+    assert_int_equal(zks_config_set_device_seed(cfg, seed), 0);
+    zks_client *a1, *a2;
+    assert_int_equal(zks_client_new(&a1, cfg), 0);
+    assert_int_equal(zks_client_new(&a2, cfg), 0); /* the same device, as after a restart */
+    zks_config_free(cfg);
+    zks_connection_info ci;
+    assert_int_equal(zks_client_connect(&ci, a1), 0);
+    zks_client *e = connected(NULL, g);
+    zks_rotation_info i1, i2;
+    assert_int_equal(zks_client_rotate_group(&i1, a1), 0);
+    zks_client_free(a1);
+    assert_int_equal(zks_client_connect(&ci, a2), 0);
+    assert_int_equal(zks_client_rotate_group(&i2, a2), 0);
+    assert_int_equal(i2.moved, 0);
+    assert_memory_not_equal(i1.group_id, i2.group_id, 32);
+    zks_client *devs[2] = {a2, e};
+    for (int i = 0; i < 2; i++) {
+        struct seen s = {0};
+        assert_int_equal(pull_all(devs[i], &s), 0);
+        assert_int_equal(s.rotated, 1);
+        uint8_t gid[32];
+        assert_int_equal(zks_client_group_id(gid, devs[i]), 0);
+        assert_memory_equal(gid, i1.group_id, 32);
+    }
+    zks_client_free(a2);
+    zks_client_free(e);
+    zks_group_key_free(g);
+}
+
+/* A device that confirms delivery itself confirms the old group's blobs before it moves. */
+static void test_app_confirms_across_a_rotation(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_config *cfg = h_config(NULL, g, &relay);
+    assert_int_equal(zks_config_set_app_confirms(cfg, 1), 0);
+    zks_client *b;
+    assert_int_equal(zks_client_new(&b, cfg), 0);
+    zks_config_free(cfg);
+    zks_connection_info ci;
+    assert_int_equal(zks_client_connect(&ci, b), 0);
+    zks_client *a = connected(NULL, g);
+    push_text(a, "old 1", NULL);
+    push_text(a, "old 2", NULL);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.moved, 1);
+    push_text(a, "new 1", NULL);
+
+    /* The first pull ends before the record: only the old group's cursors in it. */
+    zks_pull_result pr;
+    assert_int_equal(zks_client_pull(&pr, b, 0), 0);
+    assert_int_equal(pr.count, 2);
+    assert_int_equal(pr.rotated, 0);
+    assert_int_equal(pr.has_more, 1);
+    uint64_t kept = pr.blobs[1].cursor;
+    zks_pull_result_free(&pr);
+    assert_int_equal(zks_client_confirm(b, kept), 0);
+    /* Pulling after what it kept: the record comes first, and the device moves. */
+    assert_int_equal(zks_client_pull(&pr, b, kept), 0);
+    assert_int_equal(pr.count, 0);
+    assert_int_equal(pr.rotated, 1);
+    zks_pull_result_free(&pr);
+    uint64_t after = 99;
+    assert_int_equal(zks_client_last_cursor(&after, b), 0);
+    assert_int_equal(after, 0);
+    assert_int_equal(zks_client_pull(&pr, b, after), 0);
+    assert_int_equal(pr.count, 1);
+    assert_int_equal(pr.blobs[0].cursor, 1);
+    assert_memory_equal(pr.blobs[0].data, "new 1", 5);
+    zks_pull_result_free(&pr);
+    zks_client_free(a);
+    zks_client_free(b);
+    zks_group_key_free(g);
+}
+
+struct pusher {
+    zks_client *c;
+    int pushed;
+};
+
+static void *push_many(void *arg)
+{
+    struct pusher *p = arg;
+    for (int i = 0; i < 300; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "n%d", i);
+        zks_push_result pr;
+        if (zks_client_push_async(&pr, p->c, text, strlen(text)) != 0)
+            break;
+        p->pushed++;
+        if (i % 50 == 0)
+            usleep(2000);
+    }
+    return NULL;
+}
+
+/* Pushes from another thread while the same handle rotates: each reaches the group once. */
+static void test_pushes_during_the_move(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *e = connected(NULL, g);
+    struct pusher p = {a, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, push_many, &p), 0);
+    zks_rotation_info info;
+    int rc = zks_client_rotate_group(&info, a);
+    pthread_join(t, NULL);
+    assert_int_equal(rc, 0);
+    assert_int_equal(p.pushed, 300);
+    /* Whether a moved at once or not, its pulls take it to the new group. */
+    struct seen sa = {0};
+    assert_int_equal(pull_all(a, &sa), 0);
+    uint64_t queued = 1;
+    for (int i = 0; i < 500 && queued; i++) {
+        assert_int_equal(zks_client_outbox_count(&queued, a), 0);
+        if (queued)
+            usleep(20000);
+    }
+    assert_int_equal(queued, 0);
+    /* e reads every push exactly once, across both groups. */
+    static char got[300];
+    memset(got, 0, sizeof got);
+    uint64_t after = 0;
+    for (int round = 0; round < 200; round++) {
+        zks_pull_result pr;
+        assert_int_equal(zks_client_pull(&pr, e, after), 0);
+        for (size_t i = 0; i < pr.count; i++) {
+            int k = atoi((const char *)pr.blobs[i].data + 1);
+            assert_true(k >= 0 && k < 300);
+            got[k]++;
+        }
+        bool more = pr.has_more;
+        if (pr.rotated)
+            zks_client_last_cursor(&after, e);
+        else if (pr.last > after)
+            after = pr.last;
+        zks_pull_result_free(&pr);
+        int n = 0;
+        for (int k = 0; k < 300; k++)
+            n += got[k] != 0;
+        if (!more && n == 300)
+            break;
+        if (!more)
+            usleep(20000);
+    }
+    for (int k = 0; k < 300; k++)
+        assert_int_equal(got[k], 1);
+    zks_client_free(a);
     zks_client_free(e);
     zks_group_key_free(g);
 }
@@ -425,6 +602,9 @@ int main(void)
         cmocka_unit_test(test_revoked_device_is_left_out),
         cmocka_unit_test(test_pushes_before_the_move_reach_the_new_group),
         cmocka_unit_test(test_first_rotation_wins),
+        cmocka_unit_test(test_a_retry_follows_the_first_record),
+        cmocka_unit_test(test_app_confirms_across_a_rotation),
+        cmocka_unit_test(test_pushes_during_the_move),
         cmocka_unit_test(test_restart_keeps_the_new_group),
         cmocka_unit_test(test_move_cut_short_is_finished_at_start),
         cmocka_unit_test(test_rotate_needs_a_session),

@@ -33,7 +33,7 @@ static void add(zks__inline *ic, uint64_t cursor, size_t len)
     n.cursor = cursor;
     n.blob_id[0] = (uint8_t)cursor;
     n.envelope = (zks_msg_bin){env, len};
-    zks__inline_add(ic, &n);
+    zks__inline_add(ic, &n, NULL);
 }
 
 /* Takes after `after`, expecting exactly the cursors after+1 .. after+want, intact. */
@@ -42,7 +42,7 @@ static void take_expect(zks__inline *ic, uint64_t after, size_t max, size_t want
     struct zks_msg_blob *v = NULL;
     uint8_t relay[32];
     uint64_t known = 0;
-    size_t k = zks__inline_take(ic, after, max, &v, relay, &known);
+    size_t k = zks__inline_take(ic, after, max, &v, relay, &known, NULL);
     assert_int_equal(k, want);
     uint8_t expect[ZKS__INLINE_MAX_BYTES];
     for (size_t i = 0; i < k; i++) {
@@ -143,6 +143,44 @@ static void test_new_relay_empties(void **state)
     zks__inline_free(&ic);
 }
 
+/* After a rotation the cache keeps only the new group's blobs, and answers only its pulls. */
+static void test_rotation_replaces_the_group(void **state)
+{
+    (void)state;
+    static const int old_group = 1, new_group = 2; /* stand-ins: only their addresses count */
+    zks__inline ic;
+    zks__inline_init(&ic);
+    zks__inline_relay(&ic, RELAY);
+    zks__inline_clear(&ic, &old_group);
+    uint8_t env[40];
+    envelope_for(env, sizeof env, 1);
+    struct zks_msg_notify n;
+    memset(&n, 0, sizeof n);
+    n.cursor = 1;
+    n.envelope = (zks_msg_bin){env, sizeof env};
+    zks__inline_add(&ic, &n, &old_group);
+    assert_int_equal(ic.n, 1);
+    zks__inline_clear(&ic, &new_group);
+    assert_int_equal(ic.n, 0);
+    /* A NOTIFY of the old group's session, late: not kept, and no cursor of it counts. */
+    n.cursor = 7;
+    zks__inline_add(&ic, &n, &old_group);
+    assert_int_equal(ic.n, 0);
+    assert_int_equal(ic.known_max, 0);
+    n.cursor = 1;
+    zks__inline_add(&ic, &n, &new_group);
+    assert_int_equal(ic.n, 1);
+    /* A pull made under the old group gets nothing; one under the new group its blob. */
+    struct zks_msg_blob *v = NULL;
+    uint8_t relay[32];
+    uint64_t known = 0;
+    assert_int_equal(zks__inline_take(&ic, 0, 10, &v, relay, &known, &old_group), 0);
+    assert_int_equal(ic.n, 1);
+    assert_int_equal(zks__inline_take(&ic, 0, 10, &v, relay, &known, &new_group), 1);
+    zks__inline_blobs_free(v, 1);
+    zks__inline_free(&ic);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -150,6 +188,7 @@ int main(void)
         cmocka_unit_test(test_byte_bound),
         cmocka_unit_test(test_interleaved),
         cmocka_unit_test(test_new_relay_empties),
+        cmocka_unit_test(test_rotation_replaces_the_group),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
