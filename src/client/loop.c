@@ -293,7 +293,7 @@ static void fanout(struct zks__io *io)
 {
     for (size_t i = 0; i < io->nrelays; i++) {
         struct relay *r = &io->relays[i];
-        if ((int)i == io->primary || r->st != R_READY)
+        if ((int)i == io->primary || r->st != R_READY || r->group != io->c->group)
             continue;
         int64_t stream;
         if (zks_conn_open_stream(r->conn, &stream) != 0 ||
@@ -310,6 +310,8 @@ static void pump(struct zks__io *io)
         return;
     zks_client *c = io->c;
     struct relay *r = &io->relays[io->primary];
+    if (r->group != c->group)
+        return; /* a rotation replaced the session's group: the rows are the new one's */
     struct entry *next;
     for (struct entry *e = io->head; e && io->inflight < c->cfg.push_window; e = next) {
         next = e->next;

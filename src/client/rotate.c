@@ -2,8 +2,9 @@
  * Group secret rotation (docs/CLIENT.md, "Rotating the group secret").
  *
  * A rotation record, pushed to the old group, carries the new secret sealed
- * for each device that stays (crypto/rotation.h). A device that comes upon
- * it in a pull, and the device that made it, move to the new group:
+ * for each device that stays (crypto/rotation.h). A device whose pull comes
+ * upon it first, and the device that made it (at once when it has taken
+ * every blob stored before it), move to the new group:
  *
  *   1. the pushes of its own the relay stored after the record (made before
  *      the device knew of it) are added back to its outbox;
@@ -329,8 +330,12 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
         if (rc == 0) {
             /* The inline cache takes the new group's blobs only, before a pull can see it. */
             zks__inline_clear(&c->inl, to);
+            uint8_t primary[32];
+            pthread_mutex_lock(&c->mu);
+            memcpy(primary, c->cursor_relay, sizeof primary);
+            pthread_mutex_unlock(&c->mu);
             uint64_t cursor = 0;
-            (void)zks__state_cursor_get(c->st, zks_group_id(to->g), c->cursor_relay, &cursor);
+            (void)zks__state_cursor_get(c->st, zks_group_id(to->g), primary, &cursor);
             pthread_mutex_lock(&c->mu);
             c->retired[c->nretired++] = from;
             c->group = to;
