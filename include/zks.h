@@ -852,11 +852,11 @@ int zks_client_push_async(zks_push_result *out, zks_client *c, const void *data,
  * A pull never hands over a rotation record: one behind other blobs ends
  * the pull before it; one that comes first moves the device to the group's
  * new secret and the result says `rotated` (zks_client_rotate_group).
- * Errors: ZKS_EAGAIN (not connected), ZKS_ENOENT (no group key),
- * ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_EPROTO (a malformed response),
- * ZKS_ECONNRESET (the session ended first), ZKS_ESTORE (a move to a rotated
- * group could not be stored; the next pull tries again), ZKS_ENOMEM,
- * ZKS_ECLOSED.
+ * Errors: ZKS_EAGAIN (not connected, or the device is moving to a rotated
+ * group), ZKS_ENOENT (no group key), ZKS_ETIMEDOUT, ZKS_EREMOTE, ZKS_EPROTO
+ * (a malformed response), ZKS_ECONNRESET (the session ended first),
+ * ZKS_ESTORE, ZKS_EIO, ZKS_EPERM or ZKS_ECRYPTO (a move to a rotated group
+ * could not be made; the next pull tries again), ZKS_ENOMEM, ZKS_ECLOSED.
  */
 int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor);
 

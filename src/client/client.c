@@ -425,7 +425,7 @@ int zks_client_close(zks_client *c)
     zks__io_free(c);
     /* A confirmation round cut short: its cursor is still written, only the relay does not hear. */
     uint8_t relay[32];
-    (void)zks__confirm_take(c, relay);
+    (void)zks__confirm_take(c, relay, NULL);
     /* The hub outlives the close (a pull may still be opening blobs on its caller's
      * thread and report one that fails); zks_client_free drops it. */
     zks__hub_shutdown(c->hub);
@@ -853,7 +853,7 @@ static void inline_answered(zks_client *c, const zks_group_key *g, const uint8_t
     confirm_later(c, g, relay_id, last);
 }
 
-uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32])
+uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32], const zks_group_key **group)
 {
     pthread_mutex_lock(&c->mu);
     uint64_t after = c->confirm_after;
@@ -866,6 +866,8 @@ uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32])
     pthread_mutex_unlock(&c->mu);
     if (after > 0 && g != NULL)
         raise_last_cursor(c, g, relay_id, after);
+    if (group)
+        *group = g;
     return after;
 }
 
@@ -973,6 +975,7 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         return ZKS_ENOMEM;
     r->after = after_cursor;
     zks_group_key *g = c->group;
+    r->group = g;
     zks__rotation_seen rs = {0};
     int rc = pull_inline(out, c, g, after_cursor, r->relay_id, &rs);
     if (rc == 1) {
@@ -991,6 +994,14 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
     }
     if (rc == 0 && rs.found)
         rc = rotation_reached(out, c, g, &rs, r->relay_id);
+    if (rc == 0 && !out->rotated && c->group != g) {
+        /* Another thread's pull moved the device meanwhile: what this one holds is the old
+         * group's, and the cursors that follow are the new group's. */
+        out->rotated = 1;
+        out->last = 0;
+        out->max_cursor = 0;
+        out->has_more = 1;
+    }
     zks__rotation_seen_free(&rs);
     zks__req_free(r);
     if (rc != 0)

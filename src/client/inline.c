@@ -94,10 +94,10 @@ void zks__inline_rewound(zks__inline *ic, const uint8_t relay_id[32])
     pthread_mutex_unlock(&ic->mu);
 }
 
-void zks__inline_seen(zks__inline *ic, uint64_t cursor)
+void zks__inline_seen(zks__inline *ic, uint64_t cursor, const void *group)
 {
     pthread_mutex_lock(&ic->mu);
-    if (cursor > ic->known_max)
+    if (group == ic->group && cursor > ic->known_max)
         ic->known_max = cursor;
     pthread_mutex_unlock(&ic->mu);
 }

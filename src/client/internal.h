@@ -178,6 +178,8 @@ int zks__state_device_key(zks__state *st, zks_node_key **out);
  * none); storing them (`prev` may be NULL).
  */
 int zks__state_group_load(zks__state *st, zks_group_key **out, zks_group_key **prev);
+/* Parses group file text (NUL-terminated; modified). ZKS_EMALFORMED for anything else. */
+int zks__state_group_parse(zks_group_key **out, zks_group_key **prev, char *text);
 int zks__state_group_save(zks__state *st, const zks_group_key *k, const zks_group_key *prev);
 
 /* Small settings (device name). *out NUL-terminated; ZKS_ENOENT when unset. */
@@ -298,8 +300,8 @@ void zks__inline_relay(zks__inline *ic, const uint8_t relay_id[32]);
 void zks__inline_clear(zks__inline *ic, const void *group);
 /* Relay `relay_id` lost history: if the cache holds its cursors, it forgets them all. */
 void zks__inline_rewound(zks__inline *ic, const uint8_t relay_id[32]);
-/* A cursor the primary relay assigned (one of our pushes): only raises known_max. */
-void zks__inline_seen(zks__inline *ic, uint64_t cursor);
+/* A cursor the primary relay assigned (one of our pushes) in `group`: only raises known_max. */
+void zks__inline_seen(zks__inline *ic, uint64_t cursor, const void *group);
 /*
  * A NOTIFY from the primary, of a session of `group`: raises known_max, and
  * keeps the envelope it carried (copied). Ignored unless `group` is the
@@ -345,7 +347,8 @@ typedef struct zks__req {
     uint64_t cursor;
     uint8_t *body; /* pull: the PULL_RESPONSE body, malloc'd */
     size_t body_len;
-    uint8_t relay_id[32]; /* pull: which relay answered; push: which acknowledged */
+    uint8_t relay_id[32];       /* pull: which relay answered; push: which acknowledged */
+    const zks_group_key *group; /* pull: the group whose cursors it counts (NULL: the current) */
     zks_device_list devices;
 } zks__req;
 
@@ -388,9 +391,11 @@ struct zks_client {
     zks_group_key *_Atomic group;
     zks_group_key **retired;
     size_t nretired;
-    /* A rotation is moving the outbox (rotate.c): rows the relay acknowledges stay in
-     * the state until the I/O thread has rejoined under the new group. */
+    /* A rotation is moving the outbox (rotate.c): rows the relay acknowledges at or after
+     * the rotation record's cursor (switch_at) stay in the state, to move with it, until the
+     * I/O thread has rejoined under the new group. */
     atomic_bool switching;
+    _Atomic uint64_t switch_at;
     uint8_t device_id[32];
     char name[ZKS_DEVICE_NAME_SIZE];
     zks__hub *hub;
@@ -450,10 +455,10 @@ void zks__set_primary(zks_client *c, const uint8_t relay_id[32]);
 /*
  * Ends a confirmation round: takes the cursor inline answers have reached
  * (0: none) and its relay, and writes it to the state, before the relay is
- * told. 0 too when that cursor was the group's a rotation replaced. Any
- * thread.
+ * told. 0 too when that cursor was the group's a rotation replaced. *group
+ * (may be NULL) gets the group whose cursor it is. Any thread.
  */
-uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32]);
+uint64_t zks__confirm_take(zks_client *c, uint8_t relay_id[32], const zks_group_key **group);
 
 /* ---- rotation (rotate.c) ----------------------------------------------------------------- */
 

@@ -89,8 +89,9 @@ struct zks__io {
     zks__req *connect_waiters, *disconnect_waiters;
     struct entry *head, *tail;
     size_t inflight;
-    bool paused; /* pushes wait for retry_timer after a transient refusal */
-    int64_t *acked;
+    bool paused;            /* pushes wait for retry_timer after a transient refusal */
+    int64_t *acked;         /* outbox rows acknowledged, to delete */
+    uint64_t *acked_cursor; /* the cursor each got (0: refused for good) */
     size_t nacked, cap_acked;
     bool stopping;
     zks_buf out;
@@ -237,16 +238,20 @@ static void entry_insert(struct zks__io *io, struct entry *e)
         io->head = e;
 }
 
-static void mark_acked(struct zks__io *io, int64_t seq)
+static void mark_acked(struct zks__io *io, int64_t seq, uint64_t cursor)
 {
     if (io->nacked == io->cap_acked) {
         size_t cap = io->cap_acked ? io->cap_acked * 2 : 64;
         int64_t *p = realloc(io->acked, cap * sizeof *p);
-        if (p == NULL)
+        if (p != NULL)
+            io->acked = p;
+        uint64_t *q = p ? realloc(io->acked_cursor, cap * sizeof *q) : NULL;
+        if (q == NULL)
             return; /* the row is sent again later and deduplicated by the relay */
-        io->acked = p;
+        io->acked_cursor = q;
         io->cap_acked = cap;
     }
+    io->acked_cursor[io->nacked] = cursor;
     io->acked[io->nacked++] = seq;
 }
 
@@ -259,27 +264,49 @@ static void on_flush_retry(uv_timer_t *t);
  * for longer than ZKS__IO_BUSY_MS, the rows are kept in memory and the
  * deletion is tried again after FLUSH_RETRY_MS (a row left behind by a crash
  * in between is sent again and deduplicated by the relay).
+ *
+ * While a rotation moves the outbox (rotate.c), only rows stored before the
+ * rotation record (acknowledged below c->switch_at) are deleted: the devices
+ * take those from the old group. The others move with the outbox and go to
+ * the new group; do_rejoin forgets them.
  */
 static void flush_acked(struct zks__io *io)
 {
     if (io->nacked == 0 || uv_is_active((uv_handle_t *)&io->flush_timer))
         return;
-    /* A rotation is moving the outbox: rows the old group acknowledged move too, and go to
-     * the new group (rotate.c). */
-    if (atomic_load(&io->c->switching))
-        return;
     zks_client *c = io->c;
+    size_t n = io->nacked;
+    if (atomic_load(&c->switching)) {
+        /* The rows to delete first, the ones that move after them. */
+        uint64_t at = atomic_load(&c->switch_at);
+        size_t k = 0;
+        for (size_t i = 0; i < io->nacked; i++) {
+            if (io->acked_cursor[i] >= at)
+                continue;
+            int64_t seq = io->acked[k];
+            uint64_t cur = io->acked_cursor[k];
+            io->acked[k] = io->acked[i];
+            io->acked_cursor[k] = io->acked_cursor[i];
+            io->acked[i] = seq;
+            io->acked_cursor[i] = cur;
+            k++;
+        }
+        n = k;
+        if (n == 0)
+            return;
+    }
     zks__state_lock(c, true);
-    int rc = zks__state_outbox_delete(c->st, io->acked, io->nacked);
+    int rc = zks__state_outbox_delete(c->st, io->acked, n);
     zks__state_unlock(c);
     if (rc != 0) {
-        ZKS_LOGW("client: cannot drop %zu sent blobs from the outbox yet: %s", io->nacked,
-                 zks_strerror(rc));
+        ZKS_LOGW("client: cannot drop %zu sent blobs from the outbox yet: %s", n, zks_strerror(rc));
         if (!io->stopping)
             uv_timer_start(&io->flush_timer, on_flush_retry, FLUSH_RETRY_MS, 0);
         return;
     }
-    io->nacked = 0;
+    memmove(io->acked, io->acked + n, (io->nacked - n) * sizeof *io->acked);
+    memmove(io->acked_cursor, io->acked_cursor + n, (io->nacked - n) * sizeof *io->acked_cursor);
+    io->nacked -= n;
 }
 
 static void on_flush_retry(uv_timer_t *t)
@@ -319,8 +346,12 @@ static void pump(struct zks__io *io)
             continue;
         if (e->env == NULL) {
             zks__state_lock(c, true);
-            int rc = zks__state_outbox_envelope(c->st, e->seq, &e->env, &e->env_len);
+            /* Under the state lock, where a rotation replaces the group and moves the rows. */
+            bool stale = r->group != c->group;
+            int rc = stale ? 0 : zks__state_outbox_envelope(c->st, e->seq, &e->env, &e->env_len);
             zks__state_unlock(c);
+            if (stale)
+                break;
             if (rc == ZKS_ENOENT) {
                 /* Another client on this state directory sent it already: go on with the
                  * row after it, which `next` already holds. */
@@ -742,7 +773,7 @@ static void push_refused(struct zks__io *io, struct op *o, const struct zks_msg_
         zks__req_finish(c, ent->waiter, ZKS_EREMOTE);
         ent->waiter = NULL;
     }
-    mark_acked(io, ent->seq);
+    mark_acked(io, ent->seq, 0);
     entry_unlink(io, ent);
 }
 
@@ -778,13 +809,23 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
             struct entry *e = o->entry;
             if (io->inflight)
                 io->inflight--;
+            if (r->group != c->group) {
+                /* Stored in a group a rotation replaced: the row moved, and goes again in the
+                 * new group, where it is acknowledged. Pending until then. */
+                e->inflight = false;
+                if (e->waiter) {
+                    zks__req_finish(c, e->waiter, 0);
+                    e->waiter = NULL;
+                }
+                break;
+            }
             zks_event ev;
             memset(&ev, 0, sizeof ev);
             ev.kind = ZKS_EVENT_BLOB_PUSHED;
             memcpy(ev.u.blob_pushed.id, e->blob_id, ZKS_BLOB_ID_SIZE);
             ev.u.blob_pushed.cursor = m->u.push_ack.cursor;
-            if (r->idx == io->primary && r->group == c->group)
-                zks__inline_seen(&c->inl, m->u.push_ack.cursor);
+            if (r->idx == io->primary)
+                zks__inline_seen(&c->inl, m->u.push_ack.cursor, r->group);
             zks__hub_emit(c->hub, &ev);
             if (e->waiter) {
                 e->waiter->cursor = m->u.push_ack.cursor;
@@ -792,7 +833,7 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
                 zks__req_finish(c, e->waiter, 0);
                 e->waiter = NULL;
             }
-            mark_acked(io, e->seq);
+            mark_acked(io, e->seq, m->u.push_ack.cursor);
             entry_unlink(io, e);
         }
         break;
@@ -1065,14 +1106,16 @@ static void on_confirm_timer(uv_timer_t *t)
 {
     struct zks__io *io = t->data;
     uint8_t relay[32];
+    const zks_group_key *g = NULL;
     /* Written to the state first: once the relay hears, it may delete what was delivered. */
-    uint64_t after = zks__confirm_take(io->c, relay);
+    uint64_t after = zks__confirm_take(io->c, relay, &g);
     if (after == 0 || io->primary < 0 || memcmp(io->relays[io->primary].spec.id, relay, 32) != 0)
         return; /* another relay's cursors now: its next PULL confirms */
     zks__req *q = zks__req_new(ZKS__REQ_PULL);
     if (q == NULL)
         return;
     q->after = after;
+    q->group = g;
     q->limit = 1;
     q->abandoned = true; /* the answer is not needed */
     do_simple(io, q);
@@ -1094,6 +1137,12 @@ static void do_simple(struct zks__io *io, zks__req *q)
         return;
     }
     struct relay *r = &io->relays[io->primary];
+    if (q->type == ZKS__REQ_PULL && q->group != NULL && q->group != r->group) {
+        /* Its cursors are another group's than the session's (a rotation is moving the
+         * device): asking would count them in the wrong group. */
+        zks__req_finish(io->c, q, ZKS_EAGAIN);
+        return;
+    }
     zks_msg m;
     enum op_type type;
     switch (q->type) {
@@ -1397,8 +1446,11 @@ static void do_rejoin(struct zks__io *io, zks__req *q)
     }
     if (wanted)
         emit_disconnected(c, "the group secret was rotated");
-    /* Acknowledged by the old group: the rows moved to the new one and go again. The
-     * pushes still in flight on the closing connections forget their entries. */
+    /* Rows the old group acknowledged before the record go (the devices have them from
+     * there); those after it moved to the new group and go again. The pushes still in flight
+     * on the closing connections forget their entries. */
+    uv_timer_stop(&io->flush_timer);
+    flush_acked(io);
     io->nacked = 0;
     for (size_t i = 0; i < io->nrelays; i++)
         for (struct op *o = io->relays[i].ops; o; o = o->next)
@@ -1637,6 +1689,7 @@ void zks__io_free(zks_client *c)
         }
     }
     free(io->acked);
+    free(io->acked_cursor);
     zks_buf_free(&io->out);
     free(io);
     c->io = NULL;

@@ -169,18 +169,19 @@ int zks__rotation_finish(zks_client *c, zks_group_key *prev)
 }
 
 /*
- * One page of the group's blobs after `after` at the primary relay, which
- * must be `relay_id` (cursors are per relay): *m decoded, to clear; *req to
- * free after it, on success only.
+ * One page of group `g`'s blobs after `after` at the primary relay, which
+ * must be `relay_id` (cursors are per relay) and in a session of `g`: *m
+ * decoded, to clear; *req to free after it, on success only.
  */
-static int pull_page(zks_client *c, const uint8_t relay_id[32], uint64_t after, uint32_t limit,
-                     zks_msg *m, zks__req **req)
+static int pull_page(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                     uint64_t after, uint32_t limit, zks_msg *m, zks__req **req)
 {
     zks__req *r = zks__req_new(ZKS__REQ_PULL);
     if (r == NULL)
         return ZKS_ENOMEM;
     r->after = after;
     r->limit = limit;
+    r->group = g;
     int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
@@ -211,7 +212,7 @@ static int drain(zks_client *c, const zks_group_key *from, const uint8_t relay_i
     for (int round = 0; round < DRAIN_MAX_ROUNDS; round++) {
         zks_msg m;
         zks__req *r;
-        int rc = pull_page(c, relay_id, after, 0, &m, &r);
+        int rc = pull_page(c, from, relay_id, after, 0, &m, &r);
         if (rc != 0)
             return rc;
         const struct zks_msg_pull_response *p = &m.u.pull_response;
@@ -252,7 +253,7 @@ static int caught_up(zks_client *c, const zks_group_key *from, const uint8_t rel
         return 0;
     zks_msg m;
     zks__req *r;
-    int rc = pull_page(c, relay_id, taken, (uint32_t)(at - taken), &m, &r);
+    int rc = pull_page(c, from, relay_id, taken, (uint32_t)(at - taken), &m, &r);
     if (rc != 0)
         return rc;
     zks_buf plain;
@@ -293,8 +294,8 @@ static void emit_rotated(zks_client *c, const zks_rotation_info *info)
 
 /*
  * Moves the device from group `from` to `to` (taken over), whose rotation
- * record is at cursor `at` of relay `relay_id` (steps 1 to 4 above). 0 also
- * when another thread moved it first.
+ * record is at cursor `at` of relay `relay_id` (steps 1 to 4 above).
+ * ZKS_EEXIST when another thread moved it first.
  */
 static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
                         const uint8_t relay_id[32], uint64_t at, const zks_rotation_info *info)
@@ -311,6 +312,7 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
         retired = realloc(c->retired, (c->nretired + 1) * sizeof *retired);
         if (retired != NULL) {
             c->retired = retired;
+            atomic_store(&c->switch_at, at);
             atomic_store(&c->switching, true);
         }
     }
@@ -318,7 +320,7 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
     if (moved || busy || retired == NULL) {
         free(rejoin);
         zks_group_key_free(to);
-        return moved ? 0 : busy ? ZKS_EAGAIN : ZKS_ENOMEM;
+        return moved ? ZKS_EEXIST : busy ? ZKS_EAGAIN : ZKS_ENOMEM;
     }
 
     int rc = drain(c, from, relay_id, at);
@@ -420,7 +422,8 @@ int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_s
         rc = zks__group_key_wrap(&to, g);
     if (rc != 0)
         return rc;
-    return group_switch(c, from, to, relay_id, rs->cursor, &info);
+    rc = group_switch(c, from, to, relay_id, rs->cursor, &info);
+    return rc == ZKS_EEXIST ? 0 : rc; /* another thread's pull moved the device */
 }
 
 /* This device and every device of `list` not revoked, each once, in *out (malloc'd). */
@@ -541,12 +544,14 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
     }
     uint8_t relay_id[32];
     pthread_mutex_lock(&c->mu);
-    bool same = memcmp(relay_id_acked, c->cursor_relay, 32) == 0;
+    bool same = memcmp(relay_id_acked, c->cursor_relay, 32) == 0 && c->group == from;
     memcpy(relay_id, c->cursor_relay, sizeof relay_id);
     uint64_t taken = c->last_cursor;
     pthread_mutex_unlock(&c->mu);
+    /* Acknowledged by a relay that is no longer the primary, or the device moved meanwhile
+     * (another thread's pull): its cursors are not the record's. Moves at a pull, if at all. */
     if (rc == 0 && !same)
-        at = 0; /* acknowledged by a relay that is no longer the primary: move at a pull */
+        at = 0;
     bool now = false;
     if (rc == 0 && caught_up(c, from, relay_id, taken, at, &now) != 0)
         now = false;
@@ -562,7 +567,8 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
     info.moved = 1;
     rc = group_switch(c, from, to, relay_id, at, &info);
     if (rc != 0) {
-        info.moved = 0; /* stored all the same: the next pull moves the device */
+        /* Stored all the same: the next pull moves the device (or it moved elsewhere). */
+        info.moved = 0;
         rc = 0;
     }
     if (out)

@@ -381,7 +381,7 @@ static int parse_secret(uint8_t secret[ZKS_GROUP_SECRET_SIZE], const char *hex)
  * group's Argon2id parameters, the key epoch of a rotated group, and the
  * group a rotation replaces until the outbox has moved over (previous).
  */
-static int parse_group(zks_group_key **out, zks_group_key **prev, char *text)
+int zks__state_group_parse(zks_group_key **out, zks_group_key **prev, char *text)
 {
     *out = NULL;
     if (prev)
@@ -430,8 +430,9 @@ static int parse_group(zks_group_key **out, zks_group_key **prev, char *text)
         }
     }
     sodium_memzero(hex, sizeof hex);
-    /* A passphrase group is never rotated: its epoch is 0. */
-    if (rc == 0 && has_pw && (epoch || has_prev))
+    /* A passphrase group is never rotated: its epoch is 0. The group a rotation replaces
+     * is at the epoch before. */
+    if (rc == 0 && ((has_pw && (epoch || has_prev)) || (has_prev && pepoch + 1 != epoch)))
         rc = ZKS_EMALFORMED;
     if (rc == 0)
         rc = zks__group_key_at_epoch(out, secret, (uint32_t)epoch);
@@ -490,7 +491,7 @@ int zks__state_group_load(zks__state *st, zks_group_key **out, zks_group_key **p
     if (n < 0)
         return ZKS_EIO;
     text[n] = '\0';
-    rc = parse_group(out, prev, text);
+    rc = zks__state_group_parse(out, prev, text);
     sodium_memzero(text, sizeof text);
     return rc;
 }
