@@ -569,6 +569,7 @@ static int push_store(zks__req **out, zks_client *c, const void *data, size_t le
          * replaces the group under this lock: sealed for the one it replaced, seal again. */
         zks__state_lock(c, false);
         bool current = c->group == g;
+        r->group = g;
         if (current)
             rc = zks__state_outbox_add(c->st, &r->seq, zks_group_id(g->g), r->id, r->env,
                                        r->env_len, r->ttl);

@@ -347,8 +347,10 @@ typedef struct zks__req {
     uint64_t cursor;
     uint8_t *body; /* pull: the PULL_RESPONSE body, malloc'd */
     size_t body_len;
-    uint8_t relay_id[32];       /* pull: which relay answered; push: which acknowledged */
-    const zks_group_key *group; /* pull: the group whose cursors it counts (NULL: the current) */
+    uint8_t relay_id[32]; /* pull: which relay answered; push: which acknowledged */
+    /* pull: the group whose cursors it counts (NULL: the current); push: the one `env` is
+     * sealed for */
+    const zks_group_key *group;
     zks_device_list devices;
 } zks__req;
 
@@ -396,6 +398,7 @@ struct zks_client {
      * I/O thread has rejoined under the new group. */
     atomic_bool switching;
     _Atomic uint64_t switch_at;
+    uint8_t switch_relay[32]; /* whose cursor switch_at is; guarded by mu */
     uint8_t device_id[32];
     char name[ZKS_DEVICE_NAME_SIZE];
     zks__hub *hub;

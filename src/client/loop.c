@@ -43,7 +43,8 @@ struct entry {
     uint32_t ttl;
     uint8_t *env; /* loaded when needed; dropped once sent */
     size_t env_len;
-    bool inflight; /* sent to the primary, not yet answered */
+    const zks_group_key *sealed_for; /* the group `env` was sealed for, when it is loaded */
+    bool inflight;                   /* sent to the primary, not yet answered */
     zks__req *waiter;
 };
 
@@ -92,6 +93,7 @@ struct zks__io {
     bool paused;            /* pushes wait for retry_timer after a transient refusal */
     int64_t *acked;         /* outbox rows acknowledged, to delete */
     uint64_t *acked_cursor; /* the cursor each got (0: refused for good) */
+    int *acked_relay;       /* the relay (index) whose cursor that is */
     size_t nacked, cap_acked;
     bool stopping;
     zks_buf out;
@@ -238,7 +240,7 @@ static void entry_insert(struct zks__io *io, struct entry *e)
         io->head = e;
 }
 
-static void mark_acked(struct zks__io *io, int64_t seq, uint64_t cursor)
+static void mark_acked(struct zks__io *io, int64_t seq, uint64_t cursor, int relay)
 {
     if (io->nacked == io->cap_acked) {
         size_t cap = io->cap_acked ? io->cap_acked * 2 : 64;
@@ -246,12 +248,16 @@ static void mark_acked(struct zks__io *io, int64_t seq, uint64_t cursor)
         if (p != NULL)
             io->acked = p;
         uint64_t *q = p ? realloc(io->acked_cursor, cap * sizeof *q) : NULL;
-        if (q == NULL)
+        if (q != NULL)
+            io->acked_cursor = q;
+        int *w = q ? realloc(io->acked_relay, cap * sizeof *w) : NULL;
+        if (w == NULL)
             return; /* the row is sent again later and deduplicated by the relay */
-        io->acked_cursor = q;
+        io->acked_relay = w;
         io->cap_acked = cap;
     }
     io->acked_cursor[io->nacked] = cursor;
+    io->acked_relay[io->nacked] = relay;
     io->acked[io->nacked++] = seq;
 }
 
@@ -260,40 +266,61 @@ static void mark_acked(struct zks__io *io, int64_t seq, uint64_t cursor)
 static void on_flush_retry(uv_timer_t *t);
 
 /*
+ * Whether acknowledged row `i` may be deleted while a rotation moves the
+ * outbox: refused for good, or stored before the rotation record at the
+ * record's relay (the devices take it from the old group there). Any other
+ * moves with the outbox and goes to the new group.
+ */
+static bool stays_behind(struct zks__io *io, size_t i, uint64_t at, const uint8_t relay[32])
+{
+    if (io->acked_cursor[i] == 0)
+        return true;
+    int k = io->acked_relay[i];
+    return io->acked_cursor[i] < at && k >= 0 && (size_t)k < io->nrelays &&
+           memcmp(io->relays[k].spec.id, relay, 32) == 0;
+}
+
+/*
  * Deletes the acknowledged rows. When state.db is locked by another process
  * for longer than ZKS__IO_BUSY_MS, the rows are kept in memory and the
  * deletion is tried again after FLUSH_RETRY_MS (a row left behind by a crash
  * in between is sent again and deduplicated by the relay).
  *
- * While a rotation moves the outbox (rotate.c), only rows stored before the
- * rotation record (acknowledged below c->switch_at) are deleted: the devices
- * take those from the old group. The others move with the outbox and go to
- * the new group; do_rejoin forgets them.
+ * While a rotation moves the outbox (rotate.c), only the rows that stay
+ * behind (above) are deleted; do_rejoin forgets the others, which moved.
+ * Returns how many rows it could not delete yet; they are first in the list.
  */
-static void flush_acked(struct zks__io *io)
+static size_t flush_acked(struct zks__io *io)
 {
     if (io->nacked == 0 || uv_is_active((uv_handle_t *)&io->flush_timer))
-        return;
+        return 0;
     zks_client *c = io->c;
     size_t n = io->nacked;
     if (atomic_load(&c->switching)) {
-        /* The rows to delete first, the ones that move after them. */
         uint64_t at = atomic_load(&c->switch_at);
+        uint8_t relay[32];
+        pthread_mutex_lock(&c->mu);
+        memcpy(relay, c->switch_relay, sizeof relay);
+        pthread_mutex_unlock(&c->mu);
+        /* The rows to delete first, the ones that move after them. */
         size_t k = 0;
         for (size_t i = 0; i < io->nacked; i++) {
-            if (io->acked_cursor[i] >= at)
+            if (!stays_behind(io, i, at, relay))
                 continue;
             int64_t seq = io->acked[k];
             uint64_t cur = io->acked_cursor[k];
+            int rel = io->acked_relay[k];
             io->acked[k] = io->acked[i];
             io->acked_cursor[k] = io->acked_cursor[i];
+            io->acked_relay[k] = io->acked_relay[i];
             io->acked[i] = seq;
             io->acked_cursor[i] = cur;
+            io->acked_relay[i] = rel;
             k++;
         }
         n = k;
         if (n == 0)
-            return;
+            return 0;
     }
     zks__state_lock(c, true);
     int rc = zks__state_outbox_delete(c->st, io->acked, n);
@@ -302,18 +329,21 @@ static void flush_acked(struct zks__io *io)
         ZKS_LOGW("client: cannot drop %zu sent blobs from the outbox yet: %s", n, zks_strerror(rc));
         if (!io->stopping)
             uv_timer_start(&io->flush_timer, on_flush_retry, FLUSH_RETRY_MS, 0);
-        return;
+        return n;
     }
-    memmove(io->acked, io->acked + n, (io->nacked - n) * sizeof *io->acked);
-    memmove(io->acked_cursor, io->acked_cursor + n, (io->nacked - n) * sizeof *io->acked_cursor);
-    io->nacked -= n;
+    size_t rest = io->nacked - n;
+    memmove(io->acked, io->acked + n, rest * sizeof *io->acked);
+    memmove(io->acked_cursor, io->acked_cursor + n, rest * sizeof *io->acked_cursor);
+    memmove(io->acked_relay, io->acked_relay + n, rest * sizeof *io->acked_relay);
+    io->nacked = rest;
+    return 0;
 }
 
 static void on_flush_retry(uv_timer_t *t)
 {
     struct zks__io *io = t->data;
     uv_timer_stop(t);
-    flush_acked(io);
+    (void)flush_acked(io);
 }
 
 static void fanout(struct zks__io *io)
@@ -344,11 +374,18 @@ static void pump(struct zks__io *io)
         next = e->next;
         if (e->inflight)
             continue;
+        if (e->env != NULL && e->sealed_for != r->group) {
+            /* Sealed before a rotation moved the row: the state holds it sealed anew. */
+            sodium_memzero(e->env, e->env_len);
+            free(e->env);
+            e->env = NULL;
+        }
         if (e->env == NULL) {
             zks__state_lock(c, true);
             /* Under the state lock, where a rotation replaces the group and moves the rows. */
             bool stale = r->group != c->group;
             int rc = stale ? 0 : zks__state_outbox_envelope(c->st, e->seq, &e->env, &e->env_len);
+            e->sealed_for = c->group;
             zks__state_unlock(c);
             if (stale)
                 break;
@@ -773,7 +810,7 @@ static void push_refused(struct zks__io *io, struct op *o, const struct zks_msg_
         zks__req_finish(c, ent->waiter, ZKS_EREMOTE);
         ent->waiter = NULL;
     }
-    mark_acked(io, ent->seq, 0);
+    mark_acked(io, ent->seq, 0, -1);
     entry_unlink(io, ent);
 }
 
@@ -784,6 +821,20 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
     zks__req *q = o->req;
     if (o->type == OP_PUSH && o->entry == NULL) {
         free(o); /* a push of a group a rotation replaced (do_rejoin): its row moved on */
+        return;
+    }
+    if (o->type == OP_PUSH && r->group != c->group) {
+        /* Acknowledged or refused in a group a rotation replaced: the row moved, and goes
+         * again in the new group, which judges it. Pending until then. */
+        struct entry *e = o->entry;
+        e->inflight = false;
+        if (io->inflight)
+            io->inflight--;
+        if (e->waiter) {
+            zks__req_finish(c, e->waiter, 0);
+            e->waiter = NULL;
+        }
+        free(o);
         return;
     }
     if (m->type == ZKS_MSG_ERROR) {
@@ -809,16 +860,6 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
             struct entry *e = o->entry;
             if (io->inflight)
                 io->inflight--;
-            if (r->group != c->group) {
-                /* Stored in a group a rotation replaced: the row moved, and goes again in the
-                 * new group, where it is acknowledged. Pending until then. */
-                e->inflight = false;
-                if (e->waiter) {
-                    zks__req_finish(c, e->waiter, 0);
-                    e->waiter = NULL;
-                }
-                break;
-            }
             zks_event ev;
             memset(&ev, 0, sizeof ev);
             ev.kind = ZKS_EVENT_BLOB_PUSHED;
@@ -833,7 +874,7 @@ static void on_reply(struct zks__io *io, struct relay *r, struct op *o, const zk
                 zks__req_finish(c, e->waiter, 0);
                 e->waiter = NULL;
             }
-            mark_acked(io, e->seq, m->u.push_ack.cursor);
+            mark_acked(io, e->seq, m->u.push_ack.cursor, r->idx);
             entry_unlink(io, e);
         }
         break;
@@ -1377,6 +1418,7 @@ static void do_push(struct zks__io *io, zks__req *q)
         e->ttl = q->ttl;
         e->env = q->env;
         e->env_len = q->env_len;
+        e->sealed_for = q->group;
         q->env = NULL;
         entry_insert(io, e);
     }
@@ -1450,8 +1492,8 @@ static void do_rejoin(struct zks__io *io, zks__req *q)
      * there); those after it moved to the new group and go again. The pushes still in flight
      * on the closing connections forget their entries. */
     uv_timer_stop(&io->flush_timer);
-    flush_acked(io);
-    io->nacked = 0;
+    size_t left = flush_acked(io); /* rows that stay behind but could not be deleted yet */
+    io->nacked = left;
     for (size_t i = 0; i < io->nrelays; i++)
         for (struct op *o = io->relays[i].ops; o; o = o->next)
             o->entry = NULL;
@@ -1461,6 +1503,12 @@ static void do_rejoin(struct zks__io *io, zks__req *q)
     if (rc != 0)
         ZKS_LOGW("client: cannot read the outbox again: %s; the next start sends it",
                  zks_strerror(rc));
+    /* Those stay behind: not sent again, deleted when the retry comes. */
+    for (size_t i = 0; i < left; i++) {
+        struct entry *e = entry_find(io, io->acked[i]);
+        if (e)
+            entry_unlink(io, e);
+    }
     atomic_store(&c->switching, false);
     if (!wanted) {
         zks__req_finish(c, q, 0);
@@ -1531,7 +1579,7 @@ static void on_check(uv_check_t *h)
 {
     struct zks__io *io = h->data;
     zks__hub_kick(io->c->hub);
-    flush_acked(io);
+    (void)flush_acked(io);
 }
 
 static void on_prepare(uv_prepare_t *h)
@@ -1578,7 +1626,7 @@ static void stop_all(struct zks__io *io)
     finish_list(c, &io->connect_waiters, ZKS_ECLOSED);
     finish_list(c, &io->disconnect_waiters, ZKS_ECLOSED);
     push_waiters_pending(io, ZKS_ECLOSED);
-    flush_acked(io);
+    (void)flush_acked(io);
     zks_net_close(io->net, on_net_closed, io);
 }
 
@@ -1690,6 +1738,7 @@ void zks__io_free(zks_client *c)
     }
     free(io->acked);
     free(io->acked_cursor);
+    free(io->acked_relay);
     zks_buf_free(&io->out);
     free(io);
     c->io = NULL;

@@ -313,6 +313,7 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
         if (retired != NULL) {
             c->retired = retired;
             atomic_store(&c->switch_at, at);
+            memcpy(c->switch_relay, relay_id, sizeof c->switch_relay);
             atomic_store(&c->switching, true);
         }
     }
@@ -507,6 +508,7 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
     if (rc == 0) {
         zks__next_blob_id(c, r->id);
         r->ttl = c->cfg.ttl_s;
+        r->group = from;
         rc = rotation_record(&env, c, from, to, (const uint8_t(*)[ZKS_NODE_ID_SIZE])ids, n, r->id);
     }
     free(ids);
