@@ -1369,10 +1369,12 @@ static void do_connect(struct zks__io *io, zks__req *q)
     }
 }
 
-static void do_disconnect(struct zks__io *io, zks__req *q)
+/*
+ * Ends every session and connection, for `why`: the client is off, its
+ * pushes in flight go back in line and their callers learn they are pending.
+ */
+static void close_all(struct zks__io *io, const char *why)
 {
-    zks_client *c = io->c;
-    bool was_on = io->phase == P_ON;
     io->phase = P_OFF;
     io->primary = -1;
     io->dial_idx = -1;
@@ -1380,7 +1382,6 @@ static void do_disconnect(struct zks__io *io, zks__req *q)
     for (struct entry *e = io->head; e; e = e->next)
         e->inflight = false;
     uv_timer_stop(&io->reconnect_timer);
-    finish_list(c, &io->connect_waiters, ZKS_ECONNRESET);
     push_waiters_pending(io, 0);
     for (size_t i = 0; i < io->nrelays; i++) {
         struct relay *r = &io->relays[i];
@@ -1389,8 +1390,16 @@ static void do_disconnect(struct zks__io *io, zks__req *q)
         /* Until the transport reports it closed, it must not be promoted again. */
         r->st = R_CLOSING;
         uv_timer_stop(&r->hello_timer);
-        zks_conn_close(r->conn, ZKS_NET_CODE_NO_ERROR, "disconnect requested");
+        zks_conn_close(r->conn, ZKS_NET_CODE_NO_ERROR, why);
     }
+}
+
+static void do_disconnect(struct zks__io *io, zks__req *q)
+{
+    zks_client *c = io->c;
+    bool was_on = io->phase == P_ON;
+    finish_list(c, &io->connect_waiters, ZKS_ECONNRESET);
+    close_all(io, "disconnect requested");
     if (was_on)
         emit_disconnected(c, "disconnect requested");
     set_status(io, ZKS_STATUS_DISCONNECTED, 0);
@@ -1472,20 +1481,7 @@ static void do_rejoin(struct zks__io *io, zks__req *q)
 {
     zks_client *c = io->c;
     bool wanted = io->phase != P_OFF;
-    io->phase = P_OFF;
-    io->primary = -1;
-    io->dial_idx = -1;
-    io->inflight = 0;
-    uv_timer_stop(&io->reconnect_timer);
-    push_waiters_pending(io, 0);
-    for (size_t i = 0; i < io->nrelays; i++) {
-        struct relay *r = &io->relays[i];
-        if (r->conn == NULL)
-            continue;
-        r->st = R_CLOSING;
-        uv_timer_stop(&r->hello_timer);
-        zks_conn_close(r->conn, ZKS_NET_CODE_NO_ERROR, "the group secret was rotated");
-    }
+    close_all(io, "the group secret was rotated");
     if (wanted)
         emit_disconnected(c, "the group secret was rotated");
     /* Rows the old group acknowledged before the record go (the devices have them from

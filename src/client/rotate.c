@@ -381,33 +381,30 @@ int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_s
     if (rot == NULL)
         return ZKS_ENOMEM;
     int rc = zks_rotation_parse(rot, rs->package, rs->len);
-    if (rc == 0 && memcmp(rot->rotator, rs->sender, 32) != 0)
-        rc = ZKS_EAUTH; /* signed by another device than the one that pushed it */
-    else if (rc != 0)
+    /* Signed by the device that pushed it, or not a rotation at all. */
+    if (rc != 0 || memcmp(rot->rotator, rs->sender, 32) != 0)
         rc = ZKS_EAUTH;
     zks_group *g = NULL;
     if (rc == 0)
         rc = zks_rotation_open(&g, rot, from->g, c->key);
-    char who[ZKS_NODE_ID_TEXT_SIZE];
-    zks_nodeid_to_text(who, rs->sender);
-    if (rc == ZKS_ENOENT) {
-        ZKS_LOGW("client: device %.12s rotated the group secret without this device", who);
-        zks__emit_error(c, ZKS_EEXCLUDED, 0, rs->blob_id,
-                        "device %.12s rotated the group secret at cursor %llu without this "
-                        "device: join again with a new invite",
-                        who, (unsigned long long)rs->cursor);
+    if (rc == ZKS_ENOENT || rc == ZKS_EAUTH) {
+        /* Left out, or not valid: reported, and passed over. */
+        char msg[ZKS_MESSAGE_SIZE], who[ZKS_NODE_ID_TEXT_SIZE];
+        zks_nodeid_to_text(who, rs->sender);
+        int err = rc == ZKS_ENOENT ? ZKS_EEXCLUDED : ZKS_EAUTH;
+        if (err == ZKS_EEXCLUDED)
+            snprintf(msg, sizeof msg,
+                     "device %.12s rotated the group secret at cursor %llu without this device: "
+                     "join again with a new invite",
+                     who, (unsigned long long)rs->cursor);
+        else
+            snprintf(msg, sizeof msg,
+                     "blob %s at cursor %llu is not a valid group rotation and was passed over", id,
+                     (unsigned long long)rs->cursor);
+        ZKS_LOGW("client: %s", msg);
+        zks__emit_error(c, err, 0, rs->blob_id, "%s", msg);
         free(rot);
-        return ZKS_EEXCLUDED;
-    }
-    if (rc == ZKS_EAUTH) {
-        ZKS_LOGW("client: blob %s at cursor %llu is not a valid group rotation", id,
-                 (unsigned long long)rs->cursor);
-        zks__emit_error(c, ZKS_EAUTH, 0, rs->blob_id,
-                        "blob %s at cursor %llu is not a valid group rotation and was passed "
-                        "over",
-                        id, (unsigned long long)rs->cursor);
-        free(rot);
-        return ZKS_EAUTH;
+        return err;
     }
     zks_rotation_info info;
     memset(&info, 0, sizeof info);
