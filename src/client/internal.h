@@ -203,10 +203,21 @@ int zks__state_cursor_lower(zks__state *st, const uint8_t group_id[32], const ui
 /* Durably appends a sealed blob to the outbox; *seq is its position. */
 int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[32],
                           const uint8_t blob_id[16], const uint8_t *env, size_t len, uint32_t ttl);
-/* Appends a sealed blob to the outbox unless a row holds its blob id already. */
-int zks__state_outbox_add_missing(zks__state *st, const uint8_t group_id[32],
-                                  const uint8_t blob_id[16], const uint8_t *env, size_t len,
-                                  uint32_t ttl);
+/* A sealed blob to put into the outbox (zks__state_outbox_add_first). */
+typedef struct zks__outbox_item {
+    uint8_t blob_id[16];
+    const uint8_t *env;
+    size_t len;
+    uint32_t ttl;
+} zks__outbox_item;
+
+/*
+ * Puts `n` sealed blobs ahead of every outbox row, in their order (in one
+ * transaction), but for those whose blob id a row holds already: pushes of
+ * this device made before the rows still waiting, which must go first.
+ */
+int zks__state_outbox_add_first(zks__state *st, const uint8_t group_id[32],
+                                const zks__outbox_item *items, size_t n);
 /*
  * Seals an outbox envelope anew for another group: *out (malloc'd) for
  * `env` of blob `blob_id`. 0 or an error, which stops the move.

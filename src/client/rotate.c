@@ -7,7 +7,8 @@
  * every blob stored before it), move to the new group:
  *
  *   1. the pushes of its own the relay stored after the record (made before
- *      the device knew of it) are added back to its outbox;
+ *      the device knew of it) are added back to its outbox, ahead of the
+ *      rows still waiting there;
  *   2. the state's group file names the new group and, until step 3 is done,
  *      the old one (a start in between finishes the move);
  *   3. every outbox row of the old group is sealed anew for the new group,
@@ -201,40 +202,80 @@ static int pull_page(zks_client *c, const zks_group_key *g, const uint8_t relay_
     return 0;
 }
 
+/* The own pushes a drain found: copies of their envelopes. */
+struct drained {
+    zks__outbox_item *v;
+    size_t n, cap;
+};
+
+static void drained_free(struct drained *d)
+{
+    for (size_t i = 0; i < d->n; i++)
+        free((void *)d->v[i].env);
+    free(d->v);
+}
+
+static int drained_add(struct drained *d, const struct zks_msg_blob *b, uint32_t ttl)
+{
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 16;
+        zks__outbox_item *v = realloc(d->v, cap * sizeof *v);
+        if (v == NULL)
+            return ZKS_ENOMEM;
+        d->v = v;
+        d->cap = cap;
+    }
+    uint8_t *env;
+    if (zks__dup_bytes(&env, b->envelope.p, b->envelope.len) != 0 || env == NULL)
+        return ZKS_ENOMEM;
+    zks__outbox_item *it = &d->v[d->n++];
+    memcpy(it->blob_id, b->blob_id, sizeof it->blob_id);
+    it->env = env;
+    it->len = b->envelope.len;
+    it->ttl = ttl;
+    return 0;
+}
+
 /*
  * Step 1: this device's pushes the primary relay `relay_id` stored after
  * cursor `at` go back into the outbox (of group `from`, which the move then
- * seals for the new group).
+ * seals for the new group), ahead of the rows still waiting there, which
+ * were pushed after them: the new group gets them in the order they were
+ * made.
  */
 static int drain(zks_client *c, const zks_group_key *from, const uint8_t relay_id[32], uint64_t at)
 {
+    struct drained d = {0};
     uint64_t after = at;
-    for (int round = 0; round < DRAIN_MAX_ROUNDS; round++) {
+    int rc = 0;
+    for (int round = 0; round < DRAIN_MAX_ROUNDS && rc == 0; round++) {
         zks_msg m;
         zks__req *r;
-        int rc = pull_page(c, from, relay_id, after, 0, &m, &r);
-        if (rc != 0)
-            return rc;
+        if ((rc = pull_page(c, from, relay_id, after, 0, &m, &r)) != 0)
+            break;
         const struct zks_msg_pull_response *p = &m.u.pull_response;
         uint64_t last = after;
-        zks__state_lock(c, false);
         for (size_t i = 0; rc == 0 && i < p->nblobs; i++) {
             const struct zks_msg_blob *b = &p->blobs[i];
             if (b->cursor > last)
                 last = b->cursor;
             if (b->kind == ZKS_MSG_KIND_BLOB && memcmp(b->sender, c->device_id, 32) == 0)
-                rc = zks__state_outbox_add_missing(c->st, zks_group_id(from->g), b->blob_id,
-                                                   b->envelope.p, b->envelope.len, c->cfg.ttl_s);
+                rc = drained_add(&d, b, c->cfg.ttl_s);
         }
-        zks__state_unlock(c);
         bool more = p->has_more && last > after;
         zks_msg_clear(&m);
         zks__req_free(r);
-        if (rc != 0 || !more)
-            return rc;
+        if (!more)
+            break;
         after = last;
     }
-    return 0;
+    if (rc == 0) {
+        zks__state_lock(c, false);
+        rc = zks__state_outbox_add_first(c->st, zks_group_id(from->g), d.v, d.n);
+        zks__state_unlock(c);
+    }
+    drained_free(&d);
+    return rc;
 }
 
 /*

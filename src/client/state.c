@@ -53,9 +53,10 @@
       "UPDATE cursors SET cursor=?3 WHERE group_id=?1 AND relay_id=?2 AND cursor>?3")              \
     X(OUTBOX_ADD, "INSERT INTO outbox(group_id, blob_id, envelope, ttl, created) "                 \
                   "VALUES(?, ?, ?, ?, ?)")                                                         \
-    X(OUTBOX_ADD_MISSING,                                                                          \
-      "INSERT OR IGNORE INTO outbox(group_id, blob_id, envelope, ttl, created) "                   \
-      "VALUES(?, ?, ?, ?, ?)")                                                                     \
+    X(OUTBOX_ADD_AT,                                                                               \
+      "INSERT OR IGNORE INTO outbox(group_id, blob_id, envelope, ttl, created, seq) "              \
+      "VALUES(?, ?, ?, ?, ?, ?)")                                                                  \
+    X(OUTBOX_FIRST, "SELECT min(seq) FROM outbox")                                                 \
     X(OUTBOX_MOVE, "UPDATE outbox SET group_id=?, envelope=? WHERE seq=?")                         \
     X(OUTBOX_LIST, "SELECT seq, blob_id, ttl FROM outbox WHERE group_id=? ORDER BY seq")           \
     X(OUTBOX_ENVELOPE, "SELECT envelope FROM outbox WHERE seq=?")                                  \
@@ -775,19 +776,98 @@ int zks__state_outbox_add(zks__state *st, int64_t *seq, const uint8_t group_id[3
     return rc;
 }
 
-int zks__state_outbox_add_missing(zks__state *st, const uint8_t group_id[32],
-                                  const uint8_t blob_id[16], const uint8_t *env, size_t len,
-                                  uint32_t ttl)
+/* Whether the in-memory outbox holds a row of blob `id`. */
+static bool mem_holds(const struct mem_outbox *m, const uint8_t id[16])
 {
-    if (st->dir == NULL) {
-        for (size_t i = st->mem.head; i < st->mem.n; i++)
-            if (st->mem.rows[i].env && memcmp(st->mem.rows[i].blob_id, blob_id, 16) == 0)
-                return 0;
-        int64_t seq;
-        return mem_add(&st->mem, &seq, group_id, blob_id, env, len, ttl);
+    for (size_t i = m->head; i < m->n; i++)
+        if (m->rows[i].env && memcmp(m->rows[i].blob_id, id, 16) == 0)
+            return true;
+    return false;
+}
+
+/* The in-memory add_first: rows made with seqs below the first row's, put in front. */
+static int mem_add_first(struct mem_outbox *m, const uint8_t group_id[32],
+                         const zks__outbox_item *items, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += !mem_holds(m, items[i].blob_id);
+    if (k == 0)
+        return 0;
+    if (m->head == m->n) { /* empty: in order, as pushes */
+        for (size_t i = 0; i < n; i++) {
+            int64_t seq;
+            int rc = mem_add(m, &seq, group_id, items[i].blob_id, items[i].env, items[i].len,
+                             items[i].ttl);
+            if (rc != 0)
+                return rc;
+        }
+        return 0;
     }
-    bind_row(st, ST_OUTBOX_ADD_MISSING, group_id, blob_id, env, len, ttl);
-    return run(st, ST_OUTBOX_ADD_MISSING, "outbox");
+    struct mem_row *fresh = calloc(k, sizeof *fresh);
+    if (fresh == NULL)
+        return ZKS_ENOMEM;
+    int64_t seq = m->rows[m->head].seq - (int64_t)k;
+    size_t j = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (mem_holds(m, items[i].blob_id))
+            continue;
+        struct mem_row *r = &fresh[j++];
+        r->seq = seq++;
+        memcpy(r->group_id, group_id, 32);
+        memcpy(r->blob_id, items[i].blob_id, 16);
+        r->ttl = items[i].ttl;
+        r->len = items[i].len;
+        if ((r->env = malloc(r->len ? r->len : 1)) == NULL)
+            rc = ZKS_ENOMEM;
+        else
+            memcpy(r->env, items[i].env, r->len);
+    }
+    size_t live = m->n - m->head;
+    struct mem_row *rows = rc == 0 ? malloc((live + k) * sizeof *rows) : NULL;
+    if (rows == NULL) {
+        for (size_t i = 0; i < j; i++)
+            free(fresh[i].env);
+        free(fresh);
+        return ZKS_ENOMEM;
+    }
+    memcpy(rows, fresh, k * sizeof *rows);
+    memcpy(rows + k, m->rows + m->head, live * sizeof *rows);
+    free(fresh);
+    free(m->rows);
+    m->rows = rows;
+    m->head = 0;
+    m->n = m->cap = live + k;
+    return 0;
+}
+
+int zks__state_outbox_add_first(zks__state *st, const uint8_t group_id[32],
+                                const zks__outbox_item *items, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (st->dir == NULL)
+        return mem_add_first(&st->mem, group_id, items, n);
+    int rc = tx_begin(st);
+    if (rc != 0)
+        return rc;
+    sqlite3_stmt *s = st->stmt[ST_OUTBOX_FIRST];
+    int step = sqlite3_step(s);
+    bool empty = step != SQLITE_ROW || sqlite3_column_type(s, 0) == SQLITE_NULL;
+    int64_t first = empty ? 0 : sqlite3_column_int64(s, 0);
+    if (step != SQLITE_ROW)
+        rc = db_err(st, "outbox");
+    stmt_done(s);
+    /* Below the first row, in their order; an empty outbox numbers them as pushes. */
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        bind_row(st, ST_OUTBOX_ADD_AT, group_id, items[i].blob_id, items[i].env, items[i].len,
+                 items[i].ttl);
+        if (!empty)
+            sqlite3_bind_int64(st->stmt[ST_OUTBOX_ADD_AT], 6, first - (int64_t)(n - i));
+        rc = run(st, ST_OUTBOX_ADD_AT, "outbox");
+    }
+    return tx_end(st, rc);
 }
 
 /* The in-memory move: every envelope sealed anew first, then all applied, or none. */

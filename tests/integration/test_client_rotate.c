@@ -408,34 +408,35 @@ static void *push_many(void *arg)
     return NULL;
 }
 
-/* Pushes from another thread while the same handle rotates: each reaches the group once. */
-static void test_pushes_during_the_move(void **state)
+/*
+ * Pushes from another thread of device `pushing` (300, as fast as they go) while `a`
+ * rotates and `pushing` then pulls and moves: each reaches `e` once, in the order made.
+ */
+static void pushes_across_a_move(zks_client *a, zks_client *pushing, zks_client *e)
 {
-    (void)state;
-    zks_group_key *g;
-    assert_int_equal(zks_group_key_generate(&g), 0);
-    zks_client *a = connected(NULL, g), *e = connected(NULL, g);
-    struct pusher p = {a, 0};
+    struct pusher p = {pushing, 0};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, push_many, &p), 0);
     zks_rotation_info info;
     int rc = zks_client_rotate_group(&info, a);
+    struct seen sp = {0};
+    int prc = pull_all(pushing, &sp); /* the pushing device moves while it pushes */
     pthread_join(t, NULL);
     assert_int_equal(rc, 0);
+    assert_int_equal(prc, 0);
     assert_int_equal(p.pushed, 300);
-    /* Whether a moved at once or not, its pulls take it to the new group. */
-    struct seen sa = {0};
-    assert_int_equal(pull_all(a, &sa), 0);
+    /* Whether it moved already or not, its pulls take it to the new group. */
+    assert_int_equal(pull_all(pushing, &sp), 0);
     uint64_t queued = 1;
     for (int i = 0; i < 500 && queued; i++) {
-        assert_int_equal(zks_client_outbox_count(&queued, a), 0);
+        assert_int_equal(zks_client_outbox_count(&queued, pushing), 0);
         if (queued)
             usleep(20000);
     }
     assert_int_equal(queued, 0);
-    /* e reads every push exactly once, across both groups. */
     static char got[300];
     memset(got, 0, sizeof got);
+    int last_k = -1;
     uint64_t after = 0;
     for (int round = 0; round < 200; round++) {
         zks_pull_result pr;
@@ -443,6 +444,8 @@ static void test_pushes_during_the_move(void **state)
         for (size_t i = 0; i < pr.count; i++) {
             int k = atoi((const char *)pr.blobs[i].data + 1);
             assert_true(k >= 0 && k < 300);
+            assert_true(k > last_k);
+            last_k = k;
             got[k]++;
         }
         bool more = pr.has_more;
@@ -461,7 +464,32 @@ static void test_pushes_during_the_move(void **state)
     }
     for (int k = 0; k < 300; k++)
         assert_int_equal(got[k], 1);
+}
+
+/* Pushes from another thread while the same handle rotates. */
+static void test_pushes_during_the_move(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *e = connected(NULL, g);
+    pushes_across_a_move(a, a, e);
     zks_client_free(a);
+    zks_client_free(e);
+    zks_group_key_free(g);
+}
+
+/* Another device pushes all along: what the old group stored after the record, and what it
+ * still queues, reach the new group in the order made. */
+static void test_pushes_of_another_device_keep_their_order(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *b = connected(NULL, g), *e = connected(NULL, g);
+    pushes_across_a_move(a, b, e);
+    zks_client_free(a);
+    zks_client_free(b);
     zks_client_free(e);
     zks_group_key_free(g);
 }
@@ -682,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_a_retry_follows_the_first_record),
         cmocka_unit_test(test_app_confirms_across_a_rotation),
         cmocka_unit_test(test_pushes_during_the_move),
+        cmocka_unit_test(test_pushes_of_another_device_keep_their_order),
         cmocka_unit_test(test_pull_while_moving),
         cmocka_unit_test(test_restart_keeps_the_new_group),
         cmocka_unit_test(test_move_cut_short_is_finished_at_start),

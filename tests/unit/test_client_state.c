@@ -364,12 +364,30 @@ static void test_outbox_move(void **state)
     free(e);
     assert_int_equal(zks__state_outbox_envelope(st, dropped, &e, &len), ZKS_ENOENT);
 
-    /* A blob id already held is not added twice. */
-    assert_int_equal(zks__state_outbox_add_missing(st, G1, id, env, 2, 0), 0);
-    assert_int_equal(count(st, G1), 0);
-    uint8_t id2[16] = {0x78};
-    assert_int_equal(zks__state_outbox_add_missing(st, G1, id2, env, 2, 0), 0);
-    assert_int_equal(count(st, G1), 1);
+    /* Put first: ahead of every row, in their order, but a blob id already held. */
+    zks__outbox_item first[3] = {{.blob_id = {0x78}, .env = env, .len = 2},
+                                 {.blob_id = {0x77}, .env = env, .len = 2},
+                                 {.blob_id = {0x7a}, .env = env, .len = 1}};
+    assert_int_equal(zks__state_outbox_add_first(st, G1, first, 3), 0);
+    assert_int_equal(count(st, G1), 2);
+    assert_int_equal(zks__state_outbox_list(st, G1, &rows, &n), 0);
+    assert_int_equal(n, 2);
+    assert_true(rows[0].seq < rows[1].seq && rows[1].seq < a);
+    assert_int_equal(rows[0].blob_id[0], 0x78);
+    assert_int_equal(rows[1].blob_id[0], 0x7a);
+    int64_t seq_78 = rows[0].seq;
+    free(rows);
+    assert_int_equal(zks__state_outbox_envelope(st, seq_78, &e, &len), 0);
+    assert_int_equal(len, 2);
+    free(e);
+    /* Rows of both groups, in one order: the ones put first, then the others. */
+    zks__outbox_row *all;
+    assert_int_equal(zks__state_outbox_list(st, G2, &all, &n), 0);
+    assert_true(n == 4 && all[0].seq > seq_78);
+    free(all);
+    /* A push after them still comes last. */
+    int64_t later = add(st, G1, 0x11, 1);
+    assert_true(later > c);
 
     /* A failure moves nothing (for a state directory, one transaction). */
     uint8_t bad[1] = {0xee};
@@ -378,7 +396,7 @@ static void test_outbox_move(void **state)
     assert_int_equal(zks__state_outbox_add(st, &d, G1, id3, bad, 1, 0), 0);
     calls = 0;
     assert_int_equal(zks__state_outbox_move(st, G1, G2, reverse, &calls), ZKS_ECRYPTO);
-    assert_int_equal(count(st, G1), 2);
+    assert_int_equal(count(st, G1), 4);
     assert_int_equal(count(st, G2), 4);
 }
 
