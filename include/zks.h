@@ -887,8 +887,10 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
  * them. A pull after `cursor` confirms the same way. Confirming a cursor
  * beyond what the application received gives up the blobs in between for
  * this device. With the default (the library confirms) it may be called
- * too, and only raises the cursor. 0 does nothing. Any thread, the event
- * handler included; waits only for the state write.
+ * too, and only raises the cursor. 0 does nothing, and so does any cursor
+ * after the device moved to a rotated group until a pull has said so
+ * (zks_pull_result.rotated): it may be the old group's. Any thread, the
+ * event handler included; waits only for the state write.
  * Errors: ZKS_EINVAL (NULL), ZKS_ENOENT (no group key), ZKS_ECLOSED.
  */
 int zks_client_confirm(zks_client *c, uint64_t cursor);

@@ -110,17 +110,18 @@ void zks__state_unlock(zks_client *c)
 void zks__set_primary(zks_client *c, const uint8_t relay_id[32])
 {
     uint64_t cursor = 0;
+    /* Under the state lock, where a rotation replaces the group and its cursor: the cursor
+     * shown is always the current group's. */
+    zks__state_lock(c, true);
     zks_group_key *g = c->group;
-    if (g) {
-        zks__state_lock(c, true);
+    if (g)
         (void)zks__state_cursor_get(c->st, zks_group_id(g->g), relay_id, &cursor);
-        zks__state_unlock(c);
-    }
     pthread_mutex_lock(&c->mu);
     memcpy(c->cursor_relay, relay_id, 32);
     c->have_primary = true;
     c->last_cursor = cursor;
     pthread_mutex_unlock(&c->mu);
+    zks__state_unlock(c);
     zks__inline_relay(&c->inl, relay_id);
 }
 
@@ -272,6 +273,8 @@ static int load_identity(zks_client *c, const zks_config *cfg)
         c->group = g;
         if (prev && (rc = zks__rotation_finish(c, prev)) != 0)
             return rc;
+        if (g && zks__rotation_unseen(c, g))
+            atomic_store(&c->rotation_unseen, true);
     }
 
     if (cfg->name_set) {
@@ -931,6 +934,15 @@ static void outbox_drop_pulled(zks_client *c, const zks_group_key *g, const zks_
     free(own);
 }
 
+/* A pull has said the device moved to a rotated group: the note goes, in the state too. */
+static void rotation_said(zks_client *c)
+{
+    atomic_store(&c->rotation_unseen, false);
+    zks__state_lock(c, false);
+    (void)zks__state_meta_set(c->st, ZKS__ROTATION_UNSEEN_KEY, "");
+    zks__state_unlock(c);
+}
+
 /*
  * A pull of group `g` stopped at the rotation record `rs` of relay
  * `relay_id`. Behind other blobs it is left for the next pull, so that a
@@ -971,6 +983,15 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
     int ready = group_ready(c);
     if (ready != 0)
         return ready;
+    if (atomic_load(&c->rotation_unseen)) {
+        /* A move this application has not heard of through a pull (zks_client_rotate_group,
+         * another thread's pull, a move finished at start): `after_cursor` may be the old
+         * group's. Said first. */
+        rotation_said(c);
+        out->rotated = 1;
+        out->has_more = 1;
+        return 0;
+    }
     zks__req *r = zks__req_new(ZKS__REQ_PULL);
     if (r == NULL)
         return ZKS_ENOMEM;
@@ -1003,6 +1024,8 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         out->max_cursor = 0;
         out->has_more = 1;
     }
+    if (rc == 0 && out->rotated)
+        rotation_said(c);
     zks__rotation_seen_free(&rs);
     zks__req_free(r);
     if (rc != 0)
@@ -1020,6 +1043,8 @@ int zks_client_pull_inline(zks_pull_result *out, zks_client *c, uint64_t after_c
     int ready = group_ready(c);
     if (ready != 0)
         return ready;
+    if (atomic_load(&c->rotation_unseen))
+        return ZKS_EAGAIN; /* zks_client_pull says the device moved, first */
     uint8_t relay_id[32];
     zks_group_key *g = c->group;
     zks__rotation_seen rs = {0};
@@ -1051,8 +1076,8 @@ int zks_client_confirm(zks_client *c, uint64_t cursor)
     pthread_mutex_lock(&c->mu);
     memcpy(relay_id, c->cursor_relay, sizeof relay_id);
     pthread_mutex_unlock(&c->mu);
-    if (cursor == 0)
-        return 0;
+    if (cursor == 0 || atomic_load(&c->rotation_unseen))
+        return 0; /* after a move no pull has said yet, a cursor of the old group */
     zks_group_key *g = c->group;
     raise_last_cursor(c, g, relay_id, cursor);
     confirm_later(c, g, relay_id, cursor);

@@ -408,6 +408,9 @@ struct zks_client {
      * the rotation record's cursor (switch_at) stay in the state, to move with it, until the
      * I/O thread has rejoined under the new group. */
     atomic_bool switching;
+    /* The device moved to a rotated group and no pull has said so yet: the next one does,
+     * at once, before any cursor of the application's can be taken for the new group's. */
+    atomic_bool rotation_unseen;
     _Atomic uint64_t switch_at;
     uint8_t switch_relay[32]; /* whose cursor switch_at is; guarded by mu */
     uint8_t device_id[32];
@@ -502,6 +505,11 @@ int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_s
 
 /* Whether this state directory rotated away from group `k` (its group is k's successor). */
 bool zks__rotated_away(zks_client *c, const zks_group_key *k);
+
+/* The state's note of a move to a rotated group no pull has reported yet (meta). */
+#define ZKS__ROTATION_UNSEEN_KEY "rotation_unseen"
+/* Whether the state says the device moved to `g` and no pull has said so yet. */
+bool zks__rotation_unseen(zks_client *c, const zks_group_key *g);
 
 /*
  * At start: the state holds `prev`, the group a rotation replaced, because

@@ -129,17 +129,92 @@ static int reseal(void *arg, const uint8_t blob_id[16], const uint8_t *env, size
 }
 
 /*
- * Notes in the state that it rotates away from `from`, so that a start that
+ * Notes in the state that it rotates away from `from` to `to`: a start that
  * is configured with `from` (an application that configures the group it
- * was first given every time) takes the stored group: written before the
- * group file names the new group, so a crash at any point after leaves the
- * move to be finished rather than undone. With the state lock held.
+ * was first given every time) takes the stored group, and the first pull
+ * in `to` says the device moved (ROTATION_UNSEEN_KEY names `to` until a pull
+ * has said so), also after a restart. Written before the group file names
+ * the new group, so a crash at any point after leaves the move to be
+ * finished rather than undone. With the state lock held.
  */
-static int note_away(zks_client *c, const zks_group_key *from)
+static int note_move(zks_client *c, const zks_group_key *from, const zks_group_key *to)
 {
-    char key[80];
+    char key[80], gid[2 * ZKS_GROUP_ID_SIZE + 1];
     away_key(key, zks_group_id(from->g));
-    return zks__state_meta_set(c->st, key, "1");
+    sodium_bin2hex(gid, sizeof gid, zks_group_id(to->g), ZKS_GROUP_ID_SIZE);
+    int rc = zks__state_meta_set(c->st, key, "1");
+    return rc == 0 ? zks__state_meta_set(c->st, ZKS__ROTATION_UNSEEN_KEY, gid) : rc;
+}
+
+bool zks__rotation_unseen(zks_client *c, const zks_group_key *g)
+{
+    char noted[2 * ZKS_GROUP_ID_SIZE + 1], gid[2 * ZKS_GROUP_ID_SIZE + 1];
+    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    zks__state_lock(c, false);
+    int rc = zks__state_meta_get(c->st, ZKS__ROTATION_UNSEEN_KEY, noted, sizeof noted);
+    zks__state_unlock(c);
+    return rc == 0 && strcmp(noted, gid) == 0;
+}
+
+/*
+ * The devices a rotation into a group sealed its secret for are that group's
+ * members even before they say HELLO there (they move when they next pull),
+ * so a later rotation seals for them too, or it would leave out a device
+ * that had not moved yet. The state keeps them for the current group:
+ * "<group id hex>:<NodeId hex>...".
+ */
+#define MEMBERS_KEY "rotation_members"
+
+/* Notes `n` members of group `g`; with the state lock held. */
+static int note_members(zks_client *c, const zks_group_key *g,
+                        const uint8_t (*ids)[ZKS_NODE_ID_SIZE], size_t n)
+{
+    size_t cap = 2 * ZKS_GROUP_ID_SIZE + 2 + n * 2 * ZKS_NODE_ID_SIZE;
+    char *text = malloc(cap);
+    if (text == NULL)
+        return ZKS_ENOMEM;
+    sodium_bin2hex(text, 2 * ZKS_GROUP_ID_SIZE + 1, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    size_t at = 2 * ZKS_GROUP_ID_SIZE;
+    text[at++] = ':';
+    for (size_t i = 0; i < n; i++, at += 2 * ZKS_NODE_ID_SIZE)
+        sodium_bin2hex(text + at, 2 * ZKS_NODE_ID_SIZE + 1, ids[i], ZKS_NODE_ID_SIZE);
+    text[at] = '\0';
+    int rc = zks__state_meta_set(c->st, MEMBERS_KEY, text);
+    free(text);
+    return rc;
+}
+
+/* The members noted for group `g` (*ids malloc'd; none when another group's are noted). */
+static int noted_members(zks_client *c, const zks_group_key *g, uint8_t (**ids)[ZKS_NODE_ID_SIZE],
+                         size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    size_t cap = 2 * ZKS_GROUP_ID_SIZE + 2 + ZKS_ROTATION_MAX_RECIPIENTS * 2 * ZKS_NODE_ID_SIZE;
+    char *text = malloc(cap);
+    if (text == NULL)
+        return ZKS_ENOMEM;
+    zks__state_lock(c, false);
+    int rc = zks__state_meta_get(c->st, MEMBERS_KEY, text, cap);
+    zks__state_unlock(c);
+    char gid[2 * ZKS_GROUP_ID_SIZE + 1];
+    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    size_t len = rc == 0 ? strlen(text) : 0;
+    size_t body = len > sizeof gid ? len - sizeof gid : 0;
+    if (rc != 0 || len < sizeof gid || memcmp(text, gid, sizeof gid - 1) != 0 ||
+        text[sizeof gid - 1] != ':' || body % (2 * ZKS_NODE_ID_SIZE) != 0) {
+        free(text);
+        return rc == ZKS_ENOENT || rc == 0 ? 0 : rc;
+    }
+    size_t k = body / (2 * ZKS_NODE_ID_SIZE);
+    *ids = k ? malloc(k * sizeof **ids) : NULL;
+    for (size_t i = 0; *ids && i < k; i++)
+        if (sodium_hex2bin((*ids)[*n], ZKS_NODE_ID_SIZE,
+                           text + sizeof gid + i * 2 * ZKS_NODE_ID_SIZE, 2 * ZKS_NODE_ID_SIZE, NULL,
+                           NULL, NULL) == 0)
+            (*n)++;
+    free(text);
+    return k && *ids == NULL ? ZKS_ENOMEM : 0;
 }
 
 /*
@@ -158,9 +233,11 @@ static int move_outbox(zks_client *c, const zks_group_key *from, const zks_group
 int zks__rotation_finish(zks_client *c, zks_group_key *prev)
 {
     zks__state_lock(c, false);
-    int rc = note_away(c, prev);
+    int rc = note_move(c, prev, c->group);
     if (rc == 0)
         rc = move_outbox(c, prev, c->group);
+    if (rc == 0)
+        atomic_store(&c->rotation_unseen, true);
     zks__state_unlock(c);
     if (rc != 0)
         ZKS_LOGE("client: cannot finish moving the outbox to the rotated group: %s",
@@ -339,7 +416,8 @@ static void emit_rotated(zks_client *c, const zks_rotation_info *info)
  * ZKS_EEXIST when another thread moved it first.
  */
 static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
-                        const uint8_t relay_id[32], uint64_t at, const zks_rotation_info *info)
+                        const uint8_t relay_id[32], uint64_t at, const zks_rotation_info *info,
+                        const uint8_t (*members)[ZKS_NODE_ID_SIZE], size_t nmembers)
 {
     /* Everything that could fail for want of memory is had first: nothing may fail once the
      * outbox has moved. */
@@ -368,7 +446,8 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
     int rc = drain(c, from, relay_id, at);
     if (rc == 0) {
         zks__state_lock(c, false);
-        if ((rc = note_away(c, from)) == 0 && (rc = zks__state_group_save(c->st, to, from)) == 0 &&
+        if ((rc = note_move(c, from, to)) == 0 &&
+            (rc = zks__state_group_save(c->st, to, from)) == 0 &&
             (rc = move_outbox(c, from, to)) != 0)
             (void)zks__state_group_save(c->st, from, NULL);
         if (rc == 0) {
@@ -383,10 +462,14 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
             pthread_mutex_lock(&c->mu);
             c->retired[c->nretired++] = from;
             c->group = to;
+            atomic_store(&c->rotation_unseen, true);
             c->confirm_after = 0;
             c->confirm_group = NULL;
             c->last_cursor = cursor;
             pthread_mutex_unlock(&c->mu);
+            if (note_members(c, to, members, nmembers) != 0)
+                ZKS_LOGW("client: cannot note the rotated group's members: a later rotation "
+                         "may leave out a device that has not moved yet");
         }
         zks__state_unlock(c);
     }
@@ -449,43 +532,82 @@ int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_s
     }
     zks_rotation_info info;
     memset(&info, 0, sizeof info);
+    uint8_t(*members)[ZKS_NODE_ID_SIZE] = NULL;
+    size_t n = rc == 0 ? rot->n : 0;
     if (rc == 0) {
         info.epoch = rot->epoch;
         memcpy(info.group_id, rot->group_id, sizeof info.group_id);
         memcpy(info.rotator, rot->rotator, sizeof info.rotator);
         info.devices = rot->n;
+        if ((members = malloc(n * sizeof *members)) == NULL)
+            rc = ZKS_ENOMEM;
+        for (size_t i = 0; rc == 0 && i < n; i++)
+            memcpy(members[i], rot->entries[i], ZKS_NODE_ID_SIZE);
     }
     free(rot);
     zks_group_key *to = NULL;
     if (rc == 0)
         rc = zks__group_key_wrap(&to, g);
-    if (rc != 0)
-        return rc;
-    rc = group_switch(c, from, to, relay_id, rs->cursor, &info);
+    else
+        zks_group_free(g);
+    if (rc == 0)
+        rc = group_switch(c, from, to, relay_id, rs->cursor, &info,
+                          (const uint8_t(*)[ZKS_NODE_ID_SIZE])members, n);
+    free(members);
     return rc == ZKS_EEXIST ? 0 : rc; /* another thread's pull moved the device */
 }
 
 /* This device and every device of `list` not revoked, each once, in *out (malloc'd). */
-static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, const zks_client *c,
-                      const zks_device_list *list)
+/* Whether `list` says device `id` is revoked. */
+static bool listed_revoked(const zks_device_list *list, const uint8_t id[ZKS_NODE_ID_SIZE])
+{
+    for (size_t i = 0; i < list->count; i++)
+        if (list->devices[i].revoked && memcmp(list->devices[i].id, id, ZKS_NODE_ID_SIZE) == 0)
+            return true;
+    return false;
+}
+
+/* Adds `id` to out[0..*n) unless it is there already. */
+static void add_once(uint8_t (*out)[ZKS_NODE_ID_SIZE], size_t *n,
+                     const uint8_t id[ZKS_NODE_ID_SIZE])
+{
+    for (size_t j = 0; j < *n; j++)
+        if (memcmp(out[j], id, ZKS_NODE_ID_SIZE) == 0)
+            return;
+    memcpy(out[(*n)++], id, ZKS_NODE_ID_SIZE);
+}
+
+/*
+ * The devices a rotation of group `g` seals for, in *out (malloc'd): this
+ * one, every device of `list` (the relay's) not revoked, and the members the
+ * rotation into `g` was sealed for that `list` does not say are revoked
+ * (they may not have moved yet).
+ */
+static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, zks_client *c,
+                      const zks_group_key *g, const zks_device_list *list)
 {
     *n = 0;
-    *out = malloc((list->count + 1) * sizeof **out);
-    if (*out == NULL)
+    uint8_t(*members)[ZKS_NODE_ID_SIZE] = NULL;
+    size_t nmembers = 0;
+    int rc = noted_members(c, g, &members, &nmembers);
+    if (rc != 0)
+        return rc;
+    *out = malloc((list->count + nmembers + 1) * sizeof **out);
+    if (*out == NULL) {
+        free(members);
         return ZKS_ENOMEM;
+    }
     memcpy((*out)[(*n)++], c->device_id, ZKS_NODE_ID_SIZE);
     for (size_t i = 0; i < list->count; i++) {
         const zks_device *d = &list->devices[i];
         /* A NodeId that is no usable key cannot have said HELLO: a relay's error, passed by. */
-        if (d->revoked || memcmp(d->id, c->device_id, ZKS_NODE_ID_SIZE) == 0 ||
-            !zks_nodeid_box_usable(d->id))
-            continue;
-        bool seen = false;
-        for (size_t j = 0; j < *n && !seen; j++)
-            seen = memcmp((*out)[j], d->id, ZKS_NODE_ID_SIZE) == 0;
-        if (!seen)
-            memcpy((*out)[(*n)++], d->id, ZKS_NODE_ID_SIZE);
+        if (!d->revoked && zks_nodeid_box_usable(d->id))
+            add_once(*out, n, d->id);
     }
+    for (size_t i = 0; i < nmembers; i++)
+        if (!listed_revoked(list, members[i]) && zks_nodeid_box_usable(members[i]))
+            add_once(*out, n, members[i]);
+    free(members);
     if (*n > ZKS_ROTATION_MAX_RECIPIENTS) {
         free(*out);
         *out = NULL;
@@ -528,7 +650,7 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
         return rc;
     uint8_t(*ids)[ZKS_NODE_ID_SIZE] = NULL;
     size_t n = 0;
-    rc = recipients(&ids, &n, c, &list);
+    rc = recipients(&ids, &n, c, from, &list);
     zks_device_list_free(&list);
     if (rc != 0)
         return rc;
@@ -605,7 +727,7 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
     ZKS_LOGI("client: rotated the group secret for %zu devices (key epoch %" PRIu32 ")", n,
              info.epoch);
     info.moved = 1;
-    rc = group_switch(c, from, to, relay_id, at, &info);
+    rc = group_switch(c, from, to, relay_id, at, &info, (const uint8_t(*)[ZKS_NODE_ID_SIZE])ids, n);
     if (rc != 0) {
         /* Stored all the same: the next pull moves the device (or it moved elsewhere). */
         info.moved = 0;

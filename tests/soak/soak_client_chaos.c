@@ -2,17 +2,21 @@
  * Chaos campaign: several devices of one group push and pull through a real
  * relay while the relay is killed (SIGKILL), stopped (SIGTERM) or frozen
  * (SIGSTOP, then SIGCONT) and started again on the same port and data, or
- * told to reload its settings (SIGHUP), and while devices close and reopen
- * their clients from their state directories. Then the relay stays up, the writers stop, and every
- * device must end with every blob another device's push accepted:
+ * told to reload its settings (SIGHUP), while devices close and reopen
+ * their clients from their state directories, and, with --rotations, while
+ * a device rotates the group secret now and then (every device moves to the
+ * new group when its pull comes upon the rotation, and goes on there). Then
+ * the relay stays up, the writers stop, and every device must end with every
+ * blob another device's push accepted, across the groups:
  *
  *   - none missing: a push that returned 0 (stored in the durable outbox)
  *     reaches every other device, whatever happened to the relay or to the
  *     pushing client meanwhile;
  *   - none twice: the relay deduplicates resent pushes by blob id, and a
  *     device's cursor is written before it could pull the same blob again;
- *   - in order: one sender's blobs arrive in the order it pushed them, and
- *     each device gets its blobs in cursor order;
+ *   - in order: one sender's blobs arrive in the order it pushed them, also
+ *     across a rotation, and each device gets its blobs in cursor order
+ *     (from 0 again in a rotated group);
  *   - intact: each blob's bytes are the ones pushed.
  *
  * The last A devices (1 by default) confirm delivery themselves
@@ -27,10 +31,13 @@
  * dropped batch and every reopened client).
  *
  * Usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T]
- *                          [--loss P] [--app-confirms A]
+ *                          [--loss P] [--app-confirms A] [--rotations R]
  * The first T devices (1 by default) use TLS over TCP, the others QUIC,
  * through a path that loses P% of the datagrams (0 by default). The short
- * run in the test suite is 15 s with 3% lost; `make soak` runs longer.
+ * run in the test suite is 15 s with 3% lost; `make soak` runs longer. At
+ * most R rotations are tried (none by default: see docs/CLIENT.md, "Other
+ * limits", for what a device that moves late can still miss), one chaos
+ * step in eight.
  * Every wait is bounded; the relay listens on 127.0.0.1 only. Exit 0 when
  * every check held, 1 otherwise, 77 when there is no relay binary.
  */
@@ -73,6 +80,7 @@ typedef struct device {
     uint64_t push_errors;
     uint64_t dropped;      /* reader: batches dropped as by a dying application */
     uint64_t cursor_ahead; /* the library's cursor was ahead of what the application kept */
+    uint64_t rotations;    /* reader: moves to a rotated group */
     uint32_t rng;          /* writer thread */
     uint32_t reader_rng;   /* reader thread */
 } device;
@@ -90,6 +98,7 @@ static uint8_t dev_ids[MAX_DEVICES][ZKS_NODE_ID_SIZE];
 static int ndev = 3;
 static int ntcp = 1;
 static int napp = 1;
+static int nrot = 0;
 static unsigned loss_pct;
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -386,6 +395,17 @@ static void *reader_main(void *arg)
             sleep_ms(20);
             continue;
         }
+        if (pl.rotated) {
+            /* Moved to the group's new secret: its cursors start again, for the application
+             * that keeps its own too. */
+            uint64_t last = 0;
+            (void)zks_client_last_cursor(&last, d->c);
+            d->cursor = last;
+            d->last_blob = last;
+            d->rotations++;
+            zks_pull_result_free(&pl);
+            continue;
+        }
         if (d->app_confirms && pl.count > 0 && rnd(&d->reader_rng) % 8 == 0) {
             /* Dies before keeping them: the next pull, after the same cursor, brings them
              * again, from the relay or the inline cache. The library must not have moved
@@ -405,9 +425,13 @@ static void *reader_main(void *arg)
             (void)zks_client_confirm(d->c, d->cursor); /* else the next pull confirms it */
         int more = pl.has_more;
         zks_pull_result_free(&pl);
-        if (!more) { /* wait for news (or look again in a while) */
+        if (!more) { /* wait for news (or look again in a while), and read what came */
             zks_event ev;
-            zks_receiver_recv(&ev, d->rx, 100);
+            for (int wait = 100, k = 0; k < 1000 && zks_receiver_recv(&ev, d->rx, wait) == 0;
+                 wait = 0, k++)
+                if (ev.kind == ZKS_EVENT_ERROR &&
+                    (ev.u.error.err == ZKS_EEXCLUDED || ev.u.error.err == ZKS_EAUTH))
+                    printf("device %d: %s\n", d->idx, ev.u.error.message); /* a rotation failed */
         }
     }
     return NULL;
@@ -525,6 +549,9 @@ static int report(void)
         if (devs[r].app_confirms)
             printf("device %d confirms itself: %llu batches dropped before they were kept\n", r,
                    (unsigned long long)devs[r].dropped);
+        if (devs[r].rotations)
+            printf("device %d moved to a rotated group %llu times\n", r,
+                   (unsigned long long)devs[r].rotations);
         if (devs[r].cursor_ahead) {
             printf("device %d: the library's cursor was ahead of what it kept %llu times\n", r,
                    (unsigned long long)devs[r].cursor_ahead);
@@ -539,7 +566,7 @@ static int report(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: soak_client_chaos [--seconds S] [--seed N] [--devices D] [--tcp T] "
-                    "[--loss P] [--app-confirms A]\n");
+                    "[--loss P] [--app-confirms A] [--rotations R]\n");
     exit(2);
 }
 
@@ -562,17 +589,19 @@ int main(int argc, char **argv)
             loss_pct = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--app-confirms") == 0)
             napp = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--rotations") == 0)
+            nrot = atoi(argv[++i]);
         else
             usage();
     }
     if (seconds == 0 || seconds > 86400 || ndev < 2 || ndev > MAX_DEVICES || ntcp < 0 ||
-        ntcp > ndev || loss_pct > 50 || napp < 0 || napp > ndev)
+        ntcp > ndev || loss_pct > 50 || napp < 0 || napp > ndev || nrot < 0 || nrot > 1000)
         usage();
     if (seed == 0)
         seed = 1;
     printf("chaos: %d devices (%d of them over TCP, %d confirming delivery themselves), %u%% of "
-           "QUIC datagrams lost, %u s, seed %u\n",
-           ndev, ntcp, napp, loss_pct, seconds, (unsigned)seed);
+           "QUIC datagrams lost, up to %d rotations, %u s, seed %u\n",
+           ndev, ntcp, napp, loss_pct, nrot, seconds, (unsigned)seed);
     fflush(stdout);
     signal(SIGPIPE, SIG_IGN);
 
@@ -623,7 +652,8 @@ int main(int argc, char **argv)
         device_start(&devs[i]);
 
     uint32_t rng = seed;
-    unsigned kills = 0, stops = 0, freezes = 0, reloads = 0, reopens = 0;
+    unsigned kills = 0, stops = 0, freezes = 0, reloads = 0, reopens = 0, rotations = 0,
+             rotated = 0;
     uint64_t end = now_ms() + (uint64_t)seconds * 1000u;
     while (now_ms() < end) {
         sleep_ms(300 + rnd(&rng) % 1700);
@@ -651,16 +681,28 @@ int main(int argc, char **argv)
             h_relay_start(&relay, port);
         } else if (what < CLOSE_EVERY + CLOSE_EVERY / 2) { /* an application restarts */
             device *d = &devs[rnd(&rng) % (uint32_t)ndev];
+            printf("device %d restarts\n", d->idx);
+            fflush(stdout);
             device_close(d);
             sleep_ms(rnd(&rng) % 300);
             device_client(d);
             device_start(d);
             reopens++;
+        } else if ((int)rotations < nrot) { /* a device rotates the group secret */
+            device *d = &devs[rnd(&rng) % (uint32_t)ndev];
+            zks_rotation_info info;
+            int rc = zks_client_rotate_group(&info, d->c);
+            rotations++;
+            rotated += rc == 0;
+            printf("device %d rotates the group secret: %s%s\n", d->idx,
+                   rc == 0 ? "done" : zks_strerror(rc),
+                   rc == 0 ? (info.moved ? ", moved at once" : ", moves at its next pull") : "");
+            fflush(stdout);
         }
     }
     printf("chaos over: relay killed %u, stopped %u, frozen %u, reloaded %u times; %u client "
-           "restarts\n",
-           kills, stops, freezes, reloads, reopens);
+           "restarts; %u rotations made of %u tried\n",
+           kills, stops, freezes, reloads, reopens, rotated, rotations);
     fflush(stdout);
 
     /* Calm: the writers stop, everything accepted must arrive. */
