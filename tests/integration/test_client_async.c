@@ -137,13 +137,7 @@ static size_t pull_all(zks_client *c, int *seen, uint32_t n, size_t expect)
 
 static void outbox_drains(zks_client *c)
 {
-    uint64_t n = 1;
-    for (int i = 0; i < 250 && n != 0; i++) {
-        assert_int_equal(zks_client_outbox_count(&n, c), 0);
-        if (n)
-            usleep(20000);
-    }
-    assert_int_equal(n, 0);
+    assert_int_equal(h_outbox_drained(c, 5000), 0);
 }
 
 /* ---- tests ------------------------------------------------------------------------------------

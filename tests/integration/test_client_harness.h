@@ -293,6 +293,24 @@ static inline int h_wait_event(zks_receiver *rx, zks_event *out, zks_event_kind 
     return -1;
 }
 
+/*
+ * Waits (bounded by `max_ms`) until client `c`'s outbox is empty: every push
+ * acknowledged. Returns 0 then, -1 when rows are left or the count fails.
+ */
+static inline int h_outbox_drained(zks_client *c, int max_ms)
+{
+    for (int waited = 0;; waited += 20) {
+        uint64_t n = 1;
+        if (zks_client_outbox_count(&n, c) != 0)
+            return -1;
+        if (n == 0)
+            return 0;
+        if (waited >= max_ms)
+            return -1;
+        usleep(20000);
+    }
+}
+
 static inline void h_fill(uint8_t *p, size_t n, uint32_t seed)
 {
     for (size_t i = 0; i < n; i++) {

@@ -237,13 +237,7 @@ static void test_pushes_before_the_move_reach_the_new_group(void **state)
     struct seen sb = {0};
     assert_int_equal(pull_all(b, &sb), 0);
     assert_int_equal(sb.rotated, 1);
-    uint64_t queued = 1;
-    for (int i = 0; i < 200 && queued; i++) {
-        assert_int_equal(zks_client_outbox_count(&queued, b), 0);
-        if (queued)
-            usleep(20000);
-    }
-    assert_int_equal(queued, 0);
+    assert_int_equal(h_outbox_drained(b, 4000), 0);
 
     /* Every other device gets them once, under their first ids; a gets b0 first. */
     struct seen sa = {0};
@@ -427,13 +421,7 @@ static void pushes_across_a_move(zks_client *a, zks_client *pushing, zks_client 
     assert_int_equal(p.pushed, 300);
     /* Whether it moved already or not, its pulls take it to the new group. */
     assert_int_equal(pull_all(pushing, &sp), 0);
-    uint64_t queued = 1;
-    for (int i = 0; i < 500 && queued; i++) {
-        assert_int_equal(zks_client_outbox_count(&queued, pushing), 0);
-        if (queued)
-            usleep(20000);
-    }
-    assert_int_equal(queued, 0);
+    assert_int_equal(h_outbox_drained(pushing, 10000), 0);
     static char got[300];
     memset(got, 0, sizeof got);
     int last_k = -1;
