@@ -934,15 +934,6 @@ static void outbox_drop_pulled(zks_client *c, const zks_group_key *g, const zks_
     free(own);
 }
 
-/* A pull has said the device moved to a rotated group: the note goes, in the state too. */
-static void rotation_said(zks_client *c)
-{
-    atomic_store(&c->rotation_unseen, false);
-    zks__state_lock(c, false);
-    (void)zks__state_meta_set(c->st, ZKS__ROTATION_UNSEEN_KEY, "");
-    zks__state_unlock(c);
-}
-
 /*
  * A pull of group `g` stopped at the rotation record `rs` of relay
  * `relay_id`. Behind other blobs it is left for the next pull, so that a
@@ -987,7 +978,7 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         /* A move this application has not heard of through a pull (zks_client_rotate_group,
          * another thread's pull, a move finished at start): `after_cursor` may be the old
          * group's. Said first. */
-        rotation_said(c);
+        zks__rotation_said(c);
         out->rotated = 1;
         out->has_more = 1;
         return 0;
@@ -1025,7 +1016,7 @@ int zks_client_pull(zks_pull_result *out, zks_client *c, uint64_t after_cursor)
         out->has_more = 1;
     }
     if (rc == 0 && out->rotated)
-        rotation_said(c);
+        zks__rotation_said(c);
     zks__rotation_seen_free(&rs);
     zks__req_free(r);
     if (rc != 0)

@@ -506,10 +506,10 @@ int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_s
 /* Whether this state directory rotated away from group `k` (its group is k's successor). */
 bool zks__rotated_away(zks_client *c, const zks_group_key *k);
 
-/* The state's note of a move to a rotated group no pull has reported yet (meta). */
-#define ZKS__ROTATION_UNSEEN_KEY "rotation_unseen"
 /* Whether the state says the device moved to `g` and no pull has said so yet. */
 bool zks__rotation_unseen(zks_client *c, const zks_group_key *g);
+/* A pull has said the device moved: the note goes, in the handle and the state. */
+void zks__rotation_said(zks_client *c);
 
 /*
  * At start: the state holds `prev`, the group a rotation replaced, because

@@ -36,6 +36,9 @@
 #include "crypto/seal.h"
 #include "proto/msg.h"
 
+/* The state's note of a move no pull has reported yet: the new group's id (meta). */
+#define ROTATION_UNSEEN_KEY "rotation_unseen"
+
 /* At most this many PULL rounds (1000 blobs each) after the record. */
 #define DRAIN_MAX_ROUNDS 10000
 
@@ -143,7 +146,15 @@ static int note_move(zks_client *c, const zks_group_key *from, const zks_group_k
     away_key(key, zks_group_id(from->g));
     sodium_bin2hex(gid, sizeof gid, zks_group_id(to->g), ZKS_GROUP_ID_SIZE);
     int rc = zks__state_meta_set(c->st, key, "1");
-    return rc == 0 ? zks__state_meta_set(c->st, ZKS__ROTATION_UNSEEN_KEY, gid) : rc;
+    return rc == 0 ? zks__state_meta_set(c->st, ROTATION_UNSEEN_KEY, gid) : rc;
+}
+
+void zks__rotation_said(zks_client *c)
+{
+    atomic_store(&c->rotation_unseen, false);
+    zks__state_lock(c, false);
+    (void)zks__state_meta_set(c->st, ROTATION_UNSEEN_KEY, "");
+    zks__state_unlock(c);
 }
 
 bool zks__rotation_unseen(zks_client *c, const zks_group_key *g)
@@ -151,7 +162,7 @@ bool zks__rotation_unseen(zks_client *c, const zks_group_key *g)
     char noted[2 * ZKS_GROUP_ID_SIZE + 1], gid[2 * ZKS_GROUP_ID_SIZE + 1];
     sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
     zks__state_lock(c, false);
-    int rc = zks__state_meta_get(c->st, ZKS__ROTATION_UNSEEN_KEY, noted, sizeof noted);
+    int rc = zks__state_meta_get(c->st, ROTATION_UNSEEN_KEY, noted, sizeof noted);
     zks__state_unlock(c);
     return rc == 0 && strcmp(noted, gid) == 0;
 }
