@@ -1679,9 +1679,10 @@ static int cmd_devices(struct cli *g, int argc, char **argv)
             print_text(d->name);
             size_t w = strlen(d->name);
             printf("%*s %-8s %llu waiting%s\n", w < 20 ? (int)(20 - w) : 0, "",
-                   d->revoked  ? "revoked"
-                   : d->online ? "online"
-                               : "offline",
+                   d->revoked          ? "revoked"
+                   : d->online         ? "online"
+                   : d->last_seen == 0 ? "never"
+                                       : "offline",
                    (unsigned long long)d->pending, d->self ? "  (this device)" : "");
         }
     }

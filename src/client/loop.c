@@ -66,6 +66,7 @@ struct relay {
     struct op *ops;
     zks_connection_info info;
     const zks_group_key *group; /* the group its HELLO named */
+    bool named_members;         /* that HELLO named the group's members (rotate.c) */
     uint32_t wire;              /* a refusal the relay announced (ERROR frame or close code) */
     char why[ZKS_MESSAGE_SIZE]; /* its text */
 };
@@ -650,8 +651,18 @@ static void send_hello(struct zks__io *io, struct relay *r)
             memcpy(auth, c->auth, auth_len);
         pthread_mutex_unlock(&c->mu);
         m.u.hello.auth = (zks_msg_bin){auth, auth_len};
+        /* Devices a rotation moved here that the relay may not know yet (rotate.c). */
+        uint8_t(*members)[ZKS_NODE_ID_SIZE] = NULL;
+        size_t nmembers = 0;
+        if (zks__rotation_members_to_tell(c, g, r->spec.id, &members, &nmembers) != 0)
+            nmembers = 0; /* for want of memory: the next HELLO names them */
+        _Static_assert(sizeof *m.u.hello.members == ZKS_NODE_ID_SIZE, "a member item is one id");
+        m.u.hello.members = (const struct zks_msg_device_ref *)(const void *)members;
+        m.u.hello.nmembers = (uint32_t)nmembers;
+        r->named_members = nmembers > 0;
         rc = send_msg(io, r, &m, &r->hello_stream);
         sodium_memzero(auth, auth_len);
+        free(members);
     }
     if (rc != 0) {
         ZKS_LOGW("client: cannot send HELLO: %s", zks_strerror(rc));
@@ -721,6 +732,8 @@ static void check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_ma
 static void on_welcome(struct zks__io *io, struct relay *r, const struct zks_msg_welcome *w)
 {
     uv_timer_stop(&r->hello_timer);
+    if (r->named_members)
+        zks__rotation_members_told(io->c, r->group, r->spec.id);
     check_rewound(io, r, w->max_cursor);
     r->st = R_READY;
     r->info.max_cursor = w->max_cursor;

@@ -169,12 +169,20 @@ bool zks__rotation_unseen(zks_client *c, const zks_group_key *g)
 
 /*
  * The devices a rotation into a group sealed its secret for are that group's
- * members even before they say HELLO there (they move when they next pull),
- * so a later rotation seals for them too, or it would leave out a device
- * that had not moved yet. The state keeps them for the current group:
- * "<group id hex>:<NodeId hex>...".
+ * members even before they say HELLO there (they move when they next pull).
+ * Two things need them:
+ *   - the relay, or it would delete a blob every device *it knows* in the
+ *     new group has confirmed before a device that moves later can take it:
+ *     each HELLO in the new group names them (HELLO.members) until that
+ *     relay has answered one that did (TOLD_KEY), and the relay records the
+ *     ones it has not seen;
+ *   - a later rotation, which seals for them too, or it would leave out a
+ *     device that had not moved yet.
+ * The state keeps them for the current group: "<group id hex>:<NodeId hex>...".
  */
 #define MEMBERS_KEY "rotation_members"
+/* Per relay ("members_told/<relay id hex>"): the group whose members it was told. */
+#define TOLD_KEY "members_told/"
 
 /* Notes `n` members of group `g`; with the state lock held. */
 static int note_members(zks_client *c, const zks_group_key *g,
@@ -195,9 +203,12 @@ static int note_members(zks_client *c, const zks_group_key *g,
     return rc;
 }
 
-/* The members noted for group `g` (*ids malloc'd; none when another group's are noted). */
+/*
+ * The members noted for group `g` (*ids malloc'd; none when another group's
+ * are noted); `io_thread` as for zks__state_lock.
+ */
 static int noted_members(zks_client *c, const zks_group_key *g, uint8_t (**ids)[ZKS_NODE_ID_SIZE],
-                         size_t *n)
+                         size_t *n, bool io_thread)
 {
     *ids = NULL;
     *n = 0;
@@ -205,7 +216,7 @@ static int noted_members(zks_client *c, const zks_group_key *g, uint8_t (**ids)[
     char *text = malloc(cap);
     if (text == NULL)
         return ZKS_ENOMEM;
-    zks__state_lock(c, false);
+    zks__state_lock(c, io_thread);
     int rc = zks__state_meta_get(c->st, MEMBERS_KEY, text, cap);
     zks__state_unlock(c);
     char gid[2 * ZKS_GROUP_ID_SIZE + 1];
@@ -226,6 +237,42 @@ static int noted_members(zks_client *c, const zks_group_key *g, uint8_t (**ids)[
             (*n)++;
     free(text);
     return k && *ids == NULL ? ZKS_ENOMEM : 0;
+}
+
+static void told_key(char out[80], const uint8_t relay_id[32])
+{
+    char hex[65];
+    sodium_bin2hex(hex, sizeof hex, relay_id, 32);
+    snprintf(out, 80, TOLD_KEY "%s", hex);
+}
+
+int zks__rotation_members_to_tell(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                                  uint8_t (**ids)[ZKS_NODE_ID_SIZE], size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    char key[80], told[2 * ZKS_GROUP_ID_SIZE + 1], gid[2 * ZKS_GROUP_ID_SIZE + 1];
+    told_key(key, relay_id);
+    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    zks__state_lock(c, true);
+    int rc = zks__state_meta_get(c->st, key, told, sizeof told);
+    zks__state_unlock(c);
+    if (rc == 0 && strcmp(told, gid) == 0)
+        return 0;
+    return noted_members(c, g, ids, n, true);
+}
+
+void zks__rotation_members_told(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32])
+{
+    char key[80], gid[2 * ZKS_GROUP_ID_SIZE + 1];
+    told_key(key, relay_id);
+    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    zks__state_lock(c, true);
+    int rc = zks__state_meta_set(c->st, key, gid);
+    zks__state_unlock(c);
+    if (rc != 0) /* the next HELLO names them again: the relay records each once */
+        ZKS_LOGD("client: cannot note that a relay knows the group's members: %s",
+                 zks_strerror(rc));
 }
 
 /*
@@ -457,7 +504,9 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
     int rc = drain(c, from, relay_id, at);
     if (rc == 0) {
         zks__state_lock(c, false);
-        if ((rc = note_move(c, from, to)) == 0 &&
+        /* The members first: every HELLO in `to` must name them (MEMBERS_KEY). */
+        if ((rc = note_members(c, to, members, nmembers)) == 0 &&
+            (rc = note_move(c, from, to)) == 0 &&
             (rc = zks__state_group_save(c->st, to, from)) == 0 &&
             (rc = move_outbox(c, from, to)) != 0)
             (void)zks__state_group_save(c->st, from, NULL);
@@ -478,9 +527,6 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
             c->confirm_group = NULL;
             c->last_cursor = cursor;
             pthread_mutex_unlock(&c->mu);
-            if (note_members(c, to, members, nmembers) != 0)
-                ZKS_LOGW("client: cannot note the rotated group's members: a later rotation "
-                         "may leave out a device that has not moved yet");
         }
         zks__state_unlock(c);
     }
@@ -600,7 +646,7 @@ static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, zks_client *
     *n = 0;
     uint8_t(*members)[ZKS_NODE_ID_SIZE] = NULL;
     size_t nmembers = 0;
-    int rc = noted_members(c, g, &members, &nmembers);
+    int rc = noted_members(c, g, &members, &nmembers, false);
     if (rc != 0)
         return rc;
     *out = malloc((list->count + nmembers + 1) * sizeof **out);

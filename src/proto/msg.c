@@ -58,6 +58,13 @@ struct schema {
                  .flag = offsetof(type, count),                                                    \
                  .max = ZKS_MSG_MAX_ITEMS,                                                         \
                  .items = &(item_schema)}
+/* As FIELD_ITEMS, but optional: absent means no items. */
+#define FIELD_ITEMS_OPT(key, type, member, count, item_schema)                                     \
+    [(key)-1] = {.kind = F_ITEMS,                                                                  \
+                 .off = offsetof(type, member),                                                    \
+                 .flag = offsetof(type, count),                                                    \
+                 .max = ZKS_MSG_MAX_ITEMS,                                                         \
+                 .items = &(item_schema)}
 #define FIXED(key, req, type, member)                                                              \
     FIELD(key, F_FIXED, req, type, member, sizeof(((type *)0)->member))
 #define SCHEMA(type, fields_)                                                                      \
@@ -65,6 +72,13 @@ struct schema {
         .fields = (fields_), .nfields = sizeof(fields_) / sizeof((fields_)[0]),                    \
         .size = sizeof(type)                                                                       \
     }
+
+#define T struct zks_msg_device_ref
+static const struct field device_ref_fields[] = {
+    FIXED(1, REQ, T, device_id),
+};
+static const struct schema device_ref_schema = SCHEMA(T, device_ref_fields);
+#undef T
 
 #define T struct zks_msg_hello
 static const struct field hello_fields[] = {
@@ -76,6 +90,7 @@ static const struct field hello_fields[] = {
     FIELD(6, F_UINT, OPT, T, last_cursor, 0),
     FIELD(7, F_BIN, OPT, T, auth, ZKS_MSG_MAX_AUTH),
     FIELD(8, F_UINT, OPT, T, client_time, 0),
+    FIELD_ITEMS_OPT(9, T, members, nmembers, device_ref_schema),
 };
 #undef T
 
@@ -158,12 +173,6 @@ static const struct field presence_fields[] = {
 static const struct field delete_fields[] = {
     FIXED(1, REQ, T, blob_id),
     FIELD(2, F_BOOL, OPT, T, force, 0),
-};
-#undef T
-
-#define T struct zks_msg_device_ref
-static const struct field device_ref_fields[] = {
-    FIXED(1, REQ, T, device_id),
 };
 #undef T
 
@@ -508,6 +517,11 @@ static bool at_default(const struct field *f, const uint8_t *base)
         return ((const zks_msg_bin *)(const void *)src)->len == 0;
     case F_STR:
         return ((const zks_msg_str *)(const void *)src)->len == 0;
+    case F_ITEMS: {
+        uint32_t n;
+        memcpy(&n, base + f->flag, sizeof n);
+        return n == 0;
+    }
     default:
         return false;
     }

@@ -39,7 +39,7 @@
 
 /* Decoder limits (docs/PROTOCOL.md, "Decoder limits"). */
 #define ZKS_MSG_MAX_FIELDS       64   /* entries in one map, unknown keys included */
-#define ZKS_MSG_MAX_ITEMS        1000 /* blobs of PULL_RESPONSE, devices of DEVICES_RESPONSE */
+#define ZKS_MSG_MAX_ITEMS        1000 /* items of PULL_RESPONSE, DEVICES_RESPONSE, HELLO.members */
 #define ZKS_MSG_MAX_NAME         256  /* device names, in bytes of UTF-8 */
 #define ZKS_MSG_MAX_AUTH         4096 /* HELLO.auth */
 #define ZKS_MSG_MAX_STATUS       64   /* PRESENCE.status */
@@ -119,6 +119,10 @@ struct zks_msg_hello {
     uint64_t last_cursor;    /* optional; 0 = none */
     zks_msg_bin auth;        /* optional; up to ZKS_MSG_MAX_AUTH bytes */
     uint64_t client_time;    /* optional; ms since the Unix epoch, 0 = not given */
+    /* optional: devices of the group that may not have said HELLO yet (a rotation's
+     * recipients); nmembers items, up to ZKS_MSG_MAX_ITEMS; decoder-owned after a decode */
+    const struct zks_msg_device_ref *members;
+    uint32_t nmembers;
 };
 
 struct zks_msg_welcome {
@@ -187,7 +191,7 @@ struct zks_msg_delete {
     bool force; /* optional */
 };
 
-/* REVOKE_DEVICE and DEVICE_REVOKED. */
+/* REVOKE_DEVICE and DEVICE_REVOKED, and an item of HELLO.members. */
 struct zks_msg_device_ref {
     uint8_t device_id[ZKS_MSG_NODE_ID_LEN];
 };

@@ -86,6 +86,10 @@ void zks_metrics_render_prometheus(const zks_metrics *m, zks_buf *out)
     metric(out, "zks_relay_devices_ahead_total", "counter",
            "HELLOs from a device whose cursor is past its group's newest: this relay lost blobs.",
            get(&m->devices_ahead));
+    metric(out, "zks_relay_devices_expected_total", "counter",
+           "Devices recorded in a group from another device's HELLO, before their own "
+           "(a rotation's recipients).",
+           get(&m->devices_expected));
     metric(out, "zks_relay_credentials_refused_total", "counter",
            "HELLOs refused and sessions closed for their enterprise credential.",
            get(&m->credentials_refused));

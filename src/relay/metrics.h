@@ -28,7 +28,8 @@ typedef struct zks_metrics {
     atomic_uint_fast64_t sessions_active;
     atomic_uint_fast64_t pushes;
     atomic_uint_fast64_t push_duplicates;
-    atomic_uint_fast64_t devices_ahead; /* HELLOs from a device past the group's newest cursor */
+    atomic_uint_fast64_t devices_ahead;    /* HELLOs from a device past the group's newest cursor */
+    atomic_uint_fast64_t devices_expected; /* device rows made from HELLO.members */
     atomic_uint_fast64_t credentials_refused; /* HELLOs and sessions refused for their credential */
     atomic_uint_fast64_t pulls;
     atomic_uint_fast64_t blobs_pulled;

@@ -632,6 +632,16 @@ static void on_hello(zks_relay *r, struct session *s, int64_t stream, const stru
         refuse(r, s, stream, ZKS_WIRE_DEVICE_REVOKED, "this device was revoked from the group");
         return;
     }
+    if (rc == 0 && h->nmembers > 0) {
+        /* Devices a rotation moved here that have not said HELLO yet: blobs wait for them.
+         * Before WELCOME, so before this device can push or confirm anything here. */
+        _Static_assert(sizeof *h->members == ZKS_STORE_ID_LEN, "a member item is one id");
+        uint64_t added = 0;
+        rc = zks_store_device_expect(r->store, &added, h->group_id,
+                                     (const uint8_t(*)[ZKS_STORE_ID_LEN])(const void *)h->members,
+                                     h->nmembers, (int64_t)ms(now_us));
+        zks_metrics_add(&r->metrics->devices_expected, added);
+    }
     if (rc != 0) {
         ZKS_LOGW("relay: HELLO storage failure: %s", zks_strerror(rc));
         refuse(r, s, stream, ZKS_WIRE_RELAY_OVERLOADED, "storage failure; retry later");

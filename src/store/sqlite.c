@@ -152,6 +152,9 @@ static const char *const migrations[] = {
                      " VALUES (?1, ?2, ?3, ?4, ?4) ON CONFLICT (gid, device_id) DO UPDATE"         \
                      " SET name = excluded.name,"                                                  \
                      " last_seen_ms = max(last_seen_ms, excluded.last_seen_ms)")                   \
+    X(DEVICE_EXPECT, "INSERT INTO devices (gid, device_id, created_ms, last_seen_ms)"              \
+                     " VALUES (?1, ?2, ?3, 0) ON CONFLICT (gid, device_id) DO NOTHING")            \
+    X(DEVICE_COUNT, "SELECT count(*) FROM devices WHERE gid = ?1")                                 \
     X(DEVICE_ACK, "UPDATE devices SET acked_cursor = ?3"                                           \
                   " WHERE gid = ?1 AND device_id = ?2 AND acked_cursor < ?3")                      \
     X(DEVICE_TOUCH, "UPDATE devices SET last_seen_ms = max(last_seen_ms, ?3)"                      \
@@ -995,6 +998,45 @@ out:
     return rc;
 }
 
+static int sq_device_expect(zks_store *base, uint64_t *added, const uint8_t *group_id,
+                            const uint8_t (*ids)[ZKS_STORE_ID_LEN], size_t n, int64_t now_ms)
+{
+    sq_store *s = from_base(base);
+    sq_group g;
+    int rc = tx_begin(s);
+    if (rc == 0 && (rc = group_find(s, group_id, &g)) == 0)
+        rc = ZKS_ENOENT;
+    if (rc < 0)
+        return tx_end(s, rc);
+    sqlite3_stmt *st = stmt(s, ST_DEVICE_COUNT);
+    int64_t count = 0;
+    if (sqlite3_bind_int64(st, 1, g.gid))
+        return tx_end(s, fail(s, sqlite3_errcode(s->db), "bind"));
+    rc = step_one(s, st, "count devices");
+    if (rc == 1) {
+        count = sqlite3_column_int64(st, 0);
+        sqlite3_reset(st);
+        rc = 0;
+    }
+    st = stmt(s, ST_DEVICE_EXPECT);
+    for (size_t i = 0; rc == 0 && i < n && count < ZKS_STORE_MAX_EXPECTED; i++) {
+        if (sqlite3_bind_int64(st, 1, g.gid) || bind_id(st, 2, ids[i]) ||
+            sqlite3_bind_int64(st, 3, now_ms)) {
+            rc = fail(s, sqlite3_errcode(s->db), "bind");
+            break;
+        }
+        rc = run(s, st, "record expected device");
+        if (rc == 0 && sqlite3_changes64(s->db) > 0) {
+            count++;
+            (*added)++;
+        }
+    }
+    rc = tx_end(s, rc);
+    if (rc != 0)
+        *added = 0;
+    return rc;
+}
+
 /* Finds an existing, non-revoked device for calls that need one. */
 static int live_device(sq_store *s, const uint8_t *group_id, const uint8_t *device_id, sq_group *g)
 {
@@ -1708,6 +1750,7 @@ static const zks_store_ops sqlite_ops = {
     .group_info = sq_group_info,
     .device_hello = sq_device_hello,
     .device_touch = sq_device_touch,
+    .device_expect = sq_device_expect,
     .device_list = sq_device_list,
     .device_is_revoked = sq_device_is_revoked,
     .device_revoke = sq_device_revoke,

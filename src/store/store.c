@@ -105,6 +105,20 @@ int zks_store_device_hello(zks_store *s, zks_store_group *info, const uint8_t *g
     return s->ops->device_hello(s, info, group_id, device_id, name, name_len, last_cursor, now_ms);
 }
 
+int zks_store_device_expect(zks_store *s, uint64_t *added, const uint8_t *group_id,
+                            const uint8_t (*ids)[ZKS_STORE_ID_LEN], size_t n, int64_t now_ms)
+{
+    uint64_t ignored;
+    if (added == NULL)
+        added = &ignored;
+    *added = 0;
+    if (s == NULL || group_id == NULL || (ids == NULL && n > 0))
+        return ZKS_EINVAL;
+    if (n == 0)
+        return 0;
+    return s->ops->device_expect(s, added, group_id, ids, n, now_ms);
+}
+
 int zks_store_device_touch(zks_store *s, const uint8_t *group_id, const uint8_t *device_id,
                            int64_t now_ms)
 {

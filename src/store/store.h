@@ -37,6 +37,9 @@
 #define ZKS_STORE_ID_LEN      32
 #define ZKS_STORE_BLOB_ID_LEN 16
 
+/* zks_store_device_expect() makes rows only while a group has fewer devices than this. */
+#define ZKS_STORE_MAX_EXPECTED 1000
+
 /* Longest device name in bytes, as in the public API (the relay truncates first). */
 #define ZKS_STORE_MAX_NAME 256
 /* Longest push-token platform name in bytes, and longest token in bytes. */
@@ -193,6 +196,8 @@ typedef struct zks_store_ops {
                         uint64_t last_cursor, int64_t now_ms);
     int (*device_touch)(zks_store *s, const uint8_t *group_id, const uint8_t *device_id,
                         int64_t now_ms);
+    int (*device_expect)(zks_store *s, uint64_t *added, const uint8_t *group_id,
+                         const uint8_t (*ids)[ZKS_STORE_ID_LEN], size_t n, int64_t now_ms);
     int (*device_list)(zks_store *s, zks_store_devices *out, const uint8_t *group_id,
                        int64_t now_ms);
     int (*device_is_revoked)(zks_store *s, int *revoked, const uint8_t *group_id,
@@ -318,6 +323,22 @@ int zks_store_group_info(zks_store *s, zks_store_group *out, const uint8_t *grou
 int zks_store_device_hello(zks_store *s, zks_store_group *info, const uint8_t *group_id,
                            const uint8_t *device_id, const char *name, size_t name_len,
                            uint64_t last_cursor, int64_t now_ms);
+
+/*
+ * HELLO.members: the `n` devices of `ids` belong to the group although they
+ * may not have said HELLO in it yet (a rotation's recipients, which move to
+ * the new group one by one). Each the group has no row for is recorded as a
+ * device that was never seen and has confirmed nothing, so blobs wait for it
+ * like for any device not yet caught up (see zks_store_pull) until it
+ * confirms them or they expire. A row that exists, revoked or not, is left
+ * as it is. Rows are made this way only while the group has fewer than
+ * ZKS_STORE_MAX_EXPECTED devices; the rest are passed over. *added (may be
+ * NULL) says how many rows were made.
+ *   ZKS_EINVAL (NULL argument, or ids NULL with n > 0), ZKS_ENOENT (unknown
+ *   group), ZKS_ENOMEM, ZKS_ESTORE
+ */
+int zks_store_device_expect(zks_store *s, uint64_t *added, const uint8_t *group_id,
+                            const uint8_t (*ids)[ZKS_STORE_ID_LEN], size_t n, int64_t now_ms);
 
 /*
  * PRESENCE: sets the device's last-seen time (never moves it backwards).

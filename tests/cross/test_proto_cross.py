@@ -31,8 +31,8 @@ import msgpack
 # ---------------------------------------------------------------------------
 # The specification: (key, name, kind, required, limit). Kinds: uint, code
 # (uint up to 2^32-1), kind (uint 0..2), bool, fixed (bin of exactly `limit`
-# bytes), bin and str (at most `limit` bytes), blobs and devices (arrays of
-# at most `limit` item maps).
+# bytes), bin and str (at most `limit` bytes), blobs, devices and members
+# (arrays of at most `limit` item maps).
 
 MAX_BLOB = 1024 * 1024
 
@@ -56,8 +56,12 @@ DEVICE_ITEM = [
     (6, "revoked", "bool", False, None),
 ]
 
-ITEMS = {"blobs": BLOB_ITEM, "devices": DEVICE_ITEM}
-ITEM_TABLES = {"Blob item": BLOB_ITEM, "Device item": DEVICE_ITEM}
+MEMBER_ITEM = [
+    (1, "device_id", "fixed", True, 32),
+]
+
+ITEMS = {"blobs": BLOB_ITEM, "devices": DEVICE_ITEM, "members": MEMBER_ITEM}
+ITEM_TABLES = {"Blob item": BLOB_ITEM, "Device item": DEVICE_ITEM, "Member item": MEMBER_ITEM}
 
 SPEC = {
     "HELLO": (1, [
@@ -69,6 +73,7 @@ SPEC = {
         (6, "last_cursor", "uint", False, None),
         (7, "auth", "bin", False, 4096),
         (8, "client_time", "uint", False, None),
+        (9, "members", "members", False, 1000),
     ]),
     "WELCOME": (2, [
         (1, "relay_id", "fixed", True, 32),
@@ -178,7 +183,7 @@ EXPECTED = {
     "hello": ("HELLO", {
         "version": 1, "group_id": GROUP_ID, "group_pk": GROUP_PK, "proof": PROOF,
         "device_name": "laptop", "last_cursor": 41, "auth": b"credential",
-        "client_time": T_CLIENT}),
+        "client_time": T_CLIENT, "members": [{"device_id": NODE_ID}]}),
     "welcome": ("WELCOME", {
         "relay_id": RELAY_ID, "max_cursor": 42, "pending": 3, "server_time": T_SERVER,
         "max_blob": MAX_BLOB, "pull_limit": 1000}),
@@ -264,7 +269,7 @@ def value_ok(kind, limit, v):
         return isinstance(v, bytes) and len(v) <= limit
     if kind == "str":
         return isinstance(v, str) and len(v.encode()) <= limit
-    if kind in ("blobs", "devices"):
+    if kind in ITEMS:
         return isinstance(v, list) and len(v) <= limit
     raise ValueError(kind)
 
@@ -386,7 +391,7 @@ VECTOR_RE = re.compile(r"^Vector `([a-z_]+)`, (body|frame):\n```\n(.*?)```", re.
 HEADING_RE = re.compile(r"^#+ (.+?)\s*$", re.M)
 ROW_RE = re.compile(r"^\|(.+)\|\s*$")
 DOC_KINDS = {"uint": ("uint", "code", "kind"), "bool": ("bool",), "bin": ("fixed", "bin"),
-             "str": ("str",), "array": ("blobs", "devices")}
+             "str": ("str",), "array": tuple(ITEMS)}
 
 
 def doc_tables(text):

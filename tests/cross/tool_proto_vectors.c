@@ -123,6 +123,16 @@ static void put_fields(const zks_msg *m)
         f_uint("last_cursor", h->last_cursor);
         f_bin("auth", h->auth);
         f_uint("client_time", h->client_time);
+        key("members");
+        putchar('[');
+        for (uint32_t i = 0; i < h->nmembers; i++) {
+            if (i)
+                putchar(',');
+            open_obj();
+            f_hex("device_id", h->members[i].device_id, ZKS_MSG_NODE_ID_LEN);
+            close_obj();
+        }
+        putchar(']');
         break;
     }
     case ZKS_MSG_WELCOME: {
@@ -287,6 +297,7 @@ static const zks_msg_bin ENV = {ENVELOPE, sizeof ENVELOPE - 1};
 
 static struct zks_msg_blob g_blobs[2];
 static struct zks_msg_device g_devices[2];
+static struct zks_msg_device_ref g_members[1];
 
 struct vector {
     const char *name;
@@ -337,6 +348,9 @@ static void build(zks_msg *m, const struct vector *v)
         h->auth.p = (const uint8_t *)"credential";
         h->auth.len = 10;
         h->client_time = TIME_CLIENT;
+        ramp(g_members[0].device_id, ZKS_MSG_NODE_ID_LEN, 0xc0);
+        h->members = g_members;
+        h->nmembers = 1;
         break;
     }
     case ZKS_MSG_WELCOME: {

@@ -38,12 +38,17 @@ static int teardown(void **state)
     return 0;
 }
 
-static zks_client *connected(const char *dir, const zks_group_key *g)
+static zks_client *connected_to(const char *dir, const zks_group_key *g, const h_relay *at)
 {
-    zks_client *c = h_client(dir, g, &relay);
+    zks_client *c = h_client(dir, g, at);
     zks_connection_info info;
     assert_int_equal(zks_client_connect(&info, c), 0);
     return c;
+}
+
+static zks_client *connected(const char *dir, const zks_group_key *g)
+{
+    return connected_to(dir, g, &relay);
 }
 
 /* A pulled blob: its data as a string and its id. */
@@ -430,7 +435,13 @@ static void pushes_across_a_move(zks_client *a, zks_client *pushing, zks_client 
         zks_pull_result pr;
         assert_int_equal(zks_client_pull(&pr, e, after), 0);
         for (size_t i = 0; i < pr.count; i++) {
-            int k = atoi((const char *)pr.blobs[i].data + 1);
+            /* The data is not NUL-terminated: "n<k>", read within its length. */
+            char text[16];
+            assert_true(pr.blobs[i].len >= 2 && pr.blobs[i].len < sizeof text);
+            memcpy(text, pr.blobs[i].data, pr.blobs[i].len);
+            text[pr.blobs[i].len] = '\0';
+            assert_int_equal(text[0], 'n');
+            int k = atoi(text + 1);
             assert_true(k >= 0 && k < 300);
             assert_true(k > last_k);
             last_k = k;
@@ -672,6 +683,79 @@ static void test_move_cut_short_is_finished_at_start(void **state)
     zks_group_key_free(g0);
 }
 
+/*
+ * A device that moves after the others have pushed and confirmed in the new
+ * group still gets what they pushed: the relay, told of it by their HELLOs,
+ * keeps the blobs for it. The relay here deletes what every device it knows
+ * has confirmed once a second; a control group shows that a cleanup ran
+ * after the confirmations.
+ */
+static void test_late_mover_gets_what_others_confirmed(void **state)
+{
+    (void)state;
+    static const char *const extra[] = {"--new-groups-per-ip-per-hour", "1000",
+                                        "--cleanup-interval-s", "1", NULL};
+    h_relay quick;
+    memset(&quick, 0, sizeof quick);
+    h_relay_start_with(&quick, 0, extra);
+    zks_group_key *g, *h;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    assert_int_equal(zks_group_key_generate(&h), 0);
+    zks_client *a = connected_to(NULL, g, &quick), *b = connected_to(NULL, g, &quick);
+    zks_client *c = connected_to(NULL, g, &quick);
+    struct seen sa = {0}, sb = {0}, sc = {0};
+
+    /* c stays away from the pulls while a rotates and b moves, pushes and confirms. */
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.moved, 1);
+    assert_int_equal(info.devices, 3);
+    assert_int_equal(pull_all(b, &sb), 0);
+    assert_int_equal(sb.rotated, 1);
+    push_text(b, "while-c-was-away", NULL);
+    for (int i = 0; i < 2; i++) { /* the second pull confirms what the first took */
+        assert_int_equal(pull_all(a, &sa), 0);
+        assert_int_equal(pull_all(b, &sb), 0);
+    }
+    assert_int_equal(has(&sa, "while-c-was-away"), 1);
+
+    /* The control group: its blob goes once both its devices confirmed it and a cleanup ran
+     * (bounded wait); that cleanup came after every confirmation above. */
+    zks_client *p = connected_to(NULL, h, &quick), *q = connected_to(NULL, h, &quick);
+    push_text(p, "probe", NULL);
+    struct seen sp = {0}, sq = {0};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pull_all(q, &sq), 0);
+        assert_int_equal(pull_all(p, &sp), 0);
+    }
+    assert_int_equal(has(&sq, "probe"), 1);
+    bool gone = false;
+    for (int waited = 0; waited < 200 && !gone; waited++) {
+        zks_pull_result pr;
+        assert_int_equal(zks_client_pull(&pr, q, 0), 0);
+        gone = pr.count == 0;
+        zks_pull_result_free(&pr);
+        if (!gone)
+            usleep(50 * 1000);
+    }
+    assert_true(gone);
+
+    /* c moves now and finds b's blob in the new group. */
+    assert_int_equal(pull_all(c, &sc), 0);
+    assert_int_equal(sc.rotated, 1);
+    assert_int_equal(pull_all(c, &sc), 0);
+    assert_int_equal(has(&sc, "while-c-was-away"), 1);
+
+    zks_client_free(q);
+    zks_client_free(p);
+    zks_client_free(c);
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(h);
+    zks_group_key_free(g);
+    h_relay_stop(&quick, SIGTERM);
+}
+
 static void test_rotate_needs_a_session(void **state)
 {
     (void)state;
@@ -702,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_pull_while_moving),
         cmocka_unit_test(test_restart_keeps_the_new_group),
         cmocka_unit_test(test_move_cut_short_is_finished_at_start),
+        cmocka_unit_test(test_late_mover_gets_what_others_confirmed),
         cmocka_unit_test(test_rotate_needs_a_session),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -43,7 +43,7 @@ struct tspec {
 static const struct tspec SPECS[] = {
     {ZKS_MSG_HELLO,
      "HELLO",
-     8,
+     9,
      {{1, K_UINT, true, 0},
       {2, K_FIXED, true, 32},
       {3, K_FIXED, true, 32},
@@ -51,7 +51,8 @@ static const struct tspec SPECS[] = {
       {5, K_STR, true, 256},
       {6, K_UINT, false, 0},
       {7, K_BIN, false, 4096},
-      {8, K_UINT, false, 0}}},
+      {8, K_UINT, false, 0},
+      {9, K_ARRAY, false, 1000}}},
     {ZKS_MSG_WELCOME,
      "WELCOME",
      6,
@@ -146,6 +147,7 @@ static void ramp(uint8_t *p, size_t len, uint8_t first)
 static const uint8_t ENVELOPE[] = "envelope";
 static struct zks_msg_blob g_blobs[2];
 static struct zks_msg_device g_devices[2];
+static struct zks_msg_device_ref g_members[2];
 
 /* Every field set, optional ones away from their default. */
 static void canonical(zks_msg *m, uint32_t type)
@@ -163,6 +165,10 @@ static void canonical(zks_msg *m, uint32_t type)
         m->u.hello.auth.p = (const uint8_t *)"credential";
         m->u.hello.auth.len = 10;
         m->u.hello.client_time = 1700000000000ull;
+        ramp(g_members[0].device_id, 32, 0x10);
+        ramp(g_members[1].device_id, 32, 0x90);
+        m->u.hello.members = g_members;
+        m->u.hello.nmembers = 2;
         break;
     case ZKS_MSG_WELCOME:
         ramp(m->u.welcome.relay_id, 32, 0xa0);
@@ -324,6 +330,9 @@ static void assert_msg_equal(const zks_msg *a, const zks_msg *b)
         assert_int_equal(a->u.hello.last_cursor, b->u.hello.last_cursor);
         eq_bin(a->u.hello.auth, b->u.hello.auth);
         assert_int_equal(a->u.hello.client_time, b->u.hello.client_time);
+        assert_int_equal(a->u.hello.nmembers, b->u.hello.nmembers);
+        for (uint32_t i = 0; i < a->u.hello.nmembers; i++)
+            EQ_ARR(a->u.hello.members[i].device_id, b->u.hello.members[i].device_id);
         break;
     case ZKS_MSG_WELCOME:
         EQ_ARR(a->u.welcome.relay_id, b->u.welcome.relay_id);
@@ -1501,6 +1510,73 @@ static void test_optional_defaults(void **state)
     assert_int_equal(d.type, ZKS_MSG_PRESENCE);
 }
 
+/* HELLO.members: items of one device_id each; without any, nothing is written or allocated. */
+static void test_hello_members(void **state)
+{
+    (void)state;
+    zks_msg m, d;
+    canonical(&m, ZKS_MSG_HELLO);
+    m.u.hello.nmembers = 0;
+    zks_buf b;
+    zks_buf_init(&b, 0);
+    assert_int_equal(zks_msg_encode(&b, &m), 0);
+    struct entry e[MAXE];
+    size_t n = split_map(b.data, b.len, e, NULL);
+    for (size_t i = 0; i < n; i++)
+        assert_true(e[i].key != 9);
+    assert_int_equal(zks_msg_decode(&d, b.data, b.len), 0);
+    assert_int_equal(d.u.hello.nmembers, 0);
+    assert_null(d.u.hello.members);
+    assert_null(d.owned);
+    zks_msg_clear(&d);
+
+    /* An item: {1: bin 32}, the id of a short, long or missing id refused. */
+    static const struct {
+        const char *item;
+        size_t len;
+        int rc;
+    } cases[] = {
+        {"\x81\x01\xc4\x20"
+         "0123456789abcdef0123456789abcdef",
+         36, 0},
+        {"\x81\x01\xc4\x1f"
+         "0123456789abcdef0123456789abcde",
+         35, ZKS_EMALFORMED},
+        {"\x81\x01\xc4\x21"
+         "0123456789abcdef0123456789abcdef!",
+         37, ZKS_EMALFORMED},
+        {"\x80", 1, ZKS_EMALFORMED},
+        {"\xc4\x20"
+         "0123456789abcdef0123456789abcdef",
+         34, ZKS_EMALFORMED},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        zks_buf v;
+        zks_buf_init(&v, 0);
+        zks_mp_write_array(&v, 1);
+        zks_buf_append(&v, cases[i].item, cases[i].len);
+        /* The map without key 9, and key 9 added after it. */
+        zks_buf body;
+        zks_buf_init(&body, 0);
+        zks_mp_write_uint(&body, 9);
+        zks_buf_append(&body, v.data, v.len);
+        zks_buf whole;
+        zks_buf_init(&whole, 0);
+        rebuild(&whole, e, n, SIZE_MAX, SIZE_MAX, NULL, 0, body.data, body.len, 1);
+        int rc = zks_msg_decode(&d, whole.data, whole.len);
+        assert_int_equal(rc, cases[i].rc);
+        if (rc == 0) {
+            assert_int_equal(d.u.hello.nmembers, 1);
+            assert_memory_equal(d.u.hello.members[0].device_id, "0123456789abcdef", 16);
+        }
+        zks_msg_clear(&d);
+        zks_buf_free(&whole);
+        zks_buf_free(&body);
+        zks_buf_free(&v);
+    }
+    zks_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1526,6 +1602,7 @@ int main(void)
         cmocka_unit_test(test_encoder_checks),
         cmocka_unit_test(test_frames),
         cmocka_unit_test(test_optional_defaults),
+        cmocka_unit_test(test_hello_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1187,6 +1187,96 @@ static void test_delete_delivered(void **state)
     assert_int_equal(zks_store_delete_delivered(f->s, NULL, 0), ZKS_EINVAL);
 }
 
+/*
+ * HELLO.members: a device named before its own HELLO counts for delivery, so
+ * the blobs the others confirm wait for it; a known or revoked device stays
+ * as it is, and the group gets at most ZKS_STORE_MAX_EXPECTED this way.
+ */
+static void test_expected_devices(void **state)
+{
+    fixture *f = *state;
+    open_default(f);
+    uint8_t ids[3][ZKS_STORE_ID_LEN];
+    memcpy(ids[0], DA, sizeof ids[0]);
+    memcpy(ids[1], DB, sizeof ids[1]);
+    memcpy(ids[2], DC, sizeof ids[2]);
+    uint64_t added = 99;
+    assert_int_equal(zks_store_device_expect(f->s, &added, G1, (const uint8_t(*)[32])ids, 3, 900),
+                     ZKS_ENOENT);
+    assert_int_equal(added, 0);
+
+    hello(f->s, G1, DA, "a", 1000);
+    hello(f->s, G1, DB, "b", 1000);
+    uint64_t deleted;
+    assert_int_equal(zks_store_device_revoke(f->s, &deleted, G1, DB, 1100), 0);
+    assert_int_equal(zks_store_device_expect(f->s, &added, G1, (const uint8_t(*)[32])ids, 3, 1200),
+                     0);
+    assert_int_equal(added, 1); /* C only: A is known, B revoked */
+    assert_int_equal(zks_store_device_expect(f->s, &added, G1, (const uint8_t(*)[32])ids, 3, 1300),
+                     0);
+    assert_int_equal(added, 0);
+    int revoked = 0;
+    assert_int_equal(zks_store_device_is_revoked(f->s, &revoked, G1, DB), 0);
+    assert_int_equal(revoked, 1);
+
+    zks_store_devices list;
+    assert_int_equal(zks_store_device_list(f->s, &list, G1, 1300), 0);
+    assert_int_equal(list.n, 3);
+    for (size_t i = 0; i < list.n; i++) {
+        const zks_store_device *d = &list.devices[i];
+        if (memcmp(d->device_id, DC, ZKS_STORE_ID_LEN) == 0) {
+            assert_int_equal(d->last_seen_ms, 0); /* never seen */
+            assert_int_equal(d->acked_cursor, 0);
+            assert_int_equal(d->revoked, 0);
+            assert_string_equal(d->name, "");
+        } else if (memcmp(d->device_id, DA, ZKS_STORE_ID_LEN) == 0) {
+            assert_int_equal(d->last_seen_ms, 1000);
+            assert_string_equal(d->name, "a");
+        }
+    }
+    zks_store_devices_free(&list);
+
+    /* A's blobs, confirmed by A and D (which joined later), wait for C... */
+    hello(f->s, G1, DD, "d", 1400);
+    for (uint32_t i = 1; i <= 3; i++)
+        push1(f->s, G1, DA, i, 10, 1400);
+    confirm(f->s, G1, DA, 3, 1500);
+    confirm(f->s, G1, DD, 3, 1500);
+    assert_int_equal(zks_store_delete_delivered(f->s, &deleted, 0), 0);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(pending_of(f->s, G1, DC, 1500), 3);
+    /* ...which says HELLO as itself (its name is kept now), takes them and confirms. */
+    hello(f->s, G1, DC, "c", 1600);
+    confirm(f->s, G1, DC, 3, 1700);
+    assert_int_equal(zks_store_delete_delivered(f->s, &deleted, 0), 0);
+    assert_int_equal(deleted, 3);
+    check_accounting(f->s, G1);
+
+    /* The cap: G2 has one device; 1,200 named make it 1,000, no more. */
+    hello(f->s, G2, DA, "a", 1000);
+    uint8_t(*many)[ZKS_STORE_ID_LEN] = calloc(1200, sizeof *many);
+    assert_non_null(many);
+    for (uint32_t i = 0; i < 1200; i++) {
+        many[i][0] = 0xee;
+        memcpy(many[i] + 1, &i, sizeof i);
+    }
+    assert_int_equal(
+        zks_store_device_expect(f->s, &added, G2, (const uint8_t(*)[32])many, 1200, 2000), 0);
+    assert_int_equal(added, ZKS_STORE_MAX_EXPECTED - 1);
+    assert_int_equal(zks_store_device_list(f->s, &list, G2, 2000), 0);
+    assert_int_equal(list.n, ZKS_STORE_MAX_EXPECTED);
+    zks_store_devices_free(&list);
+    free(many);
+
+    /* Arguments. */
+    assert_int_equal(zks_store_device_expect(f->s, NULL, G1, NULL, 0, 0), 0);
+    assert_int_equal(zks_store_device_expect(f->s, &added, G1, NULL, 1, 0), ZKS_EINVAL);
+    assert_int_equal(zks_store_device_expect(NULL, &added, G1, (const uint8_t(*)[32])ids, 1, 0),
+                     ZKS_EINVAL);
+    assert_int_equal(zks_store_device_expect(f->s, &added, NULL, (const uint8_t(*)[32])ids, 1, 0),
+                     ZKS_EINVAL);
+}
+
 static void test_incremental_vacuum(void **state)
 {
     fixture *f = *state;
@@ -1741,6 +1831,7 @@ int main(void)
         T(test_ttl_expiry),
         T(test_expiry_keeps_unconfirmed_ids),
         T(test_delete_delivered),
+        T(test_expected_devices),
         T(test_incremental_vacuum),
         T(test_push_tokens),
         T(test_checkpoints_bound_the_log),
