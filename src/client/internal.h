@@ -345,6 +345,7 @@ typedef struct zks__req {
     uint64_t after;
     uint8_t id[32]; /* blob id (push, delete), device id (revoke) or relay id (confirm) */
     uint32_t limit; /* pull: most items wanted (0: the relay's default) */
+    bool peek;      /* pull: `after` confirms nothing at the relay (PULL.peek) */
     bool force;
     int64_t seq;
     uint32_t ttl;

@@ -1204,6 +1204,7 @@ static void do_simple(struct zks__io *io, zks__req *q)
         zks_msg_init(&m, ZKS_MSG_PULL);
         m.u.pull.after = q->after;
         m.u.pull.limit = q->limit;
+        m.u.pull.peek = q->peek;
         type = OP_PULL;
         break;
     case ZKS__REQ_DEVICES:

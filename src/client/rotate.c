@@ -307,7 +307,12 @@ int zks__rotation_finish(zks_client *c, zks_group_key *prev)
 /*
  * One page of group `g`'s blobs after `after` at the primary relay, which
  * must be `relay_id` (cursors are per relay) and in a session of `g`: *m
- * decoded, to clear; *req to free after it, on success only.
+ * decoded, to clear; *req to free after it, on success only. A peek: the
+ * relay records no delivery. A device that leaves a group never confirms
+ * anything past the rotation record there, or once every device had moved
+ * the relay would delete the record and the blobs after it, and a device
+ * whose move failed half-way would pull past the record into whatever came
+ * next, and lose its own pushes it had not taken back yet.
  */
 static int pull_page(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
                      uint64_t after, uint32_t limit, zks_msg *m, zks__req **req)
@@ -317,6 +322,7 @@ static int pull_page(zks_client *c, const zks_group_key *g, const uint8_t relay_
         return ZKS_ENOMEM;
     r->after = after;
     r->limit = limit;
+    r->peek = true;
     r->group = g;
     int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
@@ -724,11 +730,13 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
     zks_buf_init(&env, ZKS_CRYPTO_MAX_BLOB);
     if (rc == 0) {
         zks__next_blob_id(c, r->id);
-        r->ttl = c->cfg.ttl_s;
+        /* As long as the relay keeps anything (it clamps to its longest TTL): a device away
+         * for a while finds the record, and moves, when it comes back. */
+        r->ttl = UINT32_MAX;
         r->group = from;
         rc = rotation_record(&env, c, from, to, (const uint8_t(*)[ZKS_NODE_ID_SIZE])ids, n, r->id);
     }
-    free(ids);
+    /* `ids` lives on: a move at once notes them as the new group's members. */
     if (rc == 0) {
         r->env = env.data;
         r->env_len = env.len;
@@ -750,6 +758,7 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
         rc = zks__submit_wait(c, r);
         if (rc == ZKS_ETIMEDOUT) {
             zks_group_key_free(to);
+            free(ids);
             return rc; /* the record stays queued: this device moves when it pulls it */
         }
         if (rc == 0 && r->cursor == 0)
@@ -777,6 +786,7 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
     if (rc != 0 || !now) {
         /* Stored (when rc is 0): this device moves when its next pull comes upon it. */
         zks_group_key_free(to);
+        free(ids);
         if (rc == 0 && out)
             *out = info;
         return rc;
@@ -785,6 +795,7 @@ int zks_client_rotate_group(zks_rotation_info *out, zks_client *c)
              info.epoch);
     info.moved = 1;
     rc = group_switch(c, from, to, relay_id, at, &info, (const uint8_t(*)[ZKS_NODE_ID_SIZE])ids, n);
+    free(ids);
     if (rc != 0) {
         /* Stored all the same: the next pull moves the device (or it moved elsewhere). */
         info.moved = 0;

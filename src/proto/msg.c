@@ -126,6 +126,7 @@ static const struct field push_ack_fields[] = {
 static const struct field pull_fields[] = {
     FIELD(1, F_UINT, REQ, T, after, 0),
     FIELD(2, F_UINT, OPT, T, limit, 0),
+    FIELD(3, F_BOOL, OPT, T, peek, 0),
 };
 #undef T
 

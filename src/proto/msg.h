@@ -150,6 +150,7 @@ struct zks_msg_push_ack {
 struct zks_msg_pull {
     uint64_t after;
     uint64_t limit; /* optional; 0 = the relay's default */
+    bool peek;      /* optional; true: `after` confirms nothing */
 };
 
 /* One item of PULL_RESPONSE. */

@@ -938,8 +938,9 @@ static void on_pull(zks_relay *r, struct session *s, int64_t stream, const struc
     /* The response must fit one frame: envelopes plus a bounded overhead per item. */
     size_t max_bytes = ZKS_FRAME_MAX_BODY - 1024 - (size_t)limit * PULL_ITEM_OVERHEAD;
     zks_store_pull_result res;
-    int rc = zks_store_pull(r->store, &res, s->group->id, s->device, p->after, (uint32_t)limit,
-                            max_bytes, (int64_t)ms(now_us));
+    int rc = (p->peek ? zks_store_pull_peek : zks_store_pull)(r->store, &res, s->group->id,
+                                                              s->device, p->after, (uint32_t)limit,
+                                                              max_bytes, (int64_t)ms(now_us));
     if (rc == ZKS_STORE_EREVOKED) {
         zks_store_pull_result_free(&res);
         refuse(r, s, stream, ZKS_WIRE_DEVICE_REVOKED, "this device was revoked from the group");

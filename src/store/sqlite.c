@@ -832,7 +832,7 @@ out:
 
 static int sq_pull(zks_store *base, zks_store_pull_result *out, const uint8_t *group_id,
                    const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
-                   int64_t now_ms)
+                   int confirm, int64_t now_ms)
 {
     sq_store *s = from_base(base);
     int rc = tx_begin(s);
@@ -870,8 +870,8 @@ static int sq_pull(zks_store *base, zks_store_pull_result *out, const uint8_t *g
     /* A pull after X confirms that the device holds everything up to X. What
      * this pull hands out is confirmed by the device's next pull (or its next
      * HELLO), so a response lost on the way never lets cleanup delete a blob
-     * the device did not get. */
-    int64_t confirmed = to_i64(after);
+     * the device did not get. A peek confirms nothing. */
+    int64_t confirmed = confirm ? to_i64(after) : 0;
     if (confirmed > to_i64(out->max_cursor))
         confirmed = to_i64(out->max_cursor);
     if (rc == 0 && confirmed > 0)

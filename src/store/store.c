@@ -47,16 +47,30 @@ int zks_store_push_batch(zks_store *s, zks_store_push_result *results, const zks
     return s->ops->push_batch(s, results, items, n, now_ms);
 }
 
-int zks_store_pull(zks_store *s, zks_store_pull_result *out, const uint8_t *group_id,
-                   const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
-                   int64_t now_ms)
+static int pull(zks_store *s, zks_store_pull_result *out, const uint8_t *group_id,
+                const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
+                int confirm, int64_t now_ms)
 {
     if (out == NULL)
         return ZKS_EINVAL;
     memset(out, 0, sizeof *out);
     if (s == NULL || group_id == NULL || device_id == NULL || limit == 0)
         return ZKS_EINVAL;
-    return s->ops->pull(s, out, group_id, device_id, after, limit, max_bytes, now_ms);
+    return s->ops->pull(s, out, group_id, device_id, after, limit, max_bytes, confirm, now_ms);
+}
+
+int zks_store_pull(zks_store *s, zks_store_pull_result *out, const uint8_t *group_id,
+                   const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
+                   int64_t now_ms)
+{
+    return pull(s, out, group_id, device_id, after, limit, max_bytes, 1, now_ms);
+}
+
+int zks_store_pull_peek(zks_store *s, zks_store_pull_result *out, const uint8_t *group_id,
+                        const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
+                        int64_t now_ms)
+{
+    return pull(s, out, group_id, device_id, after, limit, max_bytes, 0, now_ms);
 }
 
 void zks_store_pull_result_free(zks_store_pull_result *r)

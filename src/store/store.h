@@ -186,7 +186,7 @@ typedef struct zks_store_ops {
                       size_t n, int64_t now_ms);
     int (*pull)(zks_store *s, zks_store_pull_result *out, const uint8_t *group_id,
                 const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
-                int64_t now_ms);
+                int confirm, int64_t now_ms);
     int (*peek)(zks_store *s, zks_store_blob *out, const uint8_t *group_id, uint64_t cursor,
                 int64_t now_ms);
     int (*group_info)(zks_store *s, zks_store_group *out, const uint8_t *group_id,
@@ -288,6 +288,16 @@ int zks_store_push_batch(zks_store *s, zks_store_push_result *results, const zks
 int zks_store_pull(zks_store *s, zks_store_pull_result *out, const uint8_t *group_id,
                    const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
                    int64_t now_ms);
+
+/*
+ * As zks_store_pull(), but records no delivery: a look at what follows
+ * `after` (PULL with `peek`), e.g. by a device that moves to a rotated group
+ * and takes back its own blobs stored after the rotation record, which it
+ * must not confirm in the group it leaves. Same errors.
+ */
+int zks_store_pull_peek(zks_store *s, zks_store_pull_result *out, const uint8_t *group_id,
+                        const uint8_t *device_id, uint64_t after, uint32_t limit, size_t max_bytes,
+                        int64_t now_ms);
 
 /* Frees what a pull returned and clears *r; NULL and cleared results are fine. */
 void zks_store_pull_result_free(zks_store_pull_result *r);

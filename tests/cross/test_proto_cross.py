@@ -97,6 +97,7 @@ SPEC = {
     "PULL": (5, [
         (1, "after", "uint", True, None),
         (2, "limit", "uint", False, None),
+        (3, "peek", "bool", False, None),
     ]),
     "PULL_RESPONSE": (6, [
         (1, "blobs", "blobs", True, 1000),
@@ -191,7 +192,7 @@ EXPECTED = {
     "push_minimal": ("PUSH", {"blob_id": BLOB_ID, "envelope": ENVELOPE}),
     "push_ack": ("PUSH_ACK", {
         "blob_id": BLOB_ID, "cursor": 42, "server_time": T_SERVER, "duplicate": True}),
-    "pull": ("PULL", {"after": 41, "limit": 100}),
+    "pull": ("PULL", {"after": 41, "limit": 100, "peek": True}),
     "pull_response": ("PULL_RESPONSE", {
         "blobs": [
             {"blob_id": BLOB_ID, "cursor": 42, "sender": NODE_ID, "time": T_STORED,

@@ -163,6 +163,7 @@ static void put_fields(const zks_msg *m)
     case ZKS_MSG_PULL:
         f_uint("after", m->u.pull.after);
         f_uint("limit", m->u.pull.limit);
+        f_bool("peek", m->u.pull.peek);
         break;
     case ZKS_MSG_PULL_RESPONSE: {
         const struct zks_msg_pull_response *pr = &m->u.pull_response;
@@ -378,6 +379,7 @@ static void build(zks_msg *m, const struct vector *v)
     case ZKS_MSG_PULL:
         m->u.pull.after = 41;
         m->u.pull.limit = 100;
+        m->u.pull.peek = true;
         break;
     case ZKS_MSG_PULL_RESPONSE: {
         memset(g_blobs, 0, sizeof g_blobs);

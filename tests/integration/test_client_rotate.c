@@ -710,6 +710,22 @@ static void test_late_mover_gets_what_others_confirmed(void **state)
     assert_int_equal(zks_client_rotate_group(&info, a), 0);
     assert_int_equal(info.moved, 1);
     assert_int_equal(info.devices, 3);
+    /* a's HELLO in the new group named the three of them, itself included, and no other. */
+    uint8_t ids[3][32];
+    zks_client_device_id(ids[0], a);
+    zks_client_device_id(ids[1], b);
+    zks_client_device_id(ids[2], c);
+    zks_device_list list;
+    assert_int_equal(zks_client_devices(&list, a), 0);
+    assert_int_equal(list.count, 3);
+    for (size_t i = 0; i < list.count; i++) {
+        int known = 0;
+        for (int k = 0; k < 3; k++)
+            known += memcmp(list.devices[i].id, ids[k], 32) == 0;
+        assert_int_equal(known, 1);
+        assert_int_equal(list.devices[i].last_seen == 0, !list.devices[i].self);
+    }
+    zks_device_list_free(&list);
     assert_int_equal(pull_all(b, &sb), 0);
     assert_int_equal(sb.rotated, 1);
     push_text(b, "while-c-was-away", NULL);
@@ -756,6 +772,57 @@ static void test_late_mover_gets_what_others_confirmed(void **state)
     h_relay_stop(&quick, SIGTERM);
 }
 
+/* The pending count the relay shows for device `id` in the group of `c`; -1 when not listed. */
+static long long pending_for(zks_client *c, const uint8_t id[ZKS_NODE_ID_SIZE])
+{
+    zks_device_list list;
+    assert_int_equal(zks_client_devices(&list, c), 0);
+    long long n = -1;
+    for (size_t i = 0; i < list.count; i++)
+        if (memcmp(list.devices[i].id, id, ZKS_NODE_ID_SIZE) == 0)
+            n = (long long)list.devices[i].pending;
+    zks_device_list_free(&list);
+    return n;
+}
+
+/*
+ * A device that moves reads the group it leaves past the record to take back
+ * its own pushes, but confirms nothing there: the record stays pending for
+ * it, and for the rotating device, in the old group. Had they confirmed it,
+ * the relay could delete the record once every device had moved, and a
+ * device whose move failed half-way would pull past it and stay behind.
+ */
+static void test_moving_confirms_nothing_past_the_record(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *b = connected(NULL, g);
+    uint8_t ida[32], idb[32];
+    zks_client_device_id(ida, a);
+    zks_client_device_id(idb, b);
+    push_text(b, "before", NULL);
+    struct seen sa = {0}, sb = {0};
+    assert_int_equal(pull_all(a, &sa), 0);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.moved, 1);
+    push_text(b, "after-the-record", NULL); /* b's, stored after the record: b takes it back */
+    assert_int_equal(pull_all(b, &sb), 0);
+    assert_int_equal(sb.rotated, 1);
+    assert_int_equal(pull_all(a, &sa), 0);
+    assert_int_equal(has(&sa, "after-the-record"), 1);
+
+    /* A newcomer with the old secret sees the old group as the relay keeps it. */
+    zks_client *x = connected(NULL, g);
+    assert_int_equal(pending_for(x, idb), 1); /* the record */
+    assert_int_equal(pending_for(x, ida), 2); /* b's two blobs after its last pull */
+    zks_client_free(x);
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(g);
+}
+
 static void test_rotate_needs_a_session(void **state)
 {
     (void)state;
@@ -787,6 +854,7 @@ int main(void)
         cmocka_unit_test(test_restart_keeps_the_new_group),
         cmocka_unit_test(test_move_cut_short_is_finished_at_start),
         cmocka_unit_test(test_late_mover_gets_what_others_confirmed),
+        cmocka_unit_test(test_moving_confirms_nothing_past_the_record),
         cmocka_unit_test(test_rotate_needs_a_session),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

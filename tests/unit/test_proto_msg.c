@@ -70,7 +70,7 @@ static const struct tspec SPECS[] = {
      "PUSH_ACK",
      4,
      {{1, K_FIXED, true, 16}, {2, K_UINT, true, 0}, {3, K_UINT, true, 0}, {4, K_BOOL, false, 0}}},
-    {ZKS_MSG_PULL, "PULL", 2, {{1, K_UINT, true, 0}, {2, K_UINT, false, 0}}},
+    {ZKS_MSG_PULL, "PULL", 3, {{1, K_UINT, true, 0}, {2, K_UINT, false, 0}, {3, K_BOOL, false, 0}}},
     {ZKS_MSG_PULL_RESPONSE,
      "PULL_RESPONSE",
      3,
@@ -192,6 +192,7 @@ static void canonical(zks_msg *m, uint32_t type)
     case ZKS_MSG_PULL:
         m->u.pull.after = 41;
         m->u.pull.limit = 100;
+        m->u.pull.peek = true;
         break;
     case ZKS_MSG_PULL_RESPONSE:
         memset(g_blobs, 0, sizeof g_blobs);
@@ -356,6 +357,7 @@ static void assert_msg_equal(const zks_msg *a, const zks_msg *b)
     case ZKS_MSG_PULL:
         assert_int_equal(a->u.pull.after, b->u.pull.after);
         assert_int_equal(a->u.pull.limit, b->u.pull.limit);
+        assert_int_equal(a->u.pull.peek, b->u.pull.peek);
         break;
     case ZKS_MSG_PULL_RESPONSE:
         assert_int_equal(a->u.pull_response.nblobs, b->u.pull_response.nblobs);
@@ -696,7 +698,7 @@ static void test_known_bytes(void **state)
     assert_memory_equal(b.data, push, sizeof push);
     zks_buf_free(&b);
 
-    static const uint8_t pull[] = {0x83, 0x00, 0x05, 0x01, 0x29, 0x02, 0x64};
+    static const uint8_t pull[] = {0x84, 0x00, 0x05, 0x01, 0x29, 0x02, 0x64, 0x03, 0xc3};
     encode_canonical(&b, ZKS_MSG_PULL);
     assert_int_equal(b.len, sizeof pull);
     assert_memory_equal(b.data, pull, sizeof pull);

@@ -731,6 +731,14 @@ static void test_delivery_and_pending(void **state)
     zks_store_pull_result_free(&r);
     assert_int_equal(pending_of(f->s, G1, DB, 1000), 2);
 
+    /* A peek after 6 returns 7 and confirms nothing: A's 4 and 5 still wait for B. */
+    assert_int_equal(zks_store_pull_peek(f->s, &r, G1, DB, 6, 10, 0, 1000), 0);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.blobs[0].cursor, 7);
+    zks_store_pull_result_free(&r);
+    assert_int_equal(pending_of(f->s, G1, DB, 1000), 2);
+    assert_int_equal(zks_store_pull_peek(f->s, &r, G1, DB, 6, 0, 0, 1000), ZKS_EINVAL);
+
     /* HELLO's last cursor confirms delivery, clamped to what exists. */
     zks_store_group info;
     assert_int_equal(zks_store_device_hello(f->s, &info, G1, DC, "c", 1, 100, 1500), 0);
