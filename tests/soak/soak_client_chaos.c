@@ -35,9 +35,11 @@
  * The first T devices (1 by default) use TLS over TCP, the others QUIC,
  * through a path that loses P% of the datagrams (0 by default). The short
  * run in the test suite is 15 s with 3% lost; `make soak` runs longer. At
- * most R rotations are tried (none by default: see docs/CLIENT.md, "Other
- * limits", for what a device that moves late can still miss), one chaos
- * step in eight.
+ * most R rotations are tried (4 by default), one chaos step in four; a
+ * device that moves long after the others must still get what they pushed
+ * in the new group meanwhile (HELLO.members, docs/CLIENT.md).
+ * ZKS_TEST_CLIENT_LOG (warn, info or debug) puts the clients' log on stderr,
+ * and ZKS_TEST_RELAY_LOG sets the relay's log level.
  * Every wait is bounded; the relay listens on 127.0.0.1 only. Exit 0 when
  * every check held, 1 otherwise, 77 when there is no relay binary.
  */
@@ -78,11 +80,14 @@ typedef struct device {
     uint64_t last_blob;   /* reader thread: the cursor of the last blob it was given */
     uint64_t cursor_back; /* blobs given at or below last_blob: delivered out of order */
     uint64_t push_errors;
-    uint64_t dropped;      /* reader: batches dropped as by a dying application */
-    uint64_t cursor_ahead; /* the library's cursor was ahead of what the application kept */
-    uint64_t rotations;    /* reader: moves to a rotated group */
-    uint32_t rng;          /* writer thread */
-    uint32_t reader_rng;   /* reader thread */
+    uint64_t dropped;           /* reader: batches dropped as by a dying application */
+    uint64_t cursor_ahead;      /* the library's cursor was ahead of what the application kept */
+    uint64_t rotations;         /* reader: moves to a rotated group */
+    atomic_uint_fast64_t pulls; /* reader: pulls made, and the last one's result and time */
+    atomic_int last_rc;
+    atomic_uint_fast64_t last_pull_ms;
+    uint32_t rng;        /* writer thread */
+    uint32_t reader_rng; /* reader thread */
 } device;
 
 /* What receiver r has seen from sender s: counts per seq and the order. */
@@ -98,7 +103,16 @@ static uint8_t dev_ids[MAX_DEVICES][ZKS_NODE_ID_SIZE];
 static int ndev = 3;
 static int ntcp = 1;
 static int napp = 1;
-static int nrot = 0;
+static int nrot = 4;
+/*
+ * The relay deletes what every device has every 2 s, not every hour, so the
+ * group's buffer (100 MiB) empties as it would over a longer run, and each
+ * rotation is a new group of the same address.
+ */
+static const char *const relay_settings[] = {"--cleanup-interval-s", "2",
+                                             "--new-groups-per-ip-per-hour", "1000", NULL};
+static bool g_log;                      /* ZKS_TEST_CLIENT_LOG is set (client_log_from_env) */
+static _Thread_local int t_device = -1; /* the device whose reader or writer this is */
 static unsigned loss_pct;
 static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -301,6 +315,7 @@ static void px_stop(proxy *p)
 static void *writer_main(void *arg)
 {
     device *d = arg;
+    t_device = d->idx;
     uint8_t *buf = malloc(MAX_BLOB);
     if (buf == NULL)
         h_die("out of memory");
@@ -380,9 +395,18 @@ static void record(device *d, const zks_blob *b)
 static void *reader_main(void *arg)
 {
     device *d = arg;
+    t_device = d->idx;
     while (atomic_load(&d->run)) {
         zks_pull_result pl;
         int rc = zks_client_pull(&pl, d->c, d->cursor);
+        atomic_fetch_add(&d->pulls, 1);
+        atomic_store(&d->last_rc, rc);
+        atomic_store(&d->last_pull_ms, now_ms());
+        if (rc != 0 && g_log)
+            fprintf(stderr, "%llu d%d pull after %llu: %s\n", (unsigned long long)now_ms(), d->idx,
+                    (unsigned long long)d->cursor, zks_strerror(rc));
+        if (rc == 0 && pl.rotated && g_log)
+            fprintf(stderr, "%llu d%d pull says rotated\n", (unsigned long long)now_ms(), d->idx);
         if (rc == ZKS_ECLOSED)
             break;
         if (rc == ZKS_EAGAIN) { /* not connected: ask, then look again */
@@ -570,8 +594,37 @@ static void usage(void)
     exit(2);
 }
 
+/*
+ * ZKS_TEST_CLIENT_LOG=warn|info|debug: the clients' log on stderr, to follow a
+ * failed run, each line with the device whose reader or writer thread wrote
+ * it ("d-": a client's own thread), and the readers' failed pulls.
+ */
+static void client_log(void *user, zks_log_level level, const char *msg)
+{
+    (void)user;
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    char who[16] = "d-";
+    if (t_device >= 0)
+        snprintf(who, sizeof who, "d%d", t_device);
+    fprintf(stderr, "%llu %s %s: %s\n", (unsigned long long)now_ms(), who,
+            names[(unsigned)level < 4 ? level : 3], msg);
+}
+
+static void client_log_from_env(void)
+{
+    const char *v = getenv("ZKS_TEST_CLIENT_LOG");
+    if (v == NULL || v[0] == '\0')
+        return;
+    zks_log_level level = strcmp(v, "debug") == 0  ? ZKS_LOG_DEBUG
+                          : strcmp(v, "info") == 0 ? ZKS_LOG_INFO
+                                                   : ZKS_LOG_WARN;
+    zks_log_set(client_log, NULL, level);
+    g_log = true;
+}
+
 int main(int argc, char **argv)
 {
+    client_log_from_env();
     unsigned seconds = 15;
     uint32_t seed = (uint32_t)time(NULL) ^ (uint32_t)getpid();
     for (int i = 1; i < argc; i++) {
@@ -606,7 +659,8 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     h_relay relay = {0};
-    h_relay_start(&relay, 0);
+    (void)h_relay_start;
+    h_relay_start_with(&relay, 0, relay_settings);
     unsigned port = relay.port;
     /* The QUIC devices' view of the relay: itself, or the lossy path to it. */
     static proxy px;
@@ -678,7 +732,7 @@ int main(int argc, char **argv)
             else
                 kills++;
             sleep_ms(rnd(&rng) % 800);
-            h_relay_start(&relay, port);
+            h_relay_start_with(&relay, port, relay_settings);
         } else if (what < CLOSE_EVERY + CLOSE_EVERY / 2) { /* an application restarts */
             device *d = &devs[rnd(&rng) % (uint32_t)ndev];
             printf("device %d restarts\n", d->idx);
@@ -715,6 +769,26 @@ int main(int argc, char **argv)
         sleep_ms(100);
     int drained = all_arrived();
     uint64_t drain_ms = now_ms() + DRAIN_MS - give_up;
+    if (!drained) { /* where each device stands, to tell a stuck one */
+        for (int i = 0; i < ndev; i++) {
+            device *d = &devs[i];
+            uint8_t gid[ZKS_GROUP_ID_SIZE] = {0};
+            uint64_t last = 0, outbox = 0;
+            zks_status st;
+            memset(&st, 0, sizeof st);
+            (void)zks_client_group_id(gid, d->c);
+            (void)zks_client_last_cursor(&last, d->c);
+            (void)zks_client_outbox_count(&outbox, d->c);
+            (void)zks_client_status(&st, d->c);
+            printf("device %d: group %02x%02x%02x%02x, %s, cursor %llu (library %llu), "
+                   "outbox %llu, %llu pulls, the last %s %.1f s ago\n",
+                   d->idx, gid[0], gid[1], gid[2], gid[3], zks_status_name(st.kind),
+                   (unsigned long long)d->cursor, (unsigned long long)last,
+                   (unsigned long long)outbox, (unsigned long long)atomic_load(&d->pulls),
+                   zks_strerror(atomic_load(&d->last_rc)),
+                   (double)(now_ms() - atomic_load(&d->last_pull_ms)) / 1000.0);
+        }
+    }
     for (int i = 0; i < ndev; i++) {
         device *d = &devs[i];
         atomic_store(&d->run, 0);
