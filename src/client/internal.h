@@ -511,8 +511,13 @@ int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_s
  */
 int zks__rotation_members_to_tell(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
                                   uint8_t (**ids)[ZKS_NODE_ID_SIZE], size_t *n);
-/* On the I/O thread: relay `relay_id` welcomed a HELLO of `g` that named them. */
-void zks__rotation_members_told(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32]);
+/*
+ * On the I/O thread: relay `relay_id` welcomed a HELLO of `g` that named
+ * them (`told`), or lost what it was told (not `told`: the next HELLO names
+ * them again).
+ */
+void zks__rotation_members_told(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                                bool told);
 
 /* Whether this state directory rotated away from group `k` (its group is k's successor). */
 bool zks__rotated_away(zks_client *c, const zks_group_key *k);

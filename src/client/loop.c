@@ -698,14 +698,14 @@ static void on_connected(void *user, zks_conn *conn)
  * forgotten (their cursors now name other blobs), a confirmation not yet
  * sent is dropped, and an Error event (ZKS_EREWOUND) tells the
  * application, which must bring down a cursor of its own too. Blobs the
- * relay lost that this device had not pulled are gone for it.
+ * relay lost that this device had not pulled are gone for it. True when so.
  */
-static void check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_max)
+static bool check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_max)
 {
     zks_client *c = io->c;
     const zks_group_key *g = r->group;
     if (g == NULL || g != c->group)
-        return;
+        return false;
     const uint8_t *gid = zks_group_id(g->g);
     uint64_t mine = 0;
     zks__state_lock(c, true);
@@ -714,7 +714,7 @@ static void check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_ma
         rc = zks__state_cursor_lower(c->st, gid, r->spec.id, relay_max);
     zks__state_unlock(c);
     if (rc != 0 || mine <= relay_max)
-        return;
+        return false;
     zks__relay_rewound(c, r->spec.id, relay_max);
     char id[ZKS_NODE_ID_TEXT_SIZE];
     zks_nodeid_to_text(id, r->spec.id);
@@ -727,14 +727,17 @@ static void check_rewound(struct zks__io *io, struct relay *r, uint64_t relay_ma
                     "the last cursor is now %llu",
                     id, (unsigned long long)mine, (unsigned long long)relay_max,
                     (unsigned long long)relay_max);
+    return true;
 }
 
 static void on_welcome(struct zks__io *io, struct relay *r, const struct zks_msg_welcome *w)
 {
     uv_timer_stop(&r->hello_timer);
-    if (r->named_members)
-        zks__rotation_members_told(io->c, r->group, r->spec.id);
-    check_rewound(io, r, w->max_cursor);
+    bool rewound = check_rewound(io, r, w->max_cursor);
+    /* A relay that lost blobs may have lost the devices it was told of too: the next HELLO
+     * names them again (rotate.c). */
+    if (r->named_members || rewound)
+        zks__rotation_members_told(io->c, r->group, r->spec.id, r->named_members);
     r->st = R_READY;
     r->info.max_cursor = w->max_cursor;
     r->info.pending = w->pending;

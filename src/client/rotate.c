@@ -262,13 +262,14 @@ int zks__rotation_members_to_tell(zks_client *c, const zks_group_key *g, const u
     return noted_members(c, g, ids, n, true);
 }
 
-void zks__rotation_members_told(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32])
+void zks__rotation_members_told(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
+                                bool told)
 {
     char key[80], gid[2 * ZKS_GROUP_ID_SIZE + 1];
     told_key(key, relay_id);
     sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
     zks__state_lock(c, true);
-    int rc = zks__state_meta_set(c->st, key, gid);
+    int rc = zks__state_meta_set(c->st, key, told ? gid : "");
     zks__state_unlock(c);
     if (rc != 0) /* the next HELLO names them again: the relay records each once */
         ZKS_LOGD("client: cannot note that a relay knows the group's members: %s",
@@ -307,22 +308,22 @@ int zks__rotation_finish(zks_client *c, zks_group_key *prev)
 /*
  * One page of group `g`'s blobs after `after` at the primary relay, which
  * must be `relay_id` (cursors are per relay) and in a session of `g`: *m
- * decoded, to clear; *req to free after it, on success only. A peek: the
- * relay records no delivery. A device that leaves a group never confirms
- * anything past the rotation record there, or once every device had moved
- * the relay would delete the record and the blobs after it, and a device
- * whose move failed half-way would pull past the record into whatever came
- * next, and lose its own pushes it had not taken back yet.
+ * decoded, to clear; *req to free after it, on success only. With `peek`
+ * the relay records no delivery: a device that leaves a group never
+ * confirms the rotation record there, nor anything after it, or once every
+ * device had moved the relay would delete them, and a device whose move
+ * failed half-way would pull past the record into whatever came next and
+ * lose its own pushes it had not taken back yet.
  */
 static int pull_page(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
-                     uint64_t after, uint32_t limit, zks_msg *m, zks__req **req)
+                     uint64_t after, uint32_t limit, bool peek, zks_msg *m, zks__req **req)
 {
     zks__req *r = zks__req_new(ZKS__REQ_PULL);
     if (r == NULL)
         return ZKS_ENOMEM;
     r->after = after;
     r->limit = limit;
-    r->peek = true;
+    r->peek = peek;
     r->group = g;
     int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
@@ -383,16 +384,27 @@ static int drained_add(struct drained *d, const struct zks_msg_blob *b, uint32_t
  * seals for the new group), ahead of the rows still waiting there, which
  * were pushed after them: the new group gets them in the order they were
  * made.
+ *
+ * First the device confirms what it holds: every blob before the record (a
+ * pull reached the record first, or the rotating device had nothing but its
+ * own pushes between its cursor and its record). Its confirmations until
+ * then may not have reached the relay (they go on a timer, which the move
+ * forgets), and none follows in this group. Then it reads past the record
+ * with peeks, which confirm nothing.
  */
 static int drain(zks_client *c, const zks_group_key *from, const uint8_t relay_id[32], uint64_t at)
 {
     struct drained d = {0};
     uint64_t after = at;
-    int rc = 0;
+    zks_msg m;
+    zks__req *r;
+    int rc = pull_page(c, from, relay_id, at - 1, 1, false, &m, &r);
+    if (rc != 0)
+        return rc;
+    zks_msg_clear(&m);
+    zks__req_free(r);
     for (int round = 0; round < DRAIN_MAX_ROUNDS && rc == 0; round++) {
-        zks_msg m;
-        zks__req *r;
-        if ((rc = pull_page(c, from, relay_id, after, 0, &m, &r)) != 0)
+        if ((rc = pull_page(c, from, relay_id, after, 0, true, &m, &r)) != 0)
             break;
         const struct zks_msg_pull_response *p = &m.u.pull_response;
         uint64_t last = after;
@@ -425,7 +437,7 @@ static int drain(zks_client *c, const zks_group_key *from, const uint8_t relay_i
  * its own pushes (no other device's blob, no other rotation record). Then it
  * may move at once; otherwise its application has blobs to take first, and
  * the device moves at its next pull, which also makes the first record win.
- * One PULL after `taken`, which tells the relay nothing it did not know.
+ * One peek after `taken`.
  */
 static int caught_up(zks_client *c, const zks_group_key *from, const uint8_t relay_id[32],
                      uint64_t taken, uint64_t at, bool *yes)
@@ -435,7 +447,7 @@ static int caught_up(zks_client *c, const zks_group_key *from, const uint8_t rel
         return 0;
     zks_msg m;
     zks__req *r;
-    int rc = pull_page(c, from, relay_id, taken, (uint32_t)(at - taken), &m, &r);
+    int rc = pull_page(c, from, relay_id, taken, (uint32_t)(at - taken), true, &m, &r);
     if (rc != 0)
         return rc;
     zks_buf plain;
@@ -507,15 +519,23 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
         return moved ? ZKS_EEXIST : busy ? ZKS_EAGAIN : ZKS_ENOMEM;
     }
 
-    int rc = drain(c, from, relay_id, at);
+    /* The note of `from`'s members, put back if the move fails after `to`'s replaced it. */
+    size_t note_cap =
+        2 * ZKS_GROUP_ID_SIZE + 2 + ZKS_ROTATION_MAX_RECIPIENTS * 2 * ZKS_NODE_ID_SIZE;
+    char *from_note = malloc(note_cap);
+    int rc = from_note == NULL ? ZKS_ENOMEM : drain(c, from, relay_id, at);
     if (rc == 0) {
         zks__state_lock(c, false);
+        if (zks__state_meta_get(c->st, MEMBERS_KEY, from_note, note_cap) != 0)
+            from_note[0] = '\0';
         /* The members first: every HELLO in `to` must name them (MEMBERS_KEY). */
-        if ((rc = note_members(c, to, members, nmembers)) == 0 &&
-            (rc = note_move(c, from, to)) == 0 &&
+        bool noted = (rc = note_members(c, to, members, nmembers)) == 0;
+        if (rc == 0 && (rc = note_move(c, from, to)) == 0 &&
             (rc = zks__state_group_save(c->st, to, from)) == 0 &&
             (rc = move_outbox(c, from, to)) != 0)
             (void)zks__state_group_save(c->st, from, NULL);
+        if (rc != 0 && noted)
+            (void)zks__state_meta_set(c->st, MEMBERS_KEY, from_note);
         if (rc == 0) {
             /* The inline cache takes the new group's blobs only, before a pull can see it. */
             zks__inline_clear(&c->inl, to);
@@ -536,6 +556,7 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
         }
         zks__state_unlock(c);
     }
+    free(from_note);
     if (rc != 0) {
         atomic_store(&c->switching, false);
         free(rejoin);
@@ -620,7 +641,6 @@ int zks__rotation_take(zks_client *c, zks_group_key *from, const zks__rotation_s
     return rc == ZKS_EEXIST ? 0 : rc; /* another thread's pull moved the device */
 }
 
-/* This device and every device of `list` not revoked, each once, in *out (malloc'd). */
 /* Whether `list` says device `id` is revoked. */
 static bool listed_revoked(const zks_device_list *list, const uint8_t id[ZKS_NODE_ID_SIZE])
 {
@@ -640,11 +660,24 @@ static void add_once(uint8_t (*out)[ZKS_NODE_ID_SIZE], size_t *n,
     memcpy(out[(*n)++], id, ZKS_NODE_ID_SIZE);
 }
 
+/* Whether `id` is among the `n` of `ids`. */
+static bool among(const uint8_t (*ids)[ZKS_NODE_ID_SIZE], size_t n,
+                  const uint8_t id[ZKS_NODE_ID_SIZE])
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(ids[i], id, ZKS_NODE_ID_SIZE) == 0)
+            return true;
+    return false;
+}
+
 /*
  * The devices a rotation of group `g` seals for, in *out (malloc'd): this
- * one, every device of `list` (the relay's) not revoked, and the members the
- * rotation into `g` was sealed for that `list` does not say are revoked
- * (they may not have moved yet).
+ * one, every device of `list` (the relay's) not revoked that has been seen,
+ * and the members the rotation into `g` was sealed for that `list` does not
+ * say are revoked (they may not have moved yet). A listed device never seen
+ * is one another device's HELLO named (HELLO.members): sealed for only when
+ * this device's own note, from a signed rotation record, names it too, so
+ * that a holder of the secret cannot slip in a key of its own that way.
  */
 static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, zks_client *c,
                       const zks_group_key *g, const zks_device_list *list)
@@ -663,8 +696,10 @@ static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, zks_client *
     memcpy((*out)[(*n)++], c->device_id, ZKS_NODE_ID_SIZE);
     for (size_t i = 0; i < list->count; i++) {
         const zks_device *d = &list->devices[i];
+        bool seen = d->last_seen != 0 || d->online || d->self;
         /* A NodeId that is no usable key cannot have said HELLO: a relay's error, passed by. */
-        if (!d->revoked && zks_nodeid_box_usable(d->id))
+        if (!d->revoked && zks_nodeid_box_usable(d->id) &&
+            (seen || among((const uint8_t(*)[ZKS_NODE_ID_SIZE])members, nmembers, d->id)))
             add_once(*out, n, d->id);
     }
     for (size_t i = 0; i < nmembers; i++)

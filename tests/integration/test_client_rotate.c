@@ -786,11 +786,12 @@ static long long pending_for(zks_client *c, const uint8_t id[ZKS_NODE_ID_SIZE])
 }
 
 /*
- * A device that moves reads the group it leaves past the record to take back
- * its own pushes, but confirms nothing there: the record stays pending for
- * it, and for the rotating device, in the old group. Had they confirmed it,
- * the relay could delete the record once every device had moved, and a
- * device whose move failed half-way would pull past it and stay behind.
+ * A device that moves confirms what came before the record in the group it
+ * leaves, and reads past the record to take back its own pushes, confirming
+ * nothing there: the record stays pending for it, and for the rotating
+ * device. Had they confirmed it, the relay could delete the record once
+ * every device had moved, and a device whose move failed half-way would pull
+ * past it and stay behind.
  */
 static void test_moving_confirms_nothing_past_the_record(void **state)
 {
@@ -813,13 +814,66 @@ static void test_moving_confirms_nothing_past_the_record(void **state)
     assert_int_equal(pull_all(a, &sa), 0);
     assert_int_equal(has(&sa, "after-the-record"), 1);
 
-    /* A newcomer with the old secret sees the old group as the relay keeps it. */
+    /* A newcomer with the old secret sees the old group as the relay keeps it: each moved
+     * device confirmed what came before the record (a, moving at once, had pulled "before"
+     * without confirming it yet), and nothing from the record on. */
     zks_client *x = connected(NULL, g);
-    assert_int_equal(pending_for(x, idb), 1); /* the record */
-    assert_int_equal(pending_for(x, ida), 2); /* b's two blobs after its last pull */
+    assert_int_equal(pending_for(x, idb), 1); /* a's record */
+    assert_int_equal(pending_for(x, ida), 1); /* b's blob after the record */
     zks_client_free(x);
     zks_client_free(b);
     zks_client_free(a);
+    zks_group_key_free(g);
+}
+
+/*
+ * A device the relay lists but has never seen in the group (another device's
+ * HELLO named it) gets the next secret only from a device whose own note of
+ * the rotation names it: d, which joined after the rotation, leaves out b,
+ * which has not moved yet; a, which made the rotation, keeps it.
+ */
+static void test_unseen_devices_need_a_noted_rotation(void **state)
+{
+    (void)state;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected(NULL, g), *b = connected(NULL, g);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.moved, 1);
+    char invite[ZKS_INVITE_TEXT_MAX];
+    assert_int_equal(zks_client_invite(invite, sizeof invite, a), 0);
+    zks_group_key *joined;
+    assert_int_equal(zks_group_key_from_invite(&joined, invite, NULL), 0);
+    zks_client *d = connected(NULL, joined);
+    struct seen sd = {0};
+    assert_int_equal(pull_all(d, &sd), 0);
+
+    /* The relay lists a, b (never seen) and d. */
+    uint8_t idb[32];
+    zks_client_device_id(idb, b);
+    zks_device_list list;
+    assert_int_equal(zks_client_devices(&list, d), 0);
+    assert_int_equal(list.count, 3);
+    zks_device_list_free(&list);
+
+    /* d's rotation is sealed for a and d; a's would have been for b too. */
+    assert_int_equal(zks_client_rotate_group(&info, d), 0);
+    assert_int_equal(info.devices, 2);
+    zks_event ev;
+    zks_receiver *rb;
+    assert_int_equal(zks_client_subscribe(&rb, b), 0);
+    struct seen sb = {0};
+    assert_int_equal(pull_all(b, &sb), 0); /* a's record: b moves */
+    assert_int_equal(sb.rotated, 1);
+    int excluded = ZKS_EEXCLUDED;
+    assert_int_equal(pull_all(b, &sb), 0); /* d's record leaves b out */
+    assert_int_equal(h_wait_event(rb, &ev, ZKS_EVENT_ERROR, is_error, &excluded, 10000), 0);
+    zks_receiver_free(rb);
+    zks_client_free(d);
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(joined);
     zks_group_key_free(g);
 }
 
@@ -855,6 +909,7 @@ int main(void)
         cmocka_unit_test(test_move_cut_short_is_finished_at_start),
         cmocka_unit_test(test_late_mover_gets_what_others_confirmed),
         cmocka_unit_test(test_moving_confirms_nothing_past_the_record),
+        cmocka_unit_test(test_unseen_devices_need_a_noted_rotation),
         cmocka_unit_test(test_rotate_needs_a_session),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
