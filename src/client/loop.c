@@ -201,7 +201,9 @@ static int send_msg(struct zks__io *io, struct relay *r, const zks_msg *m, int64
         rc = zks_conn_open_stream(r->conn, stream);
     if (rc == 0)
         rc = zks_conn_send_frame(r->conn, *stream, io->out.data, io->out.len, 1);
-    return rc;
+    /* The transport's "closed" is this connection's, on its way out: to a caller of the
+     * library ZKS_ECLOSED means its handle was closed, and it would stop calling. */
+    return rc == ZKS_ECLOSED ? ZKS_ECONNRESET : rc;
 }
 
 /* ---- the outbox
@@ -1092,6 +1094,8 @@ static void on_closed(void *user, zks_conn *conn, const zks_net_close_info *info
                      info->reason[0] ? info->reason : zks_wire_strerror(r->wire));
     }
     int err = r->hello_expired && !r->wire ? ZKS_ETIMEDOUT : info->err;
+    if (err == ZKS_ECLOSED) /* the connection's, not the handle's (send_msg) */
+        err = ZKS_ECONNRESET;
     r->hello_expired = false;
     int rc = r->wire ? ZKS_EREMOTE : err ? err : ZKS_ECONNRESET;
     while (r->ops) {

@@ -877,6 +877,66 @@ static void test_unseen_devices_need_a_noted_rotation(void **state)
     zks_group_key_free(g);
 }
 
+/*
+ * A relay that lost its database lost the devices a rotation's HELLOs named
+ * too. A device that finds it went back (WELCOME below its cursor) names
+ * them again at its next HELLO, though it had told that relay before.
+ */
+static void test_relay_that_lost_blobs_is_told_again(void **state)
+{
+    (void)state;
+    static const char *const extra[] = {"--new-groups-per-ip-per-hour", "1000", NULL};
+    h_relay lost;
+    memset(&lost, 0, sizeof lost);
+    h_relay_start_with(&lost, 0, extra);
+    unsigned port = lost.port;
+    zks_group_key *g;
+    assert_int_equal(zks_group_key_generate(&g), 0);
+    zks_client *a = connected_to(NULL, g, &lost), *b = connected_to(NULL, g, &lost);
+    zks_client *c = connected_to(NULL, g, &lost);
+    zks_receiver *ra;
+    assert_int_equal(zks_client_subscribe(&ra, a), 0);
+    zks_rotation_info info;
+    assert_int_equal(zks_client_rotate_group(&info, a), 0);
+    assert_int_equal(info.moved, 1);
+    struct seen sa = {0};
+    assert_int_equal(pull_all(a, &sa), 0); /* says the move */
+    push_text(a, "n1", NULL);
+    push_text(a, "n2", NULL);
+    assert_int_equal(pull_all(a, &sa), 0); /* a's cursor at the relay: 2 */
+    zks_device_list list;
+    assert_int_equal(zks_client_devices(&list, a), 0);
+    assert_int_equal(list.count, 3);
+    zks_device_list_free(&list);
+
+    /* The relay loses its database and comes back with the same key on the same port. */
+    h_relay_stop(&lost, SIGKILL);
+    static const char *const files[] = {"relay.db", "relay.db-wal", "relay.db-shm"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s", lost.dir, files[i]);
+        unlink(path);
+    }
+    h_relay_start_with(&lost, port, extra);
+    int want = ZKS_EREWOUND;
+    zks_event ev;
+    assert_int_equal(h_wait_event(ra, &ev, ZKS_EVENT_ERROR, is_error, &want, 20000), 0);
+    /* That HELLO named no one (the relay had been told); the next one does. */
+    assert_int_equal(zks_client_disconnect(a), 0);
+    zks_connection_info ci;
+    assert_int_equal(zks_client_connect(&ci, a), 0);
+    assert_int_equal(zks_client_devices(&list, a), 0);
+    assert_int_equal(list.count, 3);
+    zks_device_list_free(&list);
+
+    zks_receiver_free(ra);
+    zks_client_free(c);
+    zks_client_free(b);
+    zks_client_free(a);
+    zks_group_key_free(g);
+    h_relay_stop(&lost, SIGTERM);
+}
+
 static void test_rotate_needs_a_session(void **state)
 {
     (void)state;
@@ -910,6 +970,7 @@ int main(void)
         cmocka_unit_test(test_late_mover_gets_what_others_confirmed),
         cmocka_unit_test(test_moving_confirms_nothing_past_the_record),
         cmocka_unit_test(test_unseen_devices_need_a_noted_rotation),
+        cmocka_unit_test(test_relay_that_lost_blobs_is_told_again),
         cmocka_unit_test(test_rotate_needs_a_session),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
