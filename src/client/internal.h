@@ -343,9 +343,11 @@ typedef struct zks__req {
     uint32_t remote; /* wire code behind ZKS_EREMOTE */
     /* inputs */
     uint64_t after;
-    uint8_t id[32]; /* blob id (push, delete), device id (revoke) or relay id (confirm) */
+    uint8_t
+        id[32]; /* blob id (push, delete), device id (revoke), relay id (confirm, pinned pull) */
     uint32_t limit; /* pull: most items wanted (0: the relay's default) */
     bool peek;      /* pull: `after` confirms nothing at the relay (PULL.peek) */
+    bool pinned;    /* pull: only at the relay `id` names (its cursors), else ZKS_EAGAIN */
     bool force;
     int64_t seq;
     uint32_t ttl;

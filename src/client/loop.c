@@ -1198,9 +1198,10 @@ static void do_simple(struct zks__io *io, zks__req *q)
         return;
     }
     struct relay *r = &io->relays[io->primary];
-    if (q->type == ZKS__REQ_PULL && q->group != NULL && q->group != r->group) {
+    if (q->type == ZKS__REQ_PULL && ((q->group != NULL && q->group != r->group) ||
+                                     (q->pinned && memcmp(q->id, r->spec.id, 32) != 0))) {
         /* Its cursors are another group's than the session's (a rotation is moving the
-         * device): asking would count them in the wrong group. */
+         * device), or another relay's: asking would count them in the wrong place. */
         zks__req_finish(io->c, q, ZKS_EAGAIN);
         return;
     }

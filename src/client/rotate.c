@@ -8,7 +8,8 @@
  *
  *   1. the pushes of its own the relay stored after the record (made before
  *      the device knew of it) are added back to its outbox, ahead of the
- *      rows still waiting there;
+ *      rows still waiting there; the device first confirms what lies before
+ *      the record, then reads past it with peeks, which confirm nothing;
  *   2. the state's group file names the new group and, until step 3 is done,
  *      the old one (a start in between finishes the move);
  *   3. every outbox row of the old group is sealed anew for the new group,
@@ -325,6 +326,10 @@ static int pull_page(zks_client *c, const zks_group_key *g, const uint8_t relay_
     r->limit = limit;
     r->peek = peek;
     r->group = g;
+    /* Sent to that relay or not at all: a confirmation sent to another would count in its
+     * cursors, which number other blobs. */
+    r->pinned = true;
+    memcpy(r->id, relay_id, 32);
     int rc = zks__submit_wait(c, r);
     if (rc == ZKS_ETIMEDOUT)
         return rc;
