@@ -665,24 +665,14 @@ static void add_once(uint8_t (*out)[ZKS_NODE_ID_SIZE], size_t *n,
     memcpy(out[(*n)++], id, ZKS_NODE_ID_SIZE);
 }
 
-/* Whether `id` is among the `n` of `ids`. */
-static bool among(const uint8_t (*ids)[ZKS_NODE_ID_SIZE], size_t n,
-                  const uint8_t id[ZKS_NODE_ID_SIZE])
-{
-    for (size_t i = 0; i < n; i++)
-        if (memcmp(ids[i], id, ZKS_NODE_ID_SIZE) == 0)
-            return true;
-    return false;
-}
-
 /*
  * The devices a rotation of group `g` seals for, in *out (malloc'd): this
  * one, every device of `list` (the relay's) not revoked that has been seen,
  * and the members the rotation into `g` was sealed for that `list` does not
  * say are revoked (they may not have moved yet). A listed device never seen
- * is one another device's HELLO named (HELLO.members): sealed for only when
- * this device's own note, from a signed rotation record, names it too, so
- * that a holder of the secret cannot slip in a key of its own that way.
+ * is one another device's HELLO named (HELLO.members): sealed for only as
+ * one of those noted members, from a signed rotation record, so that a
+ * holder of the secret cannot slip in a key of its own that way.
  */
 static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, zks_client *c,
                       const zks_group_key *g, const zks_device_list *list)
@@ -703,8 +693,7 @@ static int recipients(uint8_t (**out)[ZKS_NODE_ID_SIZE], size_t *n, zks_client *
         const zks_device *d = &list->devices[i];
         bool seen = d->last_seen != 0 || d->online || d->self;
         /* A NodeId that is no usable key cannot have said HELLO: a relay's error, passed by. */
-        if (!d->revoked && zks_nodeid_box_usable(d->id) &&
-            (seen || among((const uint8_t(*)[ZKS_NODE_ID_SIZE])members, nmembers, d->id)))
+        if (!d->revoked && seen && zks_nodeid_box_usable(d->id))
             add_once(*out, n, d->id);
     }
     for (size_t i = 0; i < nmembers; i++)

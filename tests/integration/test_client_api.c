@@ -986,12 +986,7 @@ static void test_relay_lost_history(void **state)
 
     /* The relay loses its database and comes back on the same port with the same key. */
     h_relay_stop(&r, SIGKILL);
-    static const char *const files[] = {"relay.db", "relay.db-wal", "relay.db-shm"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char path[PATH_MAX + 32];
-        snprintf(path, sizeof path, "%s/%s", r.dir, files[i]);
-        unlink(path);
-    }
+    h_relay_lose_database(&r);
     h_relay_start(&r, port);
     int want = ZKS_EREWOUND;
     assert_int_equal(h_wait_event(rx, &ev, ZKS_EVENT_ERROR, is_err, &want, 20000), 0);

@@ -230,6 +230,17 @@ static void h_relay_stop(h_relay *r, int sig)
     r->pid = 0;
 }
 
+/* Deletes a stopped relay's database (its key stays): it comes back with no history. */
+static inline void h_relay_lose_database(const h_relay *r)
+{
+    static const char *const files[] = {"relay.db", "relay.db-wal", "relay.db-shm"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/%s", r->dir, files[i]);
+        unlink(path);
+    }
+}
+
 static void h_log(void *user, zks_log_level level, const char *msg)
 {
     (void)user;

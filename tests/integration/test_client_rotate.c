@@ -911,12 +911,7 @@ static void test_relay_that_lost_blobs_is_told_again(void **state)
 
     /* The relay loses its database and comes back with the same key on the same port. */
     h_relay_stop(&lost, SIGKILL);
-    static const char *const files[] = {"relay.db", "relay.db-wal", "relay.db-shm"};
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        char path[PATH_MAX + 32];
-        snprintf(path, sizeof path, "%s/%s", lost.dir, files[i]);
-        unlink(path);
-    }
+    h_relay_lose_database(&lost);
     h_relay_start_with(&lost, port, extra);
     int want = ZKS_EREWOUND;
     zks_event ev;
