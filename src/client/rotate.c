@@ -50,17 +50,29 @@ void zks__rotation_seen_free(zks__rotation_seen *rs)
 }
 
 /* The state's note that it rotated away from group `gid`. */
-static void away_key(char out[80], const uint8_t gid[32])
+/* A group's id in hex, as the state's notes keep it. */
+typedef char group_hex[2 * ZKS_GROUP_ID_SIZE + 1];
+
+static void hex_of(group_hex out, const zks_group_key *g)
+{
+    sodium_bin2hex(out, sizeof(group_hex), zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+}
+
+/* A note's name in meta: `prefix` and 32 bytes in hex (a group id, a relay id). */
+static void note_key(char out[80], const char *prefix, const uint8_t id[32])
 {
     char hex[65];
-    sodium_bin2hex(hex, sizeof hex, gid, 32);
-    snprintf(out, 80, "rotated_from/%s", hex);
+    sodium_bin2hex(hex, sizeof hex, id, 32);
+    snprintf(out, 80, "%s%s", prefix, hex);
 }
+
+/* The state's note that it rotated away from a group. */
+#define AWAY_KEY "rotated_from/"
 
 bool zks__rotated_away(zks_client *c, const zks_group_key *k)
 {
     char key[80], value[8];
-    away_key(key, zks_group_id(k->g));
+    note_key(key, AWAY_KEY, zks_group_id(k->g));
     zks__state_lock(c, false);
     int rc = zks__state_meta_get(c->st, key, value, sizeof value);
     zks__state_unlock(c);
@@ -143,9 +155,10 @@ static int reseal(void *arg, const uint8_t blob_id[16], const uint8_t *env, size
  */
 static int note_move(zks_client *c, const zks_group_key *from, const zks_group_key *to)
 {
-    char key[80], gid[2 * ZKS_GROUP_ID_SIZE + 1];
-    away_key(key, zks_group_id(from->g));
-    sodium_bin2hex(gid, sizeof gid, zks_group_id(to->g), ZKS_GROUP_ID_SIZE);
+    char key[80];
+    group_hex gid;
+    note_key(key, AWAY_KEY, zks_group_id(from->g));
+    hex_of(gid, to);
     int rc = zks__state_meta_set(c->st, key, "1");
     return rc == 0 ? zks__state_meta_set(c->st, ROTATION_UNSEEN_KEY, gid) : rc;
 }
@@ -160,8 +173,8 @@ void zks__rotation_said(zks_client *c)
 
 bool zks__rotation_unseen(zks_client *c, const zks_group_key *g)
 {
-    char noted[2 * ZKS_GROUP_ID_SIZE + 1], gid[2 * ZKS_GROUP_ID_SIZE + 1];
-    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    group_hex noted, gid;
+    hex_of(gid, g);
     zks__state_lock(c, false);
     int rc = zks__state_meta_get(c->st, ROTATION_UNSEEN_KEY, noted, sizeof noted);
     zks__state_unlock(c);
@@ -182,6 +195,9 @@ bool zks__rotation_unseen(zks_client *c, const zks_group_key *g)
  * The state keeps them for the current group: "<group id hex>:<NodeId hex>...".
  */
 #define MEMBERS_KEY "rotation_members"
+/* The longest such note, with its NUL. */
+#define MEMBERS_NOTE_MAX                                                                           \
+    (2 * ZKS_GROUP_ID_SIZE + 2 + ZKS_ROTATION_MAX_RECIPIENTS * 2 * ZKS_NODE_ID_SIZE)
 /* Per relay ("members_told/<relay id hex>"): the group whose members it was told. */
 #define TOLD_KEY "members_told/"
 
@@ -193,7 +209,7 @@ static int note_members(zks_client *c, const zks_group_key *g,
     char *text = malloc(cap);
     if (text == NULL)
         return ZKS_ENOMEM;
-    sodium_bin2hex(text, 2 * ZKS_GROUP_ID_SIZE + 1, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    hex_of(text, g);
     size_t at = 2 * ZKS_GROUP_ID_SIZE;
     text[at++] = ':';
     for (size_t i = 0; i < n; i++, at += 2 * ZKS_NODE_ID_SIZE)
@@ -213,15 +229,15 @@ static int noted_members(zks_client *c, const zks_group_key *g, uint8_t (**ids)[
 {
     *ids = NULL;
     *n = 0;
-    size_t cap = 2 * ZKS_GROUP_ID_SIZE + 2 + ZKS_ROTATION_MAX_RECIPIENTS * 2 * ZKS_NODE_ID_SIZE;
+    size_t cap = MEMBERS_NOTE_MAX;
     char *text = malloc(cap);
     if (text == NULL)
         return ZKS_ENOMEM;
     zks__state_lock(c, io_thread);
     int rc = zks__state_meta_get(c->st, MEMBERS_KEY, text, cap);
     zks__state_unlock(c);
-    char gid[2 * ZKS_GROUP_ID_SIZE + 1];
-    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    group_hex gid;
+    hex_of(gid, g);
     size_t len = rc == 0 ? strlen(text) : 0;
     size_t body = len > sizeof gid ? len - sizeof gid : 0;
     if (rc != 0 || len < sizeof gid || memcmp(text, gid, sizeof gid - 1) != 0 ||
@@ -240,21 +256,15 @@ static int noted_members(zks_client *c, const zks_group_key *g, uint8_t (**ids)[
     return k && *ids == NULL ? ZKS_ENOMEM : 0;
 }
 
-static void told_key(char out[80], const uint8_t relay_id[32])
-{
-    char hex[65];
-    sodium_bin2hex(hex, sizeof hex, relay_id, 32);
-    snprintf(out, 80, TOLD_KEY "%s", hex);
-}
-
 int zks__rotation_members_to_tell(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
                                   uint8_t (**ids)[ZKS_NODE_ID_SIZE], size_t *n)
 {
     *ids = NULL;
     *n = 0;
-    char key[80], told[2 * ZKS_GROUP_ID_SIZE + 1], gid[2 * ZKS_GROUP_ID_SIZE + 1];
-    told_key(key, relay_id);
-    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    char key[80];
+    group_hex told, gid;
+    note_key(key, TOLD_KEY, relay_id);
+    hex_of(gid, g);
     zks__state_lock(c, true);
     int rc = zks__state_meta_get(c->st, key, told, sizeof told);
     zks__state_unlock(c);
@@ -266,9 +276,10 @@ int zks__rotation_members_to_tell(zks_client *c, const zks_group_key *g, const u
 void zks__rotation_members_told(zks_client *c, const zks_group_key *g, const uint8_t relay_id[32],
                                 bool told)
 {
-    char key[80], gid[2 * ZKS_GROUP_ID_SIZE + 1];
-    told_key(key, relay_id);
-    sodium_bin2hex(gid, sizeof gid, zks_group_id(g->g), ZKS_GROUP_ID_SIZE);
+    char key[80];
+    group_hex gid;
+    note_key(key, TOLD_KEY, relay_id);
+    hex_of(gid, g);
     zks__state_lock(c, true);
     int rc = zks__state_meta_set(c->st, key, told ? gid : "");
     zks__state_unlock(c);
@@ -525,13 +536,11 @@ static int group_switch(zks_client *c, zks_group_key *from, zks_group_key *to,
     }
 
     /* The note of `from`'s members, put back if the move fails after `to`'s replaced it. */
-    size_t note_cap =
-        2 * ZKS_GROUP_ID_SIZE + 2 + ZKS_ROTATION_MAX_RECIPIENTS * 2 * ZKS_NODE_ID_SIZE;
-    char *from_note = malloc(note_cap);
+    char *from_note = malloc(MEMBERS_NOTE_MAX);
     int rc = from_note == NULL ? ZKS_ENOMEM : drain(c, from, relay_id, at);
     if (rc == 0) {
         zks__state_lock(c, false);
-        if (zks__state_meta_get(c->st, MEMBERS_KEY, from_note, note_cap) != 0)
+        if (zks__state_meta_get(c->st, MEMBERS_KEY, from_note, MEMBERS_NOTE_MAX) != 0)
             from_note[0] = '\0';
         /* The members first: every HELLO in `to` must name them (MEMBERS_KEY). */
         bool noted = (rc = note_members(c, to, members, nmembers)) == 0;
